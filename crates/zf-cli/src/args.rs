@@ -1,0 +1,116 @@
+//! Arguments shared by several commands: the network config, weights and inputs.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use zf_model::{FirstLayer, WeightsFile, ZfConfig, ZfNet};
+
+/// Which network: a preset, adjusted by the other flags. When weights are given and none of
+/// these flags is, the config recorded in the weights file is used.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NetArgs {
+    /// Network preset: paper (ZFNet, Fig. 3), alexnet (11x11 stride 4 first layer), small
+    /// (quarter width, 10 classes), tiny (eighth width, 10 classes).
+    #[arg(long, value_name = "NAME")]
+    pub config: Option<String>,
+    /// Width multiplier of every conv and fc layer (1 = the paper's 96..256 maps, 4096 units).
+    #[arg(long, value_name = "W")]
+    pub width: Option<f64>,
+    /// Number of classes of fc8.
+    #[arg(long, value_name = "N")]
+    pub classes: Option<usize>,
+    /// Side of the square input image.
+    #[arg(long, value_name = "PX")]
+    pub input_size: Option<usize>,
+    /// First layers: zf (7x7 stride 2) or alexnet (11x11 stride 4).
+    #[arg(long, value_name = "KIND", value_parser = ["zf", "alexnet"])]
+    pub first_layer: Option<String>,
+    /// Switch off the local response normalization after pool1 and pool2.
+    #[arg(long)]
+    pub no_lrn: bool,
+}
+
+impl NetArgs {
+    fn any(&self) -> bool {
+        self.config.is_some()
+            || self.width.is_some()
+            || self.classes.is_some()
+            || self.input_size.is_some()
+            || self.first_layer.is_some()
+            || self.no_lrn
+    }
+
+    /// The config these flags describe, starting from `base` (the preset, else the weights'
+    /// recorded config, else the paper's network).
+    pub fn resolve(&self, recorded: Option<ZfConfig>) -> Result<ZfConfig> {
+        let mut c = match (&self.config, recorded) {
+            (Some(name), _) => ZfConfig::preset(name)?,
+            (None, Some(r)) => r,
+            (None, None) => ZfConfig::paper(),
+        };
+        if let Some(w) = self.width {
+            if !(w > 0.0 && w.is_finite()) {
+                bail!("--width must be positive, got {w}")
+            }
+            c = c.with_width(w);
+        }
+        if let Some(n) = self.classes {
+            c = c.with_classes(n);
+        }
+        if let Some(s) = self.input_size {
+            c = c.with_input_size(s);
+        }
+        match self.first_layer.as_deref() {
+            Some("alexnet") => c = c.with_first_layer(FirstLayer::AlexNet),
+            Some(_) => c = c.with_first_layer(FirstLayer::Zf),
+            None => {}
+        }
+        if self.no_lrn {
+            c = c.with_lrn(false);
+        }
+        c.table()?;
+        Ok(c)
+    }
+
+    /// Loads the network from `weights`, with the config from these flags if any is given,
+    /// else the one the file records.
+    pub fn load(&self, weights: &str, device: &Device) -> Result<ZfNet> {
+        let file = WeightsFile::open(weights)?;
+        let config = if self.any() { Some(self.resolve(file.config()?)?) } else { None };
+        Ok(file.into_net(config.as_ref(), device)?)
+    }
+}
+
+/// Reads `--input`: a safetensors file holding a tensor named `input`, `[3, S, S]` or
+/// `[N, 3, S, S]`, already preprocessed. Returns `[N, 3, S, S]` f32.
+pub fn read_input(path: &Path, size: usize, device: &Device) -> Result<Tensor> {
+    let is_tensor = path.extension().is_some_and(|e| e == "safetensors");
+    if !is_tensor {
+        bail!(
+            "{}: --input takes a safetensors file with a tensor named `input` ([3,{size},{size}] or [N,3,{size},{size}], preprocessed); image files arrive with zf-data",
+            path.display()
+        )
+    }
+    let mut map = candle_core::safetensors::load(path, device)
+        .with_context(|| format!("cannot read input {}", path.display()))?;
+    let Some(x) = map.remove("input") else {
+        let mut names: Vec<_> = map.keys().cloned().collect();
+        names.sort();
+        bail!("{} has no tensor named `input` (found: {})", path.display(), names.join(", "))
+    };
+    let x = match x.rank() {
+        3 => x.unsqueeze(0)?,
+        4 => x,
+        _ => bail!(
+            "{}: `input` has shape {:?}, expected [3,{size},{size}] or [N,3,{size},{size}]",
+            path.display(),
+            x.dims()
+        ),
+    };
+    let (_, c, h, w) = x.dims4()?;
+    if (c, h, w) != (3, size, size) {
+        bail!("{}: `input` has shape {:?}, expected [3,{size},{size}] or [N,3,{size},{size}]", path.display(), x.dims())
+    }
+    Ok(x.to_dtype(DType::F32)?)
+}

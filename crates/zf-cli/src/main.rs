@@ -1,0 +1,71 @@
+//! The `zfnet` binary: parses arguments and hands each command to the crates. Numerics live in
+//! the library crates; this crate holds argument parsing, progress and printing only.
+
+// Doc comments on the clap structs are `--help` texts, not rustdoc: brackets in them are not links.
+#![allow(rustdoc::broken_intra_doc_links)]
+
+mod args;
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+/// Train ZFNet (Zeiler & Fergus 2014), look inside it with the deconvnet, and re-run the paper's
+/// analyses.
+///
+/// Layers are named as in the paper's Fig. 3 and the weights files: conv1..conv5, fc6, fc7, fc8
+/// (the paper's "layer 1..7" are conv1..conv5, fc6, fc7; both spellings are accepted).
+/// Weights are safetensors files, given as a path or as hf://owner/repo[@revision]/file from
+/// the Hugging Face hub cache (HF_HOME, HF_HUB_CACHE and HF_HUB_OFFLINE are honoured).
+#[derive(Debug, Parser)]
+#[command(name = "zfnet", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    /// Where tensors live: cpu, cuda[:N] or metal[:N] (cuda/metal need a build with
+    /// `--features cuda` / `--features metal`).
+    #[arg(long, global = true, default_value = "cpu")]
+    device: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Info(cmd::info::Args),
+    Init(cmd::init::Args),
+    Forward(cmd::forward::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    let result = (|| {
+        let device = zf_model::parse_device(&cli.device)?;
+        match cli.command {
+            Command::Info(a) => cmd::info::run(a, &device),
+            Command::Init(a) => cmd::init::run(a, &device),
+            Command::Forward(a) => cmd::forward::run(a, &device),
+        }
+    })();
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // candle attaches a backtrace to its errors when RUST_BACKTRACE is set; the message
+            // alone says what went wrong.
+            let msg = match e.downcast_ref::<candle_core::Error>() {
+                Some(candle_core::Error::WithBacktrace { inner, .. }) => inner.to_string(),
+                _ => format!("{e:#}"),
+            };
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("error: {msg}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

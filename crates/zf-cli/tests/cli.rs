@@ -1,0 +1,136 @@
+//! The `zfnet` binary end to end: info, init and forward, and their errors.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use candle_core::{DType, Device, Tensor};
+use zf_model::{Point, ZfNet};
+
+fn zfnet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_zfnet"))
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = zfnet(args);
+    assert!(out.status.success(), "zfnet {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = zfnet(args);
+    assert!(!out.status.success(), "zfnet {args:?} should fail");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[test]
+fn info_prints_the_papers_totals() {
+    let out = ok(&["info"]);
+    assert!(out.contains("62,357,608"), "{out}");
+    assert!(out.contains("1,168,032,896"), "{out}");
+    assert!(out.contains("conv1      96x110x110"), "{out}");
+    let json: serde_json::Value = serde_json::from_str(&ok(&["info", "--config", "alexnet", "--json"])).unwrap();
+    assert_eq!(json["layers"][0]["shape"], serde_json::json!([96, 55, 55]));
+    assert_eq!(json["config"]["first_layer"], "alexnet");
+    let e = fails(&["info", "--config", "vgg"]);
+    assert!(e.contains("unknown network config `vgg`: expected one of paper, alexnet, small, tiny"), "{e}");
+    let e = fails(&["info", "--input-size", "30"]);
+    assert!(e.contains("input size 30 does not fit"), "{e}");
+}
+
+fn write_input(path: &Path, x: &Tensor) {
+    candle_core::safetensors::save(&HashMap::from([("input".to_string(), x.clone())]), path).unwrap();
+}
+
+#[test]
+fn init_then_forward_writes_every_tap_and_switch() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("w.safetensors");
+    let w_s = w.to_str().unwrap();
+    ok(&["init", "--config", "tiny", "--input-size", "96", "--init", "he", "--seed", "3", "--out", w_s]);
+    let info = ok(&["info", "--weights", w_s]);
+    assert!(info.contains("all 16 tensors match (recorded in the weights file config)"), "{info}");
+
+    // One image as [3,S,S], and a batch as [N,3,S,S].
+    let x = Tensor::randn(0f32, 50., (2, 3, 96, 96), &Device::Cpu).unwrap();
+    let net = ZfNet::load(w_s, None, &Device::Cpu).unwrap();
+    let want = net.trace(&x).unwrap();
+    for (name, input) in [("batch", x.clone()), ("single", x.get(0).unwrap())] {
+        let xin = dir.path().join(format!("{name}.safetensors"));
+        write_input(&xin, &input);
+        let taps = dir.path().join(format!("{name}-taps.safetensors"));
+        let out = ok(&["forward", "--weights", w_s, "--input", xin.to_str().unwrap(), "--out", taps.to_str().unwrap()]);
+        assert!(out.contains("most probable class per image"), "{out}");
+        let got = candle_core::safetensors::load(&taps, &Device::Cpu).unwrap();
+        let n = if name == "batch" { 2 } else { 1 };
+        for p in Point::ALL {
+            let t = got.get(p.name()).unwrap_or_else(|| panic!("no {p} in the output"));
+            let w = want.get(p).unwrap().narrow(0, 0, n).unwrap();
+            assert_eq!(t.dims(), w.dims(), "{p}");
+            // The same numbers up to float rounding (a batch of one sums in another order).
+            let max = |t: &Tensor| t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+            assert!(max(&(t - &w).unwrap()) <= 1e-5 * max(&w).max(1.0), "{p}");
+        }
+        for pool in Point::POOLS {
+            let s = &got[&format!("{pool}.switches")];
+            assert_eq!(s.dtype(), DType::I64);
+            assert_eq!(s.dims(), want.switches_of(pool).unwrap().indices.narrow(0, 0, n).unwrap().dims());
+        }
+        let sums: Vec<f32> = got["prob"].sum(1).unwrap().to_vec1().unwrap();
+        assert_eq!(sums.len(), n);
+        assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5), "{sums:?}");
+    }
+}
+
+#[test]
+fn forward_errors_say_what_was_expected() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("w.safetensors");
+    let w_s = w.to_str().unwrap();
+    ok(&["init", "--config", "tiny", "--input-size", "96", "--out", w_s]);
+    let wrong = dir.path().join("wrong.safetensors");
+    write_input(&wrong, &Tensor::zeros((3, 64, 64), DType::F32, &Device::Cpu).unwrap());
+    let e = fails(&["forward", "--weights", w_s, "--input", wrong.to_str().unwrap(), "--out", "/dev/null"]);
+    assert!(e.contains("`input` has shape [1, 3, 64, 64], expected [3,96,96] or [N,3,96,96]"), "{e}");
+    let unnamed = dir.path().join("unnamed.safetensors");
+    candle_core::safetensors::save(
+        &HashMap::from([("x".to_string(), Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap())]),
+        &unnamed,
+    )
+    .unwrap();
+    let e = fails(&["forward", "--weights", w_s, "--input", unnamed.to_str().unwrap(), "--out", "/dev/null"]);
+    assert!(e.contains("has no tensor named `input` (found: x)"), "{e}");
+    let e = fails(&[
+        "forward",
+        "--weights",
+        "hf://nobody/nothing/model.safetensors",
+        "--input",
+        unnamed.to_str().unwrap(),
+        "--out",
+        "/dev/null",
+    ]);
+    assert!(e.contains("is not in the Hugging Face cache") && e.contains("HF_HUB_OFFLINE is set"), "{e}");
+    let e = fails(&["--device", "cuda", "info"]);
+    if !candle_core::utils::cuda_is_available() {
+        assert!(e.contains("this build has no CUDA support"), "{e}");
+    }
+    // The output is written atomically: a failed run leaves nothing behind.
+    let e = fails(&[
+        "forward",
+        "--weights",
+        w_s,
+        "--input",
+        wrong.to_str().unwrap(),
+        "--out",
+        dir.path().join("o.safetensors").to_str().unwrap(),
+    ]);
+    assert!(!e.is_empty());
+    assert!(!dir.path().join("o.safetensors").exists());
+}

@@ -1,0 +1,54 @@
+//! ZFNet (Zeiler & Fergus, *Visualizing and Understanding Convolutional Networks*, ECCV 2014)
+//! on candle: the network of the paper's Fig. 3 and its variants.
+//!
+//! - [`ZfConfig`]: the paper's network ([`ZfConfig::paper`]), the AlexNet-style first layer of
+//!   its comparison, any width, class count and input size, LRN on or off; its
+//!   [`LayerTable`] gives every layer's shape, parameters and multiply-adds.
+//! - [`ZfNet`]: named layers `conv1`..`fc8` (field names = safetensors keys);
+//!   [`ZfNet::forward_with`] hands every activation and every pool's [`Switches`] to a [`Tap`];
+//!   [`ZfNet::trace`] records them all.
+//! - [`PoolGeometry::forward_with_switches`]: 3x3 stride 2 max pooling in ceil mode that
+//!   returns its switches, with PyTorch's tie rule and a correct backward pass.
+//! - [`init`]: the paper's initialization, seeded; [`weights`]: safetensors load/save with
+//!   checked shapes; [`hub`]: `hf://owner/repo[@rev]/file` through the hub cache;
+//!   [`parse_device`]: `cpu`, `cuda`, `metal`.
+//!
+//! Depends on candle only (no other workspace crate). Used by zf-deconv, zf-train, zf-probe
+//! and the `zfnet` binary. Tensor code returns `candle_core::Result`; messages say what was
+//! expected and what was found.
+//!
+//! ```
+//! use candle_core::{Device, Tensor};
+//! use zf_model::{init::{init_net, Init}, Point, ZfConfig};
+//!
+//! let cfg = ZfConfig::tiny().with_input_size(128);
+//! let net = init_net(&cfg, Init::He, 0, &Device::Cpu)?;
+//! let x = Tensor::zeros((2, 3, 128, 128), candle_core::DType::F32, &Device::Cpu)?;
+//! let trace = net.trace(&x)?;
+//! assert_eq!(trace.get(Point::Conv1).unwrap().dims(), &[2, 12, 62, 62]);
+//! assert_eq!(trace.get(Point::Prob).unwrap().dims(), &[2, 10]);
+//! # Ok::<(), candle_core::Error>(())
+//! ```
+
+/// `return Err(Msg(..))` without the backtrace that candle's own `bail!` captures when
+/// `RUST_BACKTRACE` is set: our messages are for people and say everything themselves.
+macro_rules! bail {
+    ($($arg:tt)*) => {
+        return Err(candle_core::Error::Msg(format!($($arg)*)))
+    };
+}
+
+pub mod config;
+pub mod device;
+pub mod hub;
+pub mod init;
+pub mod lrn;
+pub mod net;
+pub mod pool;
+pub mod weights;
+
+pub use config::{FirstLayer, LayerRow, LayerTable, LrnConfig, PoolGeometry, ZfConfig};
+pub use device::parse_device;
+pub use net::{NoTap, Point, Tap, Trace, ZfNet};
+pub use pool::Switches;
+pub use weights::WeightsFile;

@@ -1,0 +1,424 @@
+//! ZFNet itself: named layers conv1..fc8 and a forward pass that hands out every activation and
+//! every pool's switches through a [`Tap`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+
+use candle_core::{DType, Module, ModuleT, Result, Tensor};
+
+use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
+
+use crate::config::{ConvGeometry, ZfConfig, CONV345, POOL12, POOL5};
+use crate::pool::Switches;
+
+/// A point in the network where a value can be observed, in forward order.
+///
+/// Conv and fc points are after the ReLU (the paper's "layer 1..7" are conv1..conv5, fc6, fc7);
+/// fc6 and fc7 are before dropout; `Fc8` is the logits and `Prob` their softmax.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Point {
+    Conv1,
+    Pool1,
+    Norm1,
+    Conv2,
+    Pool2,
+    Norm2,
+    Conv3,
+    Conv4,
+    Conv5,
+    Pool5,
+    Fc6,
+    Fc7,
+    Fc8,
+    Prob,
+}
+
+impl Point {
+    /// Every point, in forward order.
+    pub const ALL: [Point; 14] = [
+        Point::Conv1,
+        Point::Pool1,
+        Point::Norm1,
+        Point::Conv2,
+        Point::Pool2,
+        Point::Norm2,
+        Point::Conv3,
+        Point::Conv4,
+        Point::Conv5,
+        Point::Pool5,
+        Point::Fc6,
+        Point::Fc7,
+        Point::Fc8,
+        Point::Prob,
+    ];
+
+    /// The paper's layers 1..7: conv1..conv5, fc6, fc7.
+    pub const PAPER_LAYERS: [Point; 7] =
+        [Point::Conv1, Point::Conv2, Point::Conv3, Point::Conv4, Point::Conv5, Point::Fc6, Point::Fc7];
+
+    /// The layers with weights, whose names are the safetensors prefixes.
+    pub const WEIGHTED: [Point; 8] =
+        [Point::Conv1, Point::Conv2, Point::Conv3, Point::Conv4, Point::Conv5, Point::Fc6, Point::Fc7, Point::Fc8];
+
+    /// The pools, which hand out switches.
+    pub const POOLS: [Point; 3] = [Point::Pool1, Point::Pool2, Point::Pool5];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Point::Conv1 => "conv1",
+            Point::Pool1 => "pool1",
+            Point::Norm1 => "norm1",
+            Point::Conv2 => "conv2",
+            Point::Pool2 => "pool2",
+            Point::Norm2 => "norm2",
+            Point::Conv3 => "conv3",
+            Point::Conv4 => "conv4",
+            Point::Conv5 => "conv5",
+            Point::Pool5 => "pool5",
+            Point::Fc6 => "fc6",
+            Point::Fc7 => "fc7",
+            Point::Fc8 => "fc8",
+            Point::Prob => "prob",
+        }
+    }
+
+    /// The paper's layer number (1..7) of conv1..conv5, fc6, fc7.
+    pub fn paper_layer(self) -> Option<usize> {
+        Self::PAPER_LAYERS.iter().position(|&p| p == self).map(|i| i + 1)
+    }
+
+    /// Whether this is a convolution (conv1..conv5).
+    pub fn is_conv(self) -> bool {
+        matches!(self, Point::Conv1 | Point::Conv2 | Point::Conv3 | Point::Conv4 | Point::Conv5)
+    }
+}
+
+impl fmt::Display for Point {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Point {
+    type Err = candle_core::Error;
+
+    /// A point's name (`conv3`, `pool1`, `fc7`, `prob`, ...) or a paper layer number `1`..`7`.
+    fn from_str(s: &str) -> Result<Self> {
+        let s = s.trim().to_ascii_lowercase();
+        if let Ok(n) = s.parse::<usize>() {
+            return match n {
+                1..=7 => Ok(Self::PAPER_LAYERS[n - 1]),
+                _ => bail!("layer {n} does not exist: the paper's layers are 1..7 (conv1..conv5, fc6, fc7)"),
+            };
+        }
+        let s = s.strip_prefix("layer").unwrap_or(&s);
+        if let Ok(n) = s.parse::<usize>() {
+            return Self::from_str(&n.to_string());
+        }
+        Self::ALL.into_iter().find(|p| p.name() == s).ok_or_else(|| {
+            let names: Vec<_> = Self::ALL.iter().map(|p| p.name()).collect();
+            candle_core::Error::Msg(format!("unknown layer `{s}`: expected 1..7 or one of {}", names.join(", ")))
+        })
+    }
+}
+
+/// Receives what the forward pass observes. Implement only what you need: a no-op tap costs
+/// nothing beyond the forward pass itself.
+///
+/// Also implemented for closures `FnMut(Point, &Tensor) -> Result<()>`.
+pub trait Tap {
+    /// Whether `point` should be handed out. Only [`Point::Prob`] costs extra work (a softmax);
+    /// the default is `true`.
+    fn wants(&self, _point: Point) -> bool {
+        true
+    }
+
+    /// One layer's output. See [`Point`] for what each point holds.
+    ///
+    /// # Shapes
+    /// `[N, C, H, W]` for conv, pool and norm points; `[N, F]` for fc6, fc7, fc8 and prob.
+    fn activation(&mut self, point: Point, value: &Tensor) -> Result<()>;
+
+    /// One pool's switches (`pool` is Pool1, Pool2 or Pool5).
+    fn switches(&mut self, _pool: Point, _switches: &Switches) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The tap that observes nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoTap;
+
+impl Tap for NoTap {
+    fn wants(&self, _point: Point) -> bool {
+        false
+    }
+
+    fn activation(&mut self, _point: Point, _value: &Tensor) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl<F: FnMut(Point, &Tensor) -> Result<()>> Tap for F {
+    fn activation(&mut self, point: Point, value: &Tensor) -> Result<()> {
+        self(point, value)
+    }
+}
+
+/// Everything one forward pass observed: every activation and every pool's switches.
+#[derive(Clone, Debug, Default)]
+pub struct Trace {
+    pub activations: Vec<(Point, Tensor)>,
+    pub switches: Vec<(Point, Switches)>,
+}
+
+impl Tap for Trace {
+    fn activation(&mut self, point: Point, value: &Tensor) -> Result<()> {
+        self.activations.push((point, value.clone()));
+        Ok(())
+    }
+
+    fn switches(&mut self, pool: Point, switches: &Switches) -> Result<()> {
+        self.switches.push((pool, switches.clone()));
+        Ok(())
+    }
+}
+
+impl Trace {
+    /// The activation recorded at `point`.
+    pub fn get(&self, point: Point) -> Option<&Tensor> {
+        self.activations.iter().find(|(p, _)| *p == point).map(|(_, t)| t)
+    }
+
+    /// The switches recorded at pool `pool`.
+    pub fn switches_of(&self, pool: Point) -> Option<&Switches> {
+        self.switches.iter().find(|(p, _)| *p == pool).map(|(_, s)| s)
+    }
+
+    /// Every activation under its point's name and every pool's switches under
+    /// `<pool>.switches` (as `i64`, PyTorch's index type), ready for safetensors.
+    pub fn to_named_tensors(&self) -> Result<HashMap<String, Tensor>> {
+        let mut out = HashMap::new();
+        for (p, t) in &self.activations {
+            out.insert(p.name().to_string(), t.clone());
+        }
+        for (p, s) in &self.switches {
+            out.insert(format!("{}.switches", p.name()), s.indices.to_dtype(DType::I64)?);
+        }
+        Ok(out)
+    }
+}
+
+/// ZFNet (Zeiler & Fergus 2014, Fig. 3) with named layers whose names are the safetensors keys.
+///
+/// Build it with [`ZfNet::new`] from a `VarBuilder` (`vb.pp("conv1")` is the `conv1.` prefix),
+/// from fresh weights ([`crate::init`]) or from a file ([`crate::weights`]).
+#[derive(Clone, Debug)]
+pub struct ZfNet {
+    pub conv1: Conv2d,
+    pub conv2: Conv2d,
+    pub conv3: Conv2d,
+    pub conv4: Conv2d,
+    pub conv5: Conv2d,
+    pub fc6: Linear,
+    pub fc7: Linear,
+    pub fc8: Linear,
+    config: ZfConfig,
+}
+
+fn conv(inputs: usize, outputs: usize, g: ConvGeometry, vb: VarBuilder<'_>) -> Result<Conv2d> {
+    let cfg = Conv2dConfig { padding: g.padding, stride: g.stride, ..Default::default() };
+    let weight = vb.get((outputs, inputs, g.kernel, g.kernel), "weight")?;
+    let bias = vb.get(outputs, "bias")?;
+    Ok(Conv2d::new(weight, Some(bias), cfg))
+}
+
+fn linear(inputs: usize, outputs: usize, vb: VarBuilder<'_>) -> Result<Linear> {
+    let weight = vb.get((outputs, inputs), "weight")?;
+    let bias = vb.get(outputs, "bias")?;
+    Ok(Linear::new(weight, Some(bias)))
+}
+
+impl ZfNet {
+    /// Builds the network for `config`, reading `conv1.weight`, `conv1.bias`, ..., `fc8.bias`
+    /// from `vb`. An error when the config does not fit its input size.
+    pub fn new(config: &ZfConfig, vb: VarBuilder<'_>) -> Result<Self> {
+        let fc6_inputs = config.fc6_inputs()?;
+        let (g1, g2) = config.first_layer.geometry();
+        let [c1, c2, c3, c4, c5] = config.channels;
+        Ok(Self {
+            conv1: conv(3, c1, g1, vb.pp("conv1"))?,
+            conv2: conv(c1, c2, g2, vb.pp("conv2"))?,
+            conv3: conv(c2, c3, CONV345, vb.pp("conv3"))?,
+            conv4: conv(c3, c4, CONV345, vb.pp("conv4"))?,
+            conv5: conv(c4, c5, CONV345, vb.pp("conv5"))?,
+            fc6: linear(fc6_inputs, config.fc_units, vb.pp("fc6"))?,
+            fc7: linear(config.fc_units, config.fc_units, vb.pp("fc7"))?,
+            fc8: linear(config.fc_units, config.classes, vb.pp("fc8"))?,
+            config: config.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &ZfConfig {
+        &self.config
+    }
+
+    /// The convolution at `point` (conv1..conv5), for readers of the weights such as the
+    /// deconvnet.
+    pub fn conv(&self, point: Point) -> Option<&Conv2d> {
+        match point {
+            Point::Conv1 => Some(&self.conv1),
+            Point::Conv2 => Some(&self.conv2),
+            Point::Conv3 => Some(&self.conv3),
+            Point::Conv4 => Some(&self.conv4),
+            Point::Conv5 => Some(&self.conv5),
+            _ => None,
+        }
+    }
+
+    /// The linear layer at `point` (fc6..fc8).
+    pub fn linear(&self, point: Point) -> Option<&Linear> {
+        match point {
+            Point::Fc6 => Some(&self.fc6),
+            Point::Fc7 => Some(&self.fc7),
+            Point::Fc8 => Some(&self.fc8),
+            _ => None,
+        }
+    }
+
+    /// Every weight and bias under its safetensors key, in forward order.
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        for p in Point::WEIGHTED {
+            let (w, b) = match (self.conv(p), self.linear(p)) {
+                (Some(c), _) => (c.weight(), c.bias()),
+                (_, Some(l)) => (l.weight(), l.bias()),
+                _ => continue,
+            };
+            out.push((format!("{}.weight", p.name()), w.clone()));
+            if let Some(b) = b {
+                out.push((format!("{}.bias", p.name()), b.clone()));
+            }
+        }
+        out
+    }
+
+    /// The forward pass, handing every activation and every pool's switches to `tap`.
+    /// Returns the logits (fc8). Dropout is applied in fc6 and fc7 when `train` is true.
+    ///
+    /// # Shapes
+    /// - `xs`: `[N, 3, S, S]`, `S = config.input_size`, per-pixel mean already subtracted
+    /// - returns: `[N, classes]`
+    pub fn forward_with(&self, xs: &Tensor, train: bool, tap: &mut impl Tap) -> Result<Tensor> {
+        self.run(xs, train, None, tap)
+    }
+
+    /// The forward pass up to and including `last`, which it returns; later layers are not
+    /// computed. Handy when only lower layers are needed (the deconvnet, occlusion of conv5).
+    pub fn forward_until(&self, xs: &Tensor, train: bool, last: Point, tap: &mut impl Tap) -> Result<Tensor> {
+        self.run(xs, train, Some(last), tap)
+    }
+
+    /// The forward pass; stops after `last` and returns it, or with `None` runs to the end,
+    /// hands out `prob` when the tap wants it and returns the logits.
+    fn run(&self, xs: &Tensor, train: bool, last: Option<Point>, tap: &mut impl Tap) -> Result<Tensor> {
+        let (_, c, h, w) = xs.dims4()?;
+        let s = self.config.input_size;
+        if (c, h, w) != (3, s, s) {
+            bail!("input has shape {:?}, expected [N, 3, {s}, {s}]", xs.dims())
+        }
+        if let Some(p @ (Point::Norm1 | Point::Norm2)) = last {
+            if self.config.lrn.is_none() {
+                bail!("the network has no {p}: LRN is off in its config")
+            }
+        }
+        macro_rules! emit {
+            ($point:expr, $value:expr) => {{
+                let value = $value;
+                tap.activation($point, &value)?;
+                if Some($point) == last {
+                    return Ok(value);
+                }
+                value
+            }};
+        }
+        let x = emit!(Point::Conv1, self.conv1.forward(xs)?.relu()?);
+        let (x, sw) = POOL12.forward_with_switches(&x)?;
+        tap.switches(Point::Pool1, &sw)?;
+        let mut x = emit!(Point::Pool1, x);
+        if let Some(lrn) = &self.config.lrn {
+            x = emit!(Point::Norm1, lrn.forward(&x)?);
+        }
+        let x = emit!(Point::Conv2, self.conv2.forward(&x)?.relu()?);
+        let (x, sw) = POOL12.forward_with_switches(&x)?;
+        tap.switches(Point::Pool2, &sw)?;
+        let mut x = emit!(Point::Pool2, x);
+        if let Some(lrn) = &self.config.lrn {
+            x = emit!(Point::Norm2, lrn.forward(&x)?);
+        }
+        let x = emit!(Point::Conv3, self.conv3.forward(&x)?.relu()?);
+        let x = emit!(Point::Conv4, self.conv4.forward(&x)?.relu()?);
+        let x = emit!(Point::Conv5, self.conv5.forward(&x)?.relu()?);
+        let (x, sw) = POOL5.forward_with_switches(&x)?;
+        tap.switches(Point::Pool5, &sw)?;
+        let x = emit!(Point::Pool5, x).flatten_from(1)?;
+        let x = emit!(Point::Fc6, self.fc6.forward(&x)?.relu()?);
+        let x = self.dropout(&x, train)?;
+        let x = emit!(Point::Fc7, self.fc7.forward(&x)?.relu()?);
+        let x = self.dropout(&x, train)?;
+        let logits = emit!(Point::Fc8, self.fc8.forward(&x)?);
+        if last == Some(Point::Prob) || tap.wants(Point::Prob) {
+            emit!(Point::Prob, candle_nn::ops::softmax_last_dim(&logits)?);
+        }
+        Ok(logits)
+    }
+
+    /// Logits in evaluation mode (no dropout).
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.forward_with(xs, false, &mut NoTap)
+    }
+
+    /// A forward pass that records everything: every activation (including `prob`) and every
+    /// pool's switches.
+    pub fn trace(&self, xs: &Tensor) -> Result<Trace> {
+        let mut trace = Trace::default();
+        self.forward_with(xs, false, &mut trace)?;
+        Ok(trace)
+    }
+
+    fn dropout(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        if train && self.config.dropout > 0.0 {
+            candle_nn::ops::dropout(xs, self.config.dropout as f32)
+        } else {
+            Ok(xs.clone())
+        }
+    }
+}
+
+impl ModuleT for ZfNet {
+    /// Logits; dropout when `train`.
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_with(xs, train, &mut NoTap)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_names_and_numbers() {
+        assert_eq!("3".parse::<Point>().unwrap(), Point::Conv3);
+        assert_eq!("7".parse::<Point>().unwrap(), Point::Fc7);
+        assert_eq!("layer5".parse::<Point>().unwrap(), Point::Conv5);
+        assert_eq!("Pool2".parse::<Point>().unwrap(), Point::Pool2);
+        assert_eq!(Point::Fc6.paper_layer(), Some(6));
+        assert_eq!(Point::Pool1.paper_layer(), None);
+        let err = "8".parse::<Point>().unwrap_err().to_string();
+        assert!(err.contains("layer 8 does not exist"), "{err}");
+        let err = "conv9".parse::<Point>().unwrap_err().to_string();
+        assert!(err.contains("unknown layer `conv9`"), "{err}");
+    }
+}

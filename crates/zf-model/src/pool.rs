@@ -1,0 +1,237 @@
+//! Max pooling that returns its switches (the argmax of every window), in ceil or floor mode.
+//!
+//! candle's own max-pool has no ceil mode and no indices, and its backward refuses
+//! kernel != stride, so this op is ours. The switches are computed first (a fused kernel on the
+//! CPU, candle ops on other devices); the pooled values are then gathered through them, so the
+//! backward pass is candle's `gather` backward: each output's gradient goes to its switch.
+
+use candle_core::{CpuStorage, CustomOp1, Device, Layout, Result, Shape, Tensor, D};
+use rayon::prelude::*;
+
+use crate::config::PoolGeometry;
+
+/// Where each window's maximum was, as PyTorch's `max_pool2d(..., return_indices=True)` gives it.
+///
+/// # Shapes
+/// - `indices`: `[N, C, Ho, Wo]`, `u32`, the flat index `h * W + w` into the pooled input's
+///   `H x W` plane.
+/// - `input_hw`: `(H, W)`, the pooled input's size, which unpooling restores exactly.
+#[derive(Clone, Debug)]
+pub struct Switches {
+    pub indices: Tensor,
+    pub input_hw: (usize, usize),
+    pub geometry: PoolGeometry,
+}
+
+impl PoolGeometry {
+    /// Max-pools `xs` and returns the pooled values with the switches.
+    ///
+    /// Ties resolve like PyTorch: the first maximum in the window's row-major order wins; a NaN
+    /// wins over any number. In ceil mode the windows that hang over the right or bottom edge
+    /// see only the input's own values (no padding is read).
+    ///
+    /// # Shapes
+    /// - `xs`: `[N, C, H, W]`
+    /// - returns: `[N, C, Ho, Wo]` with `Ho = self.output_size(H)`, and the switches.
+    pub fn forward_with_switches(&self, xs: &Tensor) -> Result<(Tensor, Switches)> {
+        let (n, c, h, w) = xs.dims4()?;
+        let (Some(ho), Some(wo)) = (self.output_size(h), self.output_size(w)) else {
+            bail!("max pool {k}x{k} stride {s} does not fit a {h}x{w} input", k = self.kernel, s = self.stride)
+        };
+        let indices = self.switches(xs, ho, wo)?;
+        let values = xs.flatten_from(2)?.gather(&indices.flatten_from(2)?, 2)?.reshape((n, c, ho, wo))?;
+        Ok((values, Switches { indices, input_hw: (h, w), geometry: *self }))
+    }
+
+    fn switches(&self, xs: &Tensor, ho: usize, wo: usize) -> Result<Tensor> {
+        let xs = xs.detach();
+        match xs.device() {
+            Device::Cpu => xs.contiguous()?.apply_op1_no_bwd(&SwitchKernel { geometry: *self, ho, wo }),
+            _ => self.switches_generic(&xs, ho, wo),
+        }
+    }
+
+    /// The switches from candle's own ops, for devices without a kernel of ours: one pass per
+    /// window offset, keeping the running maximum and its index (strictly greater wins, so the
+    /// first maximum in row-major order is kept). NaNs are not given priority here.
+    pub(crate) fn switches_generic(&self, xs: &Tensor, ho: usize, wo: usize) -> Result<Tensor> {
+        let (n, c, _, w) = xs.dims4()?;
+        let (k, s) = (self.kernel, self.stride);
+        // Pad right/bottom with -inf so that every offset can take `s * out` rows (cols).
+        let (hp, wp) = ((k - 1) + s * ho, (k - 1) + s * wo);
+        let xs = pad_bottom_right(xs, hp, wp, f64::NEG_INFINITY)?;
+        let mut best: Option<(Tensor, Tensor)> = None;
+        for di in 0..k {
+            let rows = xs.narrow(2, di, s * ho)?.reshape((n, c, ho, s, wp))?.narrow(3, 0, 1)?.squeeze(3)?;
+            for dj in 0..k {
+                let v = rows.narrow(3, dj, s * wo)?.reshape((n, c, ho, wo, s))?.narrow(4, 0, 1)?.squeeze(4)?;
+                // The flat input index of this offset in every window (past-the-edge offsets are
+                // -inf and never win, so their out-of-range index is never kept).
+                let idx: Vec<u32> =
+                    (0..ho).flat_map(|oi| (0..wo).map(move |oj| ((oi * s + di) * w + oj * s + dj) as u32)).collect();
+                let idx = Tensor::from_vec(idx, (1, 1, ho, wo), xs.device())?.broadcast_as((n, c, ho, wo))?;
+                best = Some(match best {
+                    None => (v, idx.contiguous()?),
+                    Some((bv, bi)) => {
+                        let m = v.gt(&bv)?;
+                        (m.where_cond(&v, &bv)?, m.where_cond(&idx, &bi)?)
+                    }
+                });
+            }
+        }
+        best.map(|(_, i)| i).ok_or_else(|| candle_core::Error::Msg("empty pooling window".into()))
+    }
+}
+
+/// Pads `[N, C, H, W]` at the bottom and right with `value` to `[N, C, hp, wp]`, or crops when
+/// smaller.
+fn pad_bottom_right(xs: &Tensor, hp: usize, wp: usize, value: f64) -> Result<Tensor> {
+    let (n, c, h, w) = xs.dims4()?;
+    let mut xs = xs.narrow(2, 0, h.min(hp))?.narrow(3, 0, w.min(wp))?;
+    if hp > h {
+        let pad = Tensor::full(value, (n, c, hp - h, w.min(wp)), xs.device())?.to_dtype(xs.dtype())?;
+        xs = Tensor::cat(&[&xs, &pad], 2)?;
+    }
+    if wp > w {
+        let pad = Tensor::full(value, (n, c, hp, wp - w), xs.device())?.to_dtype(xs.dtype())?;
+        xs = Tensor::cat(&[&xs, &pad], D::Minus1)?;
+    }
+    Ok(xs)
+}
+
+/// The CPU kernel: one pass over each `H x W` plane, planes in parallel.
+struct SwitchKernel {
+    geometry: PoolGeometry,
+    ho: usize,
+    wo: usize,
+}
+
+impl SwitchKernel {
+    fn run<T: Copy + PartialOrd + Send + Sync>(
+        &self,
+        src: &[T],
+        planes: usize,
+        h: usize,
+        w: usize,
+        is_nan: fn(T) -> bool,
+    ) -> Vec<u32> {
+        let (k, s, ho, wo) = (self.geometry.kernel, self.geometry.stride, self.ho, self.wo);
+        let mut out = vec![0u32; planes * ho * wo];
+        out.par_chunks_mut(ho * wo).enumerate().for_each(|(p, dst)| {
+            let plane = &src[p * h * w..(p + 1) * h * w];
+            for oi in 0..ho {
+                let (r0, r1) = (oi * s, (oi * s + k).min(h));
+                for oj in 0..wo {
+                    let (c0, c1) = (oj * s, (oj * s + k).min(w));
+                    let mut arg = r0 * w + c0;
+                    let mut best = plane[arg];
+                    'window: for r in r0..r1 {
+                        for c in c0..c1 {
+                            let v = plane[r * w + c];
+                            if is_nan(best) {
+                                break 'window;
+                            }
+                            if v > best || is_nan(v) {
+                                best = v;
+                                arg = r * w + c;
+                            }
+                        }
+                    }
+                    dst[oi * wo + oj] = arg as u32;
+                }
+            }
+        });
+        out
+    }
+}
+
+impl CustomOp1 for SwitchKernel {
+    fn name(&self) -> &'static str {
+        "max-pool-switches"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = layout.shape().dims4()?;
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            bail!("max-pool-switches needs a contiguous input")
+        };
+        let planes = n * c;
+        let out = match storage {
+            CpuStorage::F32(v) => self.run(&v[start..end], planes, h, w, f32::is_nan),
+            CpuStorage::F64(v) => self.run(&v[start..end], planes, h, w, f64::is_nan),
+            _ => bail!("max-pool-switches expects an f32 or f64 input"),
+        };
+        Ok((CpuStorage::U32(out), Shape::from((n, c, self.ho, self.wo))))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config::{POOL12, POOL5};
+
+    fn t(v: &[f32], h: usize, w: usize) -> Tensor {
+        Tensor::from_slice(v, (1, 1, h, w), &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn ceil_mode_windows_and_ties() {
+        // 4x4 input, 3x3 stride 2 ceil: 2x2 outputs; the right/bottom windows see 3x2, 2x3, 2x2.
+        #[rustfmt::skip]
+        let x = t(&[
+            1., 1., 0., 5.,
+            1., 0., 0., 5.,
+            0., 0., 2., 0.,
+            7., 0., 0., 7.,
+        ], 4, 4);
+        let (v, sw) = POOL12.forward_with_switches(&x).unwrap();
+        assert_eq!(v.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![2., 5., 7., 7.]);
+        // Window (1,1) covers rows 2-3, cols 2-3: 2 at 10, 7 at 15.
+        assert_eq!(sw.indices.flatten_all().unwrap().to_vec1::<u32>().unwrap(), vec![10, 3, 12, 15]);
+        // Ties: the first maximum in row-major order wins.
+        let ones = t(&[1.0; 16], 4, 4);
+        let (_, sw) = POOL12.forward_with_switches(&ones).unwrap();
+        assert_eq!(sw.indices.flatten_all().unwrap().to_vec1::<u32>().unwrap(), vec![0, 2, 8, 10]);
+    }
+
+    #[test]
+    fn nan_wins_like_pytorch() {
+        let x = t(&[1., f32::NAN, 3., 4., 5., 6., 7., 8., 9.], 3, 3);
+        let (v, sw) = POOL5.forward_with_switches(&x).unwrap();
+        assert!(v.flatten_all().unwrap().to_vec1::<f32>().unwrap()[0].is_nan());
+        assert_eq!(sw.indices.flatten_all().unwrap().to_vec1::<u32>().unwrap(), vec![1]);
+    }
+
+    #[test]
+    fn generic_path_agrees_with_kernel() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for (geometry, h, w) in
+            [(POOL12, 13, 14), (POOL12, 26, 26), (POOL5, 13, 13), (PoolGeometry::new(2, 3, true), 11, 8)]
+        {
+            // Few distinct values, so that ties are common.
+            let v: Vec<f32> = (0..2 * 3 * h * w).map(|_| rng.random_range(0..4) as f32).collect();
+            let x = Tensor::from_vec(v, (2, 3, h, w), &Device::Cpu).unwrap();
+            let (ho, wo) = (geometry.output_size(h).unwrap(), geometry.output_size(w).unwrap());
+            let a = geometry.switches(&x, ho, wo).unwrap().flatten_all().unwrap().to_vec1::<u32>().unwrap();
+            let b = geometry.switches_generic(&x, ho, wo).unwrap().flatten_all().unwrap().to_vec1::<u32>().unwrap();
+            assert_eq!(a, b, "{geometry:?} on {h}x{w}");
+        }
+    }
+
+    #[test]
+    fn gradient_goes_to_the_switch() {
+        // 5x5, 3x3 stride 2: four windows that all contain the centre, which is the maximum.
+        let mut v: Vec<f32> = (0..25).map(|i| i as f32).collect();
+        v[12] = 99.0;
+        let x = candle_core::Var::from_tensor(&t(&v, 5, 5)).unwrap();
+        let (y, sw) = POOL12.forward_with_switches(x.as_tensor()).unwrap();
+        assert_eq!(sw.indices.flatten_all().unwrap().to_vec1::<u32>().unwrap(), vec![12; 4]);
+        let grads = (y * 3.0).unwrap().sum_all().unwrap().backward().unwrap();
+        let g = grads.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let mut want = vec![0.0f32; 25];
+        want[12] = 12.0; // 3 from each of the four windows
+        assert_eq!(g, want);
+    }
+}

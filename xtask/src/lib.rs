@@ -1,0 +1,8 @@
+//! `cargo xtask`'s tasks, as a library so that `cargo test` runs them too.
+//!
+//! - [`tidy`]: the house rules that a machine can check (layering of the crates, module docs).
+//!
+//! xtask imports no workspace crate and has no dependencies: it builds in seconds and drives
+//! the `zfnet` binary through `$CARGO` when it needs the network.
+
+pub mod tidy;

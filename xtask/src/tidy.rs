@@ -1,0 +1,148 @@
+//! The tidy check: every crate's dependencies follow DESIGN.md's layering, and every source
+//! file says why it exists in a first `//!` line.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// Which workspace crates each crate may depend on (DESIGN.md, "Layout and layering").
+/// Dependencies point down only; nothing imports zf-cli; xtask imports no workspace crate.
+pub const LAYERING: &[(&str, &[&str])] = &[
+    ("zf-data", &[]),
+    ("zf-model", &[]),
+    ("zf-viz", &[]),
+    ("zf-deconv", &["zf-model"]),
+    ("zf-train", &["zf-model", "zf-data"]),
+    ("zf-probe", &["zf-model", "zf-data", "zf-deconv"]),
+    ("zf-cli", &["zf-data", "zf-model", "zf-deconv", "zf-train", "zf-probe", "zf-viz"]),
+    ("zfnet-tests", &["zf-data", "zf-model", "zf-deconv", "zf-train", "zf-probe", "zf-viz"]),
+    ("xtask", &[]),
+];
+
+/// Runs every check on the workspace at `root`; returns one line per violation.
+pub fn check(root: &Path) -> Vec<String> {
+    let mut problems = Vec::new();
+    let manifests = member_manifests(root);
+    let members: BTreeSet<String> = manifests.iter().filter_map(|m| package_name(m)).collect();
+    for manifest in &manifests {
+        let rel = manifest.strip_prefix(root).unwrap_or(manifest).display().to_string();
+        let Some(name) = package_name(manifest) else {
+            problems.push(format!("{rel}: no [package] name"));
+            continue;
+        };
+        let Some((_, allowed)) = LAYERING.iter().find(|(n, _)| *n == name) else {
+            problems.push(format!("{rel}: crate `{name}` is not in the layering table (xtask/src/tidy.rs, DESIGN.md)"));
+            continue;
+        };
+        for dep in dependencies(manifest) {
+            if members.contains(&dep) && !allowed.contains(&dep.as_str()) {
+                problems.push(format!(
+                    "{rel}: `{name}` depends on `{dep}`, which the layering forbids (allowed: {})",
+                    list(allowed)
+                ));
+            }
+        }
+    }
+    for dir in ["crates", "xtask", "tests"] {
+        for file in rust_files(&root.join(dir)) {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+            if !first.starts_with("//!") {
+                let rel = file.strip_prefix(root).unwrap_or(&file).display().to_string();
+                problems.push(format!("{rel}: the first line must be a `//!` comment saying why the file exists"));
+            }
+        }
+    }
+    problems
+}
+
+fn list(names: &[&str]) -> String {
+    if names.is_empty() {
+        "no workspace crate".to_string()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// `crates/*/Cargo.toml`, `xtask/Cargo.toml`, `tests/Cargo.toml`.
+fn member_manifests(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(root.join("crates")) {
+        let mut dirs: Vec<_> =
+            rd.filter_map(|e| e.ok()).map(|e| e.path().join("Cargo.toml")).filter(|p| p.is_file()).collect();
+        dirs.sort();
+        out.extend(dirs);
+    }
+    for d in ["xtask", "tests"] {
+        let p = root.join(d).join("Cargo.toml");
+        if p.is_file() {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn package_name(manifest: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(manifest).ok()?;
+    let mut in_package = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_package = line == "[package]";
+        } else if in_package {
+            if let Some(v) = line.strip_prefix("name").map(str::trim).and_then(|r| r.strip_prefix('=')) {
+                return Some(v.trim().trim_matches('"').to_string());
+            }
+        }
+    }
+    None
+}
+
+/// Names of every dependency in `[dependencies]`, `[dev-dependencies]`,
+/// `[build-dependencies]` and their `[target.*.…]` forms, in both the `name = …` and the
+/// `[dependencies.name]` spellings.
+fn dependencies(manifest: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(manifest).unwrap_or_default();
+    let is_dep_table = |t: &str| t.ends_with("dependencies") && (t.starts_with("target.") || !t.contains('.'));
+    let mut out = Vec::new();
+    let mut in_deps = false;
+    for line in text.lines().map(str::trim) {
+        if let Some(header) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            let header = header.trim();
+            in_deps = is_dep_table(header);
+            // [dependencies.name] / [target.x.dependencies.name]
+            if let Some((table, name)) = header.rsplit_once('.') {
+                if is_dep_table(table) {
+                    out.push(name.trim_matches('"').to_string());
+                }
+            }
+            continue;
+        }
+        if in_deps && !line.starts_with('#') {
+            if let Some((key, _)) = line.split_once('=') {
+                let key = key.trim();
+                let name = key.split('.').next().unwrap_or(key).trim_matches('"');
+                if !name.is_empty() {
+                    out.push(name.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    for entry in rd.filter_map(|e| e.ok()) {
+        let p = entry.path();
+        let name = entry.file_name();
+        if p.is_dir() {
+            if name != "target" && !name.to_string_lossy().starts_with('.') {
+                out.extend(rust_files(&p));
+            }
+        } else if p.extension().is_some_and(|e| e == "rs") {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}

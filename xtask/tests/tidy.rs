@@ -1,0 +1,71 @@
+//! The tidy check on this workspace, and on small broken workspaces that it must reject.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use std::path::{Path, PathBuf};
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+#[test]
+fn this_workspace_is_tidy() {
+    let problems = xtask::tidy::check(&workspace_root());
+    assert!(problems.is_empty(), "tidy found:\n{}", problems.join("\n"));
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("zfnet-tidy-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+fn krate(root: &Path, name: &str, deps: &str, dev_deps: &str) {
+    write(
+        &root.join("crates").join(name).join("Cargo.toml"),
+        &format!("[package]\nname = \"{name}\"\n\n[dependencies]\n{deps}\n\n[dev-dependencies]\n{dev_deps}\n"),
+    );
+    write(&root.join("crates").join(name).join("src/lib.rs"), "//! A crate.\n");
+}
+
+#[test]
+fn upward_dependencies_are_rejected() {
+    let root = scratch("layering");
+    krate(&root, "zf-model", "candle-core.workspace = true", "");
+    krate(&root, "zf-data", "zf-model = { path = \"../zf-model\" }", "");
+    krate(&root, "zf-deconv", "zf-model.workspace = true", "zf-train.workspace = true");
+    krate(&root, "zf-train", "[dependencies.zf-cli]\npath = \"../zf-cli\"", "");
+    krate(&root, "zf-cli", "zf-model.workspace = true", "");
+    krate(&root, "zf-extra", "", "");
+    let problems = xtask::tidy::check(&root);
+    let joined = problems.join("\n");
+    assert!(
+        joined.contains("`zf-data` depends on `zf-model`, which the layering forbids (allowed: no workspace crate)"),
+        "{joined}"
+    );
+    assert!(joined.contains("`zf-deconv` depends on `zf-train`"), "{joined}");
+    assert!(joined.contains("`zf-train` depends on `zf-cli`"), "{joined}");
+    assert!(joined.contains("crate `zf-extra` is not in the layering table"), "{joined}");
+    assert_eq!(problems.len(), 4, "{joined}");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn files_without_a_module_doc_are_rejected() {
+    let root = scratch("docs");
+    krate(&root, "zf-model", "", "");
+    write(&root.join("crates/zf-model/src/pool.rs"), "// a plain comment\nfn f() {}\n");
+    write(&root.join("crates/zf-model/tests/t.rs"), "\n\n//! Fine after blank lines.\n");
+    write(&root.join("xtask/src/main.rs"), "fn main() {}\n");
+    let problems = xtask::tidy::check(&root);
+    let joined = problems.join("\n");
+    assert!(joined.contains("crates/zf-model/src/pool.rs: the first line must be a `//!` comment"), "{joined}");
+    assert!(joined.contains("xtask/src/main.rs"), "{joined}");
+    assert_eq!(problems.len(), 2, "{joined}");
+    std::fs::remove_dir_all(&root).unwrap();
+}
