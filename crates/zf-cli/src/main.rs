@@ -33,6 +33,7 @@ enum Command {
     Info(cmd::info::Args),
     Init(cmd::init::Args),
     Forward(cmd::forward::Args),
+    Bench(cmd::bench::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -50,6 +51,7 @@ fn main() -> std::process::ExitCode {
             Command::Info(a) => cmd::info::run(a, &device),
             Command::Init(a) => cmd::init::run(a, &device),
             Command::Forward(a) => cmd::forward::run(a, &device),
+            Command::Bench(a) => cmd::bench::run(a, &device),
         }
     })();
     match result {

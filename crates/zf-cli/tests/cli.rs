@@ -134,3 +134,17 @@ fn forward_errors_say_what_was_expected() {
     assert!(!e.is_empty());
     assert!(!dir.path().join("o.safetensors").exists());
 }
+
+#[test]
+fn bench_prints_json_lines_in_the_pytorch_format() {
+    let out = ok(&["bench", "--what", "forward", "--width", "0.05", "--batch", "2", "--reps", "1"]);
+    let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    for key in ["bench", "impl", "threads", "width", "batch", "median_s", "images_per_s"] {
+        assert!(v.get(key).is_some(), "missing {key} in {v}");
+    }
+    assert_eq!(v["batch"], 2);
+    let (median, ips) = (v["median_s"].as_f64().unwrap(), v["images_per_s"].as_f64().unwrap());
+    assert!(median > 0.0 && (ips - 2.0 / median).abs() <= 0.01 * ips + 0.01, "{v}");
+    let e = fails(&["bench", "--what", "dance"]);
+    assert!(e.contains("unknown benchmark `dance`"), "{e}");
+}

@@ -1,5 +1,6 @@
 //! One module per `zfnet` command.
 
+pub mod bench;
 pub mod forward;
 pub mod info;
 pub mod init;
