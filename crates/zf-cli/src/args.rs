@@ -4,6 +4,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
+use zf_data::{Crop, MeanImage, Preprocess};
 use zf_model::{FirstLayer, WeightsFile, ZfConfig, ZfNet};
 
 /// Which network: a preset, adjusted by the other flags. When weights are given and none of
@@ -83,14 +84,27 @@ impl NetArgs {
 }
 
 /// Reads `--input`: a safetensors file holding a tensor named `input`, `[3, S, S]` or
-/// `[N, 3, S, S]`, already preprocessed. Returns `[N, 3, S, S]` f32.
-pub fn read_input(path: &Path, size: usize, device: &Device) -> Result<Tensor> {
+/// `[N, 3, S, S]`, already preprocessed; or an image file, preprocessed as the paper does
+/// (shorter side to `S * 256 / 224`, centre square, `mean` subtracted, centre crop), which needs
+/// the training set's mean image. Returns `[N, 3, S, S]` f32.
+pub fn read_input(path: &Path, size: usize, mean: Option<&Path>, device: &Device) -> Result<Tensor> {
     let is_tensor = path.extension().is_some_and(|e| e == "safetensors");
     if !is_tensor {
-        bail!(
-            "{}: --input takes a safetensors file with a tensor named `input` ([3,{size},{size}] or [N,3,{size},{size}], preprocessed); image files arrive with zf-data",
-            path.display()
-        )
+        let Some(mean) = mean else {
+            bail!(
+                "{}: an image input needs --mean FILE, the training set's per-pixel mean image (`zfnet data mean`); or give a preprocessed safetensors tensor `input`",
+                path.display()
+            )
+        };
+        let mean = MeanImage::load(mean)?;
+        let pre = Preprocess::for_input(size);
+        if mean.side != pre.resize {
+            bail!("the mean image is {0}x{0}, a {size}-pixel input needs {1}x{1}", mean.side, pre.resize)
+        }
+        let img = pre.load(path)?;
+        let mut out = vec![0f32; 3 * size * size];
+        pre.crop_into(&img, Some(&mean.values), Crop::CENTRE, &mut out);
+        return Ok(Tensor::from_vec(out, (1, 3, size, size), device)?);
     }
     let mut map = candle_core::safetensors::load(path, device)
         .with_context(|| format!("cannot read input {}", path.display()))?;

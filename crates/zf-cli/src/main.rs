@@ -6,6 +6,7 @@
 
 mod args;
 mod cmd;
+mod progress;
 
 use clap::{Parser, Subcommand};
 
@@ -33,6 +34,7 @@ enum Command {
     Info(cmd::info::Args),
     Init(cmd::init::Args),
     Forward(cmd::forward::Args),
+    Data(cmd::data::Args),
     Bench(cmd::bench::Args),
 }
 
@@ -51,6 +53,7 @@ fn main() -> std::process::ExitCode {
             Command::Info(a) => cmd::info::run(a, &device),
             Command::Init(a) => cmd::init::run(a, &device),
             Command::Forward(a) => cmd::forward::run(a, &device),
+            Command::Data(a) => cmd::data::run(a, &device),
             Command::Bench(a) => cmd::bench::run(a, &device),
         }
     })();

@@ -148,3 +148,76 @@ fn bench_prints_json_lines_in_the_pytorch_format() {
     let e = fails(&["bench", "--what", "dance"]);
     assert!(e.contains("unknown benchmark `dance`"), "{e}");
 }
+
+#[test]
+fn data_generate_is_deterministic_and_feeds_forward_with_a_mean() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for out in [&a, &b] {
+        ok(&[
+            "data",
+            "generate",
+            "--out",
+            out.to_str().unwrap(),
+            "--per-class",
+            "2",
+            "--val-per-class",
+            "1",
+            "--seed",
+            "4",
+        ]);
+    }
+    let classes = std::fs::read_to_string(a.join("classes.txt")).unwrap();
+    assert_eq!(classes.lines().count(), 10);
+    assert_eq!(classes.lines().next(), Some("face"));
+    for split in ["train", "val"] {
+        for class in classes.lines() {
+            let files: Vec<_> =
+                std::fs::read_dir(a.join(split).join(class)).unwrap().map(|e| e.unwrap().file_name()).collect();
+            assert_eq!(
+                files.len(),
+                if split == "train" { 4 } else { 2 },
+                "{split}/{class}: a png and a json per image"
+            );
+            for f in files {
+                let (x, y) = (
+                    std::fs::read(a.join(split).join(class).join(&f)).unwrap(),
+                    std::fs::read(b.join(split).join(class).join(&f)).unwrap(),
+                );
+                assert_eq!(x, y, "{split}/{class}/{f:?} differs between two runs with the same seed");
+            }
+        }
+    }
+    let mean = dir.path().join("mean.safetensors");
+    ok(&["data", "mean", "--data", a.join("train").to_str().unwrap(), "--out", mean.to_str().unwrap()]);
+    let w = dir.path().join("w.safetensors");
+    ok(&["init", "--config", "tiny", "--out", w.to_str().unwrap()]);
+    let photo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/photos/chelsea.jpg");
+    let taps = dir.path().join("taps.safetensors");
+    ok(&[
+        "forward",
+        "--weights",
+        w.to_str().unwrap(),
+        "--input",
+        photo.to_str().unwrap(),
+        "--mean",
+        mean.to_str().unwrap(),
+        "--out",
+        taps.to_str().unwrap(),
+    ]);
+    let got = candle_core::safetensors::load(&taps, &Device::Cpu).unwrap();
+    assert_eq!(got["input"].dims(), &[1, 3, 224, 224]);
+    // The input is the photo's centre crop minus the mean: values centred near zero, not 0..255.
+    let m = got["input"].mean_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(m.abs() < 60.0, "{m}");
+    let e = fails(&[
+        "forward",
+        "--weights",
+        w.to_str().unwrap(),
+        "--input",
+        photo.to_str().unwrap(),
+        "--out",
+        taps.to_str().unwrap(),
+    ]);
+    assert!(e.contains("an image input needs --mean FILE"), "{e}");
+}

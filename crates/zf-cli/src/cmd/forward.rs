@@ -21,10 +21,13 @@ pub struct Args {
     /// Weights: a path or hf://owner/repo[@revision]/file.
     #[arg(long, value_name = "W")]
     weights: String,
-    /// Input: a safetensors file with a tensor `input`, [3,S,S] or [N,3,S,S], preprocessed
-    /// (per-pixel mean subtracted).
+    /// Input: an image file (JPEG, PNG, ...; needs --mean), or a safetensors file with a tensor
+    /// `input`, [3,S,S] or [N,3,S,S], already preprocessed (per-pixel mean subtracted).
     #[arg(long, value_name = "FILE")]
     input: PathBuf,
+    /// The training set's per-pixel mean image (`zfnet data mean`), for image inputs.
+    #[arg(long, value_name = "FILE")]
+    mean: Option<PathBuf>,
     /// Output safetensors file.
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
@@ -33,7 +36,7 @@ pub struct Args {
 #[allow(clippy::print_stdout)]
 pub fn run(args: Args, device: &Device) -> Result<()> {
     let net = args.net.load(&args.weights, device)?;
-    let x = read_input(&args.input, net.config().input_size, device)?;
+    let x = read_input(&args.input, net.config().input_size, args.mean.as_deref(), device)?;
     let trace = net.trace(&x)?;
     let mut named: Vec<_> = trace.to_named_tensors()?.into_iter().collect();
     named.push(("input".to_string(), x));

@@ -1,6 +1,7 @@
 //! One module per `zfnet` command.
 
 pub mod bench;
+pub mod data;
 pub mod forward;
 pub mod info;
 pub mod init;
