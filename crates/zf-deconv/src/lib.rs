@@ -1,0 +1,268 @@
+//! The deconvnet of Zeiler & Fergus (2014, Sec. 2.1): what one activation responds to, seen in
+//! pixel space.
+//!
+//! Keep one activation of a chosen layer (conv1..conv5, the paper's layers 1-5), set all others
+//! to zero, and go down to the pixels layer by layer:
+//! - **unpool**: put each value back where the forward max-pool found its maximum (the
+//!   switch), zeros elsewhere, restoring the exact pre-pool size (ceil mode included). Where
+//!   two windows share a switch, the later window (row-major) wins, as in PyTorch's
+//!   `max_unpool2d` on the CPU;
+//! - **rectify**: ReLU;
+//! - **filter**: `conv_transpose2d` with the layer's own weights, stride and padding, and the
+//!   output padding that restores the layer's exact input size; no biases. LRN is passed
+//!   through unchanged.
+//!
+//! [`Deconvnet::project`] projects many units of one layer — of one image or of many — in one
+//! batched call from one recorded forward pass ([`zf_model::Trace`]). [`receptive_field`] gives
+//! the input box a unit sees; [`TopK`] keeps the strongest activations per feature map over a
+//! stream of batches (memory independent of the data set's size).
+//!
+//! Depends on zf-model only. Used by zf-probe and the `zfnet` binary. Errors are
+//! `candle_core::Result` with messages that name the layer, channel or position.
+
+pub mod topk;
+
+use candle_core::{DType, Device, Result, Tensor};
+use serde::{Deserialize, Serialize};
+use zf_model::config::{ConvGeometry, CONV345, POOL12};
+use zf_model::{Point, Trace, ZfConfig, ZfNet};
+
+pub use topk::{Hit, TopK};
+
+/// `return Err(Msg(..))` without a backtrace.
+macro_rules! bail {
+    ($($arg:tt)*) => {
+        return Err(candle_core::Error::Msg(format!($($arg)*)))
+    };
+}
+pub(crate) use bail;
+
+/// One activation: image `image` of a batch, feature map `channel`, position `(y, x)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Unit {
+    pub image: usize,
+    pub channel: usize,
+    pub y: usize,
+    pub x: usize,
+}
+
+/// The conv layers the deconvnet goes through, with their geometry.
+fn conv_geometry(config: &ZfConfig, layer: Point) -> Result<ConvGeometry> {
+    let (g1, g2) = config.first_layer.geometry();
+    Ok(match layer {
+        Point::Conv1 => g1,
+        Point::Conv2 => g2,
+        Point::Conv3 | Point::Conv4 | Point::Conv5 => CONV345,
+        other => bail!("the deconvnet projects conv1..conv5 (the paper's layers 1-5), got {other}"),
+    })
+}
+
+/// The layer below conv `layer` that a projection passes through, and the pool (with its
+/// switches) between them, if any: conv3 -> pool2 -> conv2 -> pool1 -> conv1.
+fn below(layer: Point) -> (Option<Point>, Option<Point>) {
+    match layer {
+        Point::Conv5 => (Some(Point::Conv4), None),
+        Point::Conv4 => (Some(Point::Conv3), None),
+        Point::Conv3 => (Some(Point::Conv2), Some(Point::Pool2)),
+        Point::Conv2 => (Some(Point::Conv1), Some(Point::Pool1)),
+        _ => (None, None),
+    }
+}
+
+/// Checks that `layer` is conv1..conv5 and returns its output shape `[C, H, W]` for `config`.
+pub fn layer_shape(config: &ZfConfig, layer: Point) -> Result<[usize; 3]> {
+    conv_geometry(config, layer)?;
+    let table = config.table()?;
+    let row =
+        table.row(layer.name()).ok_or_else(|| candle_core::Error::Msg(format!("no {layer} in the layer table")))?;
+    Ok([row.shape[0], row.shape[1], row.shape[2]])
+}
+
+/// Checks a unit against a layer of shape `[C, H, W]` and a batch of `n` images.
+fn check_unit(layer: Point, [c, h, w]: [usize; 3], n: usize, u: &Unit) -> Result<()> {
+    if u.image >= n {
+        bail!("image {} does not exist: the forward pass had {n} image(s)", u.image)
+    }
+    if u.channel >= c {
+        bail!("channel {} does not exist: {layer} has {c} feature maps (0..{})", u.channel, c - 1)
+    }
+    if u.y >= h || u.x >= w {
+        bail!("position ({}, {}) is outside {layer}'s {h}x{w} map", u.y, u.x)
+    }
+    Ok(())
+}
+
+/// The deconvnet attached to a network; reads its weights through getters.
+#[derive(Clone, Copy, Debug)]
+pub struct Deconvnet<'a> {
+    net: &'a ZfNet,
+}
+
+impl<'a> Deconvnet<'a> {
+    pub fn new(net: &'a ZfNet) -> Self {
+        Self { net }
+    }
+
+    /// The unit with the largest activation of `channel` in image `image` (first in row-major
+    /// order on ties), and its value.
+    pub fn strongest(&self, trace: &Trace, layer: Point, image: usize, channel: usize) -> Result<(Unit, f32)> {
+        let act = activation(trace, layer)?;
+        let (n, c, _, w) = act.dims4()?;
+        check_unit(layer, [c, 1, 1], n, &Unit { image, channel, y: 0, x: 0 })?;
+        let plane = act.get(image)?.get(channel)?.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let (best, value) =
+            plane
+                .iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) });
+        Ok((Unit { image, channel, y: best / w, x: best % w }, value))
+    }
+
+    /// Projects each unit of conv `layer` alone down to the pixels, from the forward pass
+    /// recorded in `trace` (which must hold `layer`'s activation and the pool switches below it).
+    ///
+    /// # Shapes
+    /// - `trace`: a forward pass of `[N, 3, S, S]`
+    /// - returns: `[K, 3, S, S]` for `K = units.len()`, in the order of `units`
+    pub fn project(&self, trace: &Trace, layer: Point, units: &[Unit]) -> Result<Tensor> {
+        let config = self.net.config();
+        let act = activation(trace, layer)?;
+        let (n, c, h, w) = act.dims4()?;
+        for u in units {
+            check_unit(layer, [c, h, w], n, u)?;
+        }
+        if units.is_empty() {
+            bail!("no units to project")
+        }
+        let device = act.device().clone();
+        // The kept activations, one per projection.
+        let mut start = vec![0f32; units.len() * c * h * w];
+        let plane = act.to_dtype(DType::F32)?;
+        for (k, u) in units.iter().enumerate() {
+            let v = plane.get(u.image)?.get(u.channel)?.get(u.y)?.get(u.x)?.to_scalar::<f32>()?;
+            start[((k * c + u.channel) * h + u.y) * w + u.x] = v;
+        }
+        let images = Tensor::from_vec(units.iter().map(|u| u.image as u32).collect::<Vec<_>>(), units.len(), &device)?;
+        let mut x = Tensor::from_vec(start, (units.len(), c, h, w), &device)?.to_dtype(act.dtype())?;
+        let mut current = layer;
+        loop {
+            let conv = self
+                .net
+                .conv(current)
+                .ok_or_else(|| candle_core::Error::Msg(format!("no {current} in the network")))?;
+            let g = conv_geometry(config, current)?;
+            let input = conv_input_side(config, current)?;
+            let out = x.dim(3)?;
+            let op =
+                input as isize - ((out as isize - 1) * g.stride as isize - 2 * g.padding as isize + g.kernel as isize);
+            if op < 0 || op as usize >= g.stride.max(1) {
+                bail!("{current}: no output padding restores a {input}-pixel input from {out} (got {op})")
+            }
+            x = x.relu()?.conv_transpose2d(conv.weight(), g.padding, op as usize, g.stride, 1)?;
+            let (next, pool) = below(current);
+            if let Some(pool) = pool {
+                let sw = trace
+                    .switches_of(pool)
+                    .ok_or_else(|| candle_core::Error::Msg(format!("the trace has no {pool} switches")))?;
+                x = unpool(&x, &sw.indices.index_select(&images, 0)?, sw.input_hw)?;
+            }
+            match next {
+                Some(p) => current = p,
+                None => break,
+            }
+        }
+        Ok(x)
+    }
+
+    /// Runs the forward pass on `images` and projects `units` of `layer` (a convenience for one
+    /// call; use [`Deconvnet::project`] with a kept trace to project more units of the same
+    /// images without recomputing the forward pass).
+    pub fn forward_and_project(&self, images: &Tensor, layer: Point, units: &[Unit]) -> Result<Tensor> {
+        let mut trace = Trace::default();
+        self.net.forward_until(images, false, layer, &mut trace)?;
+        self.project(&trace, layer, units)
+    }
+}
+
+fn activation(trace: &Trace, layer: Point) -> Result<&Tensor> {
+    if !layer.is_conv() {
+        bail!("the deconvnet projects conv1..conv5 (the paper's layers 1-5), got {layer}")
+    }
+    trace.get(layer).ok_or_else(|| candle_core::Error::Msg(format!("the trace has no {layer} activation")))
+}
+
+/// Side of conv `layer`'s input: the image, pool1/pool2's output, or conv3/conv4's output.
+fn conv_input_side(config: &ZfConfig, layer: Point) -> Result<usize> {
+    let table = config.table()?;
+    let row = |name: &str| {
+        table.row(name).map(|r| r.shape[1]).ok_or_else(|| candle_core::Error::Msg(format!("no {name} row")))
+    };
+    match layer {
+        Point::Conv1 => Ok(config.input_size),
+        Point::Conv2 => row("pool1"),
+        Point::Conv3 => row("pool2"),
+        Point::Conv4 => row("conv3"),
+        Point::Conv5 => row("conv4"),
+        other => bail!("{other} is not a convolution"),
+    }
+}
+
+/// Switch unpooling: each value goes back to its switch in a zero `[N, C, H, W]` map; where
+/// two windows share a switch the later one (row-major) wins, as PyTorch's `max_unpool2d`
+/// does on the CPU.
+///
+/// # Shapes
+/// - `xs`, `indices`: `[N, C, Ho, Wo]` (`indices` u32 flat positions in each `H x W` plane)
+/// - returns: `[N, C, H, W]` with `(H, W) = input_hw`
+pub fn unpool(xs: &Tensor, indices: &Tensor, input_hw: (usize, usize)) -> Result<Tensor> {
+    let (n, c, ho, wo) = xs.dims4()?;
+    if indices.dims() != [n, c, ho, wo] {
+        bail!("unpool: values have shape {:?}, switches {:?}", xs.dims(), indices.dims())
+    }
+    let (h, w) = input_hw;
+    Tensor::zeros((n, c, h * w), xs.dtype(), xs.device())?
+        .scatter(&indices.flatten_from(2)?.contiguous()?, &xs.flatten_from(2)?.contiguous()?, 2)?
+        .reshape((n, c, h, w))
+}
+
+/// The box of input pixels that unit `(y, x)` of conv `layer` sees, `[x0, y0, x1, y1)`
+/// (end-exclusive), clipped to the image: walking down through every conv (kernel, stride,
+/// padding) and pool (kernel, stride), clipped to each layer's size on the way.
+pub fn receptive_field(config: &ZfConfig, layer: Point, y: usize, x: usize) -> Result<[usize; 4]> {
+    let [c, h, w] = layer_shape(config, layer)?;
+    check_unit(layer, [c, h, w], 1, &Unit { image: 0, channel: 0, y, x })?;
+    let (mut ylo, mut yhi, mut xlo, mut xhi) = (y as isize, y as isize, x as isize, x as isize);
+    let mut current = layer;
+    loop {
+        let g = conv_geometry(config, current)?;
+        let grow = |lo: isize, hi: isize| {
+            (
+                lo * g.stride as isize - g.padding as isize,
+                hi * g.stride as isize - g.padding as isize + g.kernel as isize - 1,
+            )
+        };
+        (ylo, yhi) = grow(ylo, yhi);
+        (xlo, xhi) = grow(xlo, xhi);
+        let side = conv_input_side(config, current)? as isize;
+        let clip = |v: isize| v.clamp(0, side - 1);
+        (ylo, yhi, xlo, xhi) = (clip(ylo), clip(yhi), clip(xlo), clip(xhi));
+        let (next, pool) = below(current);
+        if let (Some(conv_below), Some(_)) = (next, pool) {
+            // Through the pool into the output of the conv below it.
+            let (k, s) = (POOL12.kernel as isize, POOL12.stride as isize);
+            let pre = layer_shape(config, conv_below)?[1] as isize;
+            (ylo, yhi) = (ylo * s, (yhi * s + k - 1).min(pre - 1));
+            (xlo, xhi) = (xlo * s, (xhi * s + k - 1).min(pre - 1));
+        }
+        match next {
+            Some(p) => current = p,
+            None => break,
+        }
+    }
+    Ok([xlo as usize, ylo as usize, xhi as usize + 1, yhi as usize + 1])
+}
+
+/// A device-independent copy of a projection, for pictures and files.
+pub fn to_host(t: &Tensor) -> Result<Tensor> {
+    t.to_device(&Device::Cpu)?.to_dtype(DType::F32)
+}

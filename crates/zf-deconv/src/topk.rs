@@ -1,0 +1,134 @@
+//! Top-k search: the k strongest activations of chosen feature maps over a stream of batches,
+//! in memory that does not grow with the data set (Fig. 2's "top 9").
+
+use std::collections::BTreeMap;
+
+use candle_core::{DType, Result, Tensor};
+use serde::{Deserialize, Serialize};
+use zf_model::{Point, ZfNet};
+
+use crate::bail;
+
+/// One of the strongest activations of a feature map.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Hit {
+    pub value: f32,
+    /// The image's index in the data set (as given to [`TopK::update`]).
+    pub image: usize,
+    pub y: usize,
+    pub x: usize,
+}
+
+/// Keeps, for each chosen (layer, feature map), the `k` strongest activations seen so far;
+/// with `one_per_image`, at most one per image (the paper's Fig. 2 shows nine different
+/// images per map). Ties keep the earlier image.
+#[derive(Clone, Debug)]
+pub struct TopK {
+    k: usize,
+    one_per_image: bool,
+    selection: Vec<(Point, Vec<usize>)>,
+    hits: BTreeMap<(Point, usize), Vec<Hit>>,
+}
+
+impl TopK {
+    /// `selection`: conv layers with the feature maps to search in each.
+    pub fn new(selection: Vec<(Point, Vec<usize>)>, k: usize, one_per_image: bool) -> Result<Self> {
+        if k == 0 {
+            bail!("top-k needs k of at least 1")
+        }
+        for (layer, _) in &selection {
+            if !layer.is_conv() {
+                bail!("top-k searches conv1..conv5 (the paper's layers 1-5), got {layer}")
+            }
+        }
+        Ok(Self { k, one_per_image, selection, hits: BTreeMap::new() })
+    }
+
+    /// Runs `net` on a batch (up to the deepest chosen layer only) and updates the hits.
+    /// `indices` are the images' indices in the data set.
+    ///
+    /// # Shapes
+    /// - `images`: `[B, 3, S, S]`, `indices.len() == B`
+    pub fn update(&mut self, net: &ZfNet, images: &Tensor, indices: &[usize]) -> Result<()> {
+        let b = images.dim(0)?;
+        if indices.len() != b {
+            bail!("top-k: {b} images but {} indices", indices.len())
+        }
+        let Some(deepest) = self.selection.iter().map(|(l, _)| *l).max() else { return Ok(()) };
+        let mut acts: Vec<(Point, Tensor)> = Vec::new();
+        let wanted: Vec<Point> = self.selection.iter().map(|(l, _)| *l).collect();
+        net.forward_until(images, false, deepest, &mut |p: Point, t: &Tensor| {
+            if wanted.contains(&p) {
+                acts.push((p, t.clone()));
+            }
+            Ok(())
+        })?;
+        for (layer, maps) in &self.selection {
+            let Some((_, act)) = acts.iter().find(|(p, _)| p == layer) else { continue };
+            let (_, c, _, w) = act.dims4()?;
+            if let Some(&bad) = maps.iter().find(|&&m| m >= c) {
+                bail!("channel {bad} does not exist: {layer} has {c} feature maps (0..{})", c - 1)
+            }
+            let flat = act.flatten_from(2)?.to_dtype(DType::F32)?.to_vec3::<f32>()?;
+            for &m in maps {
+                let entry = self.hits.entry((*layer, m)).or_default();
+                for (bi, image) in flat.iter().zip(indices) {
+                    let plane = &bi[m];
+                    if self.one_per_image {
+                        let (pos, value) = plane
+                            .iter()
+                            .enumerate()
+                            .fold((0, f32::NEG_INFINITY), |(bp, bv), (p, &v)| if v > bv { (p, v) } else { (bp, bv) });
+                        push(entry, Hit { value, image: *image, y: pos / w, x: pos % w }, self.k);
+                    } else {
+                        for (pos, &value) in plane.iter().enumerate() {
+                            if entry.len() < self.k || value > entry[entry.len() - 1].value {
+                                push(entry, Hit { value, image: *image, y: pos / w, x: pos % w }, self.k);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// For each chosen (layer, map), its hits, strongest first.
+    pub fn results(&self) -> Vec<(Point, usize, Vec<Hit>)> {
+        self.selection
+            .iter()
+            .flat_map(|(l, maps)| maps.iter().map(move |&m| (*l, m)))
+            .map(|(l, m)| (l, m, self.hits.get(&(l, m)).cloned().unwrap_or_default()))
+            .collect()
+    }
+}
+
+/// Inserts `hit` keeping `v` sorted by value (descending, stable) and at most `k` long.
+fn push(v: &mut Vec<Hit>, hit: Hit, k: usize) {
+    let at = v.iter().position(|h| hit.value > h.value).unwrap_or(v.len());
+    if at < k {
+        v.insert(at, hit);
+        v.truncate(k);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_keeps_the_k_largest_in_order() {
+        let mut v = Vec::new();
+        for (i, value) in [3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0].into_iter().enumerate() {
+            push(&mut v, Hit { value, image: i, y: 0, x: 0 }, 3);
+        }
+        assert_eq!(v.iter().map(|h| h.value).collect::<Vec<_>>(), vec![9.0, 6.0, 5.0]);
+        // Ties keep the earlier image first.
+        let mut v = Vec::new();
+        for i in 0..4 {
+            push(&mut v, Hit { value: 1.0, image: i, y: 0, x: 0 }, 2);
+        }
+        assert_eq!(v.iter().map(|h| h.image).collect::<Vec<_>>(), vec![0, 1]);
+    }
+}
