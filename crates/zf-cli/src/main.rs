@@ -35,6 +35,8 @@ enum Command {
     Init(cmd::init::Args),
     Forward(cmd::forward::Args),
     Data(cmd::data::Args),
+    Project(cmd::project::Args),
+    Visualize(cmd::visualize::Args),
     Bench(cmd::bench::Args),
 }
 
@@ -54,6 +56,8 @@ fn main() -> std::process::ExitCode {
             Command::Init(a) => cmd::init::run(a, &device),
             Command::Forward(a) => cmd::forward::run(a, &device),
             Command::Data(a) => cmd::data::run(a, &device),
+            Command::Project(a) => cmd::project::run(a, &device),
+            Command::Visualize(a) => cmd::visualize::run(a, &device),
             Command::Bench(a) => cmd::bench::run(a, &device),
         }
     })();

@@ -221,3 +221,117 @@ fn data_generate_is_deterministic_and_feeds_forward_with_a_mean() {
     ]);
     assert!(e.contains("an image input needs --mean FILE"), "{e}");
 }
+
+#[test]
+fn project_and_visualize_write_figures_and_tensors() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("w.safetensors");
+    let w_s = w.to_str().unwrap();
+    ok(&["init", "--config", "tiny", "--input-size", "96", "--init", "he", "--seed", "2", "--out", w_s]);
+    let x = Tensor::randn(0f32, 50., (2, 3, 96, 96), &Device::Cpu).unwrap();
+    let xin = dir.path().join("x.safetensors");
+    write_input(&xin, &x);
+    let out = dir.path().join("proj");
+    ok(&[
+        "project",
+        "--weights",
+        w_s,
+        "--input",
+        xin.to_str().unwrap(),
+        "--layer",
+        "4",
+        "--channel",
+        "7",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let got = candle_core::safetensors::load(out.join("projection.safetensors"), &Device::Cpu).unwrap();
+    // The same projections as the library's, of each image's strongest conv4 unit of map 7.
+    let net = ZfNet::load(w_s, None, &Device::Cpu).unwrap();
+    let trace = net.trace(&x).unwrap();
+    let d = zf_deconv::Deconvnet::new(&net);
+    let units: Vec<_> = (0..2).map(|i| d.strongest(&trace, Point::Conv4, i, 7).unwrap().0).collect();
+    let want = d.project(&trace, Point::Conv4, &units).unwrap();
+    let diff = (&got["projection"] - &want)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert_eq!(diff, 0.0);
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("projection.json")).unwrap()).unwrap();
+    assert_eq!(json["units"][1]["position"], serde_json::json!([units[1].y, units[1].x]));
+    assert!(image::open(out.join("projection.png")).is_ok());
+    let e = fails(&[
+        "project",
+        "--weights",
+        w_s,
+        "--input",
+        xin.to_str().unwrap(),
+        "--layer",
+        "fc7",
+        "--channel",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(e.contains("projects conv1..conv5"), "{e}");
+    let e = fails(&[
+        "project",
+        "--weights",
+        w_s,
+        "--input",
+        xin.to_str().unwrap(),
+        "--layer",
+        "2",
+        "--channel",
+        "99",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(e.contains("channel 99 does not exist: conv2 has 32 feature maps"), "{e}");
+
+    // Fig. 2 on 12 generated images at the tiny network's 224 input.
+    let w2 = dir.path().join("w2.safetensors");
+    ok(&["init", "--config", "tiny", "--init", "he", "--out", w2.to_str().unwrap()]);
+    let fig = dir.path().join("fig2");
+    ok(&[
+        "visualize",
+        "--weights",
+        w2.to_str().unwrap(),
+        "--data",
+        "generated",
+        "--limit",
+        "12",
+        "--layers",
+        "1,5",
+        "--maps",
+        "2",
+        "--top",
+        "3",
+        "--batch",
+        "6",
+        "--out",
+        fig.to_str().unwrap(),
+    ]);
+    let topk: serde_json::Value = serde_json::from_slice(&std::fs::read(fig.join("topk.json")).unwrap()).unwrap();
+    let maps = topk["maps"].as_array().unwrap();
+    assert_eq!(maps.len(), 4);
+    for m in maps {
+        let hits = m["hits"].as_array().unwrap();
+        assert_eq!(hits.len(), 3);
+        let images: std::collections::HashSet<_> = hits.iter().map(|h| h["image"].as_u64().unwrap()).collect();
+        assert_eq!(images.len(), 3, "one hit per image");
+        let values: Vec<f64> = hits.iter().map(|h| h["value"].as_f64().unwrap()).collect();
+        assert!(values.windows(2).all(|v| v[0] >= v[1]), "{values:?}");
+    }
+    for l in ["layer1", "layer5"] {
+        assert!(image::open(fig.join(format!("{l}.png"))).is_ok());
+        let t = candle_core::safetensors::load(fig.join(format!("{l}.safetensors")), &Device::Cpu).unwrap();
+        assert_eq!(t["projection"].dims(), &[6, 3, 224, 224]);
+    }
+}

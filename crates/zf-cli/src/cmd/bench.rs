@@ -17,7 +17,9 @@ use zf_model::ZfConfig;
     after_help = "Examples:\n  zfnet bench\n  RAYON_NUM_THREADS=2 zfnet bench --what forward --width 0.25 --batch 128 --reps 5"
 )]
 pub struct Args {
-    /// What to time, comma-separated: forward.
+    /// What to time, comma-separated: forward (a batch, evaluation mode); project (the forward
+    /// pass of one image to conv5 with switches, then the deconvnet projection of its strongest
+    /// conv5 unit, as shared/bench/torch_zfnet.py times it; images/s = projections/s).
     #[arg(long, default_value = "forward", value_name = "LIST")]
     what: String,
     /// Width multiplier of the paper's network.
@@ -49,16 +51,30 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
                 drop(y);
                 Ok(())
             })?,
-            other => bail!("unknown benchmark `{other}`: expected forward"),
+            "project" => median_time(args.reps, || {
+                let one = x.narrow(0, 0, 1)?;
+                let mut trace = zf_model::Trace::default();
+                net.forward_until(&one, false, zf_model::Point::Conv5, &mut trace)?;
+                let act = trace.get(zf_model::Point::Conv5).ok_or_else(|| anyhow::anyhow!("no conv5"))?;
+                let (_, _, h, w) = act.dims4()?;
+                let flat = act.flatten_all()?.argmax(0)?.to_scalar::<u32>()? as usize;
+                let unit = zf_deconv::Unit { image: 0, channel: flat / (h * w), y: flat % (h * w) / w, x: flat % w };
+                let p = zf_deconv::Deconvnet::new(&net).project(&trace, zf_model::Point::Conv5, &[unit])?;
+                device.synchronize()?;
+                drop(p);
+                Ok(())
+            })?,
+            other => bail!("unknown benchmark `{other}`: expected forward or project"),
         };
+        let batch = if what == "project" { 1 } else { args.batch };
         let line = serde_json::json!({
             "bench": what,
             "impl": format!("zfnet {} (candle)", env!("CARGO_PKG_VERSION")),
             "threads": threads,
             "width": args.width,
-            "batch": args.batch,
+            "batch": batch,
             "median_s": (median * 1e5).round() / 1e5,
-            "images_per_s": (args.batch as f64 / median * 100.0).round() / 100.0,
+            "images_per_s": (batch as f64 / median * 100.0).round() / 100.0,
         });
         println!("{line}");
     }

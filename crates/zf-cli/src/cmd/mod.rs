@@ -5,3 +5,5 @@ pub mod data;
 pub mod forward;
 pub mod info;
 pub mod init;
+pub mod project;
+pub mod visualize;

@@ -1,0 +1,227 @@
+//! `zfnet visualize`: the paper's Fig. 2 — for feature maps of layers 1-5, the top-k
+//! activations over a data set, each projected to pixels beside its image patch.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use zf_data::{
+    Crop, Crops, Dataset, Generated, GeneratedConfig, ImageFolder, Loader, LoaderConfig, MeanImage, Preprocess,
+};
+use zf_deconv::{layer_shape, receptive_field, Deconvnet, TopK, Unit};
+use zf_model::{Point, Trace};
+use zf_viz::{projection_image, save_png, stack, Direction, Grid};
+
+use crate::args::NetArgs;
+use crate::progress::bar;
+
+/// Top-k projections per feature map over a data set (the paper's Fig. 2): one streaming pass
+/// keeps each chosen map's K strongest activations (at most one per image), then projects each
+/// alone to pixels with the deconvnet and shows it beside the image patch under its receptive
+/// field.
+///
+/// Writes, per layer, OUT/layerN.png (one block per map: projections left, patches right),
+/// OUT/layerN.safetensors (`projection`, [maps*K, 3, S, S]), and OUT/topk.json (every hit:
+/// image, position, value, receptive field).
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  zfnet visualize --weights model.safetensors --data generated --out fig2\n  zfnet visualize --weights model.safetensors --data imagenet/val --mean mean.safetensors --layers 2,5 --maps 16 --out fig2"
+)]
+pub struct Args {
+    #[command(flatten)]
+    net: NetArgs,
+    /// Weights: a path or hf://owner/repo[@revision]/file.
+    #[arg(long, value_name = "W")]
+    weights: String,
+    /// An image folder (one sub-folder per class) or `generated` (its validation split).
+    #[arg(long, value_name = "DIR")]
+    data: String,
+    /// The training set's per-pixel mean image (default: computed over the searched images).
+    #[arg(long, value_name = "FILE")]
+    mean: Option<PathBuf>,
+    /// Layers, comma-separated: 1..5 or conv1..conv5.
+    #[arg(long, default_value = "1,2,3,4,5", value_name = "LIST")]
+    layers: String,
+    /// Feature maps per layer, spread evenly over the layer's maps.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    maps: usize,
+    /// Strongest activations kept per map.
+    #[arg(long, default_value_t = 9, value_name = "K")]
+    top: usize,
+    /// Allow several of a map's top activations to come from one image.
+    #[arg(long)]
+    many_per_image: bool,
+    /// Images searched (generated data: the set's size; folders: the first N, default all).
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 32, value_name = "B")]
+    batch: usize,
+    /// Output folder.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+}
+
+/// A data set limited to its first `n` images.
+struct Take(Arc<dyn Dataset>, usize);
+
+impl Dataset for Take {
+    fn len(&self) -> usize {
+        self.1.min(self.0.len())
+    }
+    fn get(&self, i: usize) -> zf_data::Result<zf_data::Sample> {
+        self.0.get(i)
+    }
+    fn label(&self, i: usize) -> usize {
+        self.0.label(i)
+    }
+    fn classes(&self) -> &[String] {
+        self.0.classes()
+    }
+    fn describe(&self, i: usize) -> String {
+        self.0.describe(i)
+    }
+    fn preprocess(&self) -> Preprocess {
+        self.0.preprocess()
+    }
+}
+
+pub fn run(args: Args, device: &Device) -> Result<()> {
+    let net = args.net.load(&args.weights, device)?;
+    let config = net.config().clone();
+    let size = config.input_size;
+    let layers: Vec<Point> = args.layers.split(',').map(|s| s.parse::<Point>()).collect::<candle_core::Result<_>>()?;
+    if let Some(bad) = layers.iter().find(|l| !l.is_conv()) {
+        bail!("visualize shows conv1..conv5 (the paper's layers 1-5), got {bad}")
+    }
+    let dataset: Arc<dyn Dataset> = if args.data == "generated" {
+        Arc::new(Generated::split(&GeneratedConfig::default(), "val", args.limit.unwrap_or(500)))
+    } else {
+        let set: Arc<dyn Dataset> =
+            Arc::new(ImageFolder::open(std::path::Path::new(&args.data), Preprocess::for_input(size))?);
+        Arc::new(Take(set, args.limit.unwrap_or(usize::MAX)))
+    };
+    if dataset.preprocess().crop != size {
+        bail!("the data set gives {0}x{0} crops, the network takes {size}x{size}", dataset.preprocess().crop)
+    }
+    let mean = match &args.mean {
+        Some(p) => MeanImage::load(p)?,
+        None => {
+            tracing::info!("no --mean: computing the mean image over the {} searched images", dataset.len());
+            MeanImage::compute(dataset.as_ref())?
+        }
+    };
+    let mut selection = Vec::new();
+    for &layer in &layers {
+        let [c, _, _] = layer_shape(&config, layer)?;
+        let n = args.maps.clamp(1, c);
+        let maps: Vec<usize> = (0..n).map(|i| i * c / n).collect();
+        selection.push((layer, maps));
+    }
+    let mut topk = TopK::new(selection.clone(), args.top, !args.many_per_image)?;
+    let loader = Loader::new(dataset.clone(), Some(&mean), LoaderConfig::eval(args.batch, Crops::Centre))?;
+    let pb = bar(dataset.len() as u64, "searching");
+    for batch in loader.epoch(0) {
+        let batch = batch?;
+        topk.update(&net, &batch.images.to_device(device)?, &batch.indices)?;
+        pb.inc(batch.indices.len() as u64);
+    }
+    pb.finish_and_clear();
+    if loader.skipped() > 0 {
+        tracing::warn!("{} images could not be read and were skipped", loader.skipped());
+    }
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    let pre = dataset.preprocess();
+    let (oy, ox) = pre.crop_offsets()[Crop::CENTRE.0];
+    let results = topk.results();
+    let mut json = Vec::new();
+    let pb = bar(results.len() as u64, "projecting");
+    for &layer in &layers {
+        let hits: Vec<_> = results.iter().filter(|(l, _, _)| *l == layer).collect();
+        // The images the hits come from, loaded once, in one forward pass per chunk.
+        let mut needed: Vec<usize> = hits.iter().flat_map(|(_, _, h)| h.iter().map(|h| h.image)).collect();
+        needed.sort();
+        needed.dedup();
+        let mut blocks = Vec::new();
+        let mut all: Vec<Tensor> = Vec::new();
+        let mut images: HashMap<usize, image::RgbImage> = HashMap::new();
+        let mut projections: BTreeMap<(usize, usize), Vec<f32>> = BTreeMap::new();
+        for chunk in needed.chunks(args.batch) {
+            let mut pixels = Vec::with_capacity(chunk.len() * 3 * size * size);
+            for &i in chunk {
+                let sample = dataset.get(i)?;
+                let mut out = vec![0f32; 3 * size * size];
+                pre.crop_into(&sample.image, Some(&mean.values), Crop::CENTRE, &mut out);
+                pixels.extend(out);
+                images.insert(i, sample.image);
+            }
+            let x = Tensor::from_vec(pixels, (chunk.len(), 3, size, size), device)?;
+            let mut trace = Trace::default();
+            net.forward_until(&x, false, layer, &mut trace)?;
+            let mut units = Vec::new();
+            let mut keys = Vec::new();
+            for (_, map, hs) in &hits {
+                for (rank, h) in hs.iter().enumerate() {
+                    if let Some(pos) = chunk.iter().position(|&i| i == h.image) {
+                        units.push(Unit { image: pos, channel: *map, y: h.y, x: h.x });
+                        keys.push((*map, rank));
+                    }
+                }
+            }
+            if units.is_empty() {
+                continue;
+            }
+            let p = zf_deconv::to_host(&Deconvnet::new(&net).project(&trace, layer, &units)?)?;
+            for (k, key) in keys.into_iter().enumerate() {
+                projections.insert(key, p.get(k)?.flatten_all()?.to_vec1()?);
+            }
+        }
+        for (_, map, hs) in &hits {
+            let (mut left, mut right) = (Grid::new(48, 48, 3), Grid::new(48, 48, 3));
+            let mut records = Vec::new();
+            for (rank, h) in hs.iter().enumerate() {
+                let rf = receptive_field(&config, layer, h.y, h.x)?;
+                let [x0, y0, x1, y1] = rf.map(|v| v as u32);
+                let p = &projections[&(*map, rank)];
+                let pic = projection_image(p, 3, size, size);
+                left.push(image::imageops::crop_imm(&pic, x0, y0, x1 - x0, y1 - y0).to_image(), None);
+                let img = &images[&h.image];
+                right.push(
+                    image::imageops::crop_imm(img, x0 + ox as u32, y0 + oy as u32, x1 - x0, y1 - y0).to_image(),
+                    None,
+                );
+                all.push(Tensor::from_slice(p, (3, size, size), &Device::Cpu)?);
+                records.push(serde_json::json!({
+                    "rank": rank, "image": h.image, "source": dataset.describe(h.image),
+                    "position": [h.y, h.x], "value": h.value, "receptive_field": rf,
+                }));
+            }
+            let title = format!("{layer} map {map}");
+            blocks.push(stack(&[left.render(Some(&title)), right.render(Some(" "))], Direction::Across, 2));
+            json.push(serde_json::json!({ "layer": layer.name(), "map": map, "hits": records }));
+            pb.inc(1);
+        }
+        let rows: Vec<_> = blocks.chunks(4).map(|r| stack(r, Direction::Across, 12)).collect();
+        let file = format!("layer{}", layer.paper_layer().unwrap_or(0));
+        save_png(&stack(&rows, Direction::Down, 12), &args.out.join(format!("{file}.png")))?;
+        if !all.is_empty() {
+            let t = Tensor::stack(&all, 0)?;
+            let meta = HashMap::from([("layer".to_string(), layer.name().to_string())]);
+            zf_model::weights::save_tensors(
+                &[("projection".to_string(), t)],
+                meta,
+                &args.out.join(format!("{file}.safetensors")),
+            )?;
+        }
+    }
+    pb.finish_and_clear();
+    let doc = serde_json::json!({
+        "weights": args.weights, "data": args.data, "images_searched": dataset.len(), "skipped": loader.skipped(),
+        "top": args.top, "one_per_image": !args.many_per_image, "maps": json,
+    });
+    zf_data::write_atomic(&args.out.join("topk.json"), &serde_json::to_vec_pretty(&doc)?)?;
+    tracing::info!("wrote {} layer figures and topk.json to {}", layers.len(), args.out.display());
+    Ok(())
+}
