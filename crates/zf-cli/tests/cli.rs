@@ -335,3 +335,86 @@ fn project_and_visualize_write_figures_and_tensors() {
         assert_eq!(t["projection"].dims(), &[6, 3, 224, 224]);
     }
 }
+
+#[test]
+fn train_then_eval_and_predict() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let r = run.to_str().unwrap();
+    let out = ok(&[
+        "train",
+        "--data",
+        "generated",
+        "--config",
+        "tiny",
+        "--epochs",
+        "1",
+        "--batch",
+        "8",
+        "--train-size",
+        "16",
+        "--val-size",
+        "8",
+        "--out",
+        r,
+    ]);
+    assert!(out.contains("epoch   1/1: train loss"), "{out}");
+    for f in [
+        "run.json",
+        "metrics.jsonl",
+        "checkpoint.safetensors",
+        "model.safetensors",
+        "mean.safetensors",
+        "classes.txt",
+        "snapshots/epoch-001.safetensors",
+    ] {
+        assert!(run.join(f).exists(), "{f} missing");
+    }
+    let run_json: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run_json["config"]["name"], "tiny");
+    assert_eq!(run_json["train_images"], 16);
+    // Two steps (16 images, batch 8) and one epoch line.
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 3);
+    let e = fails(&["train", "--data", "generated", "--config", "tiny", "--out", r]);
+    assert!(e.contains("holds a run already"), "{e}");
+    // Resuming a finished run has nothing left to do, and says so by finishing at once.
+    let out = ok(&["train", "--out", r, "--resume", "--train-size", "16", "--val-size", "8"]);
+    assert!(out.contains("1 epochs, 2 steps"), "{out}");
+
+    let w = run.join("model.safetensors");
+    let json = dir.path().join("eval.json");
+    let out = ok(&[
+        "eval",
+        "--weights",
+        w.to_str().unwrap(),
+        "--data",
+        "generated",
+        "--val-size",
+        "10",
+        "--ten-crop",
+        "--out",
+        json.to_str().unwrap(),
+    ]);
+    assert!(out.contains("on 10 images (softmax averaged over 10 crops)"), "{out}");
+    let e: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let (t1, t5) = (e["top1_err"].as_f64().unwrap(), e["top5_err"].as_f64().unwrap());
+    assert!((0.0..=1.0).contains(&t1) && t5 <= t1, "{e}");
+    let photos = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/photos");
+    let out = ok(&[
+        "predict",
+        "--weights",
+        w.to_str().unwrap(),
+        photos.join("chelsea.jpg").to_str().unwrap(),
+        photos.join("coffee.jpg").to_str().unwrap(),
+        "--top",
+        "2",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    // Class names come from classes.txt beside the weights (the generated set's).
+    assert!(
+        lines[0].contains("chelsea.jpg: ") && zf_data::Class::ALL.iter().any(|c| lines[0].contains(c.name())),
+        "{out}"
+    );
+}

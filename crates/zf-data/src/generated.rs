@@ -130,11 +130,23 @@ impl Default for GeneratedConfig {
 pub struct Generated {
     pub config: GeneratedConfig,
     classes: Vec<String>,
+    preprocess: Preprocess,
 }
 
 impl Generated {
     pub fn new(config: GeneratedConfig) -> Self {
-        Self { config, classes: Class::ALL.iter().map(|c| c.name().to_string()).collect() }
+        Self {
+            config,
+            classes: Class::ALL.iter().map(|c| c.name().to_string()).collect(),
+            preprocess: Preprocess::paper(),
+        }
+    }
+
+    /// Serves the images resized to `preprocess.resize` (for networks whose input is not 224;
+    /// annotations stay in the 256-pixel frame of [`Generated::render`]).
+    pub fn with_preprocess(mut self, preprocess: Preprocess) -> Self {
+        self.preprocess = preprocess;
+        self
     }
 
     /// A split of `len` images whose pixels do not overlap another split's: the split name is
@@ -245,6 +257,7 @@ impl Dataset for Generated {
 
     fn get(&self, index: usize) -> Result<Sample> {
         let (image, ann) = self.render(index);
+        let image = if self.preprocess.resize == SIDE { image } else { self.preprocess.square(&image) };
         Ok(Sample { image, label: ann.label })
     }
 
@@ -261,7 +274,7 @@ impl Dataset for Generated {
     }
 
     fn preprocess(&self) -> Preprocess {
-        Preprocess::paper()
+        self.preprocess
     }
 }
 

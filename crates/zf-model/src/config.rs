@@ -117,6 +117,16 @@ pub struct ZfConfig {
     pub input_size: usize,
     /// Dropout probability in fc6 and fc7 when training.
     pub dropout: f64,
+    /// The input is multiplied by this before conv1 (1 in the paper, whose inputs are pixels
+    /// in about -128..128). Training recipes that use He's initialization set it near 1/64 so
+    /// that the input has about unit variance; it is part of the network, so weights trained
+    /// with it are always run with it.
+    #[serde(default = "one")]
+    pub input_scale: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 /// The paper's widths, before any width multiplier.
@@ -146,6 +156,7 @@ impl ZfConfig {
             lrn: Some(LrnConfig::paper()),
             input_size: PAPER_INPUT,
             dropout: PAPER_DROPOUT,
+            input_scale: 1.0,
         }
     }
 

@@ -49,6 +49,6 @@ pub mod weights;
 
 pub use config::{FirstLayer, LayerRow, LayerTable, LrnConfig, PoolGeometry, ZfConfig};
 pub use device::parse_device;
-pub use net::{NoTap, Point, Tap, Trace, ZfNet};
+pub use net::{Dropout, NoTap, Point, Tap, Trace, ZfNet};
 pub use pool::Switches;
 pub use weights::WeightsFile;

@@ -8,6 +8,7 @@ use std::str::FromStr;
 use candle_core::{DType, Module, ModuleT, Result, Tensor};
 
 use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
+use rand::{Rng, SeedableRng};
 
 use crate::config::{ConvGeometry, ZfConfig, CONV345, POOL12, POOL5};
 use crate::pool::Switches;
@@ -210,6 +211,19 @@ impl Trace {
     }
 }
 
+/// Dropout in fc6 and fc7 for one forward pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dropout {
+    /// Evaluation: no dropout.
+    Off,
+    /// Masks from candle's random generator.
+    Random,
+    /// Masks drawn on the host from a ChaCha8 generator seeded with this value (fc6's mask
+    /// first, then fc7's): the same seed gives the same masks, so a resumed training run can
+    /// repeat them exactly.
+    Seeded(u64),
+}
+
 /// ZFNet (Zeiler & Fergus 2014, Fig. 3) with named layers whose names are the safetensors keys.
 ///
 /// Build it with [`ZfNet::new`] from a `VarBuilder` (`vb.pp("conv1")` is the `conv1.` prefix),
@@ -311,18 +325,25 @@ impl ZfNet {
     /// - `xs`: `[N, 3, S, S]`, `S = config.input_size`, per-pixel mean already subtracted
     /// - returns: `[N, classes]`
     pub fn forward_with(&self, xs: &Tensor, train: bool, tap: &mut impl Tap) -> Result<Tensor> {
-        self.run(xs, train, None, tap)
+        let dropout = if train { Dropout::Random } else { Dropout::Off };
+        self.run(xs, dropout, None, tap)
+    }
+
+    /// The forward pass with the given dropout (see [`Dropout`]); returns the logits.
+    pub fn forward_dropout(&self, xs: &Tensor, dropout: Dropout, tap: &mut impl Tap) -> Result<Tensor> {
+        self.run(xs, dropout, None, tap)
     }
 
     /// The forward pass up to and including `last`, which it returns; later layers are not
     /// computed. Handy when only lower layers are needed (the deconvnet, occlusion of conv5).
     pub fn forward_until(&self, xs: &Tensor, train: bool, last: Point, tap: &mut impl Tap) -> Result<Tensor> {
-        self.run(xs, train, Some(last), tap)
+        let dropout = if train { Dropout::Random } else { Dropout::Off };
+        self.run(xs, dropout, Some(last), tap)
     }
 
     /// The forward pass; stops after `last` and returns it, or with `None` runs to the end,
     /// hands out `prob` when the tap wants it and returns the logits.
-    fn run(&self, xs: &Tensor, train: bool, last: Option<Point>, tap: &mut impl Tap) -> Result<Tensor> {
+    fn run(&self, xs: &Tensor, dropout: Dropout, last: Option<Point>, tap: &mut impl Tap) -> Result<Tensor> {
         let (_, c, h, w) = xs.dims4()?;
         let s = self.config.input_size;
         if (c, h, w) != (3, s, s) {
@@ -343,6 +364,13 @@ impl ZfNet {
                 value
             }};
         }
+        let scaled;
+        let xs = if self.config.input_scale == 1.0 {
+            xs
+        } else {
+            scaled = (xs * self.config.input_scale)?;
+            &scaled
+        };
         let x = emit!(Point::Conv1, self.conv1.forward(xs)?.relu()?);
         let (x, sw) = POOL12.forward_with_switches(&x)?;
         tap.switches(Point::Pool1, &sw)?;
@@ -363,10 +391,14 @@ impl ZfNet {
         let (x, sw) = POOL5.forward_with_switches(&x)?;
         tap.switches(Point::Pool5, &sw)?;
         let x = emit!(Point::Pool5, x).flatten_from(1)?;
+        let mut rng = match dropout {
+            Dropout::Seeded(seed) => Some(rand_chacha::ChaCha8Rng::seed_from_u64(seed)),
+            _ => None,
+        };
         let x = emit!(Point::Fc6, self.fc6.forward(&x)?.relu()?);
-        let x = self.dropout(&x, train)?;
+        let x = self.dropout(&x, dropout, rng.as_mut())?;
         let x = emit!(Point::Fc7, self.fc7.forward(&x)?.relu()?);
-        let x = self.dropout(&x, train)?;
+        let x = self.dropout(&x, dropout, rng.as_mut())?;
         let logits = emit!(Point::Fc8, self.fc8.forward(&x)?);
         if last == Some(Point::Prob) || tap.wants(Point::Prob) {
             emit!(Point::Prob, candle_nn::ops::softmax_last_dim(&logits)?);
@@ -387,17 +419,28 @@ impl ZfNet {
         Ok(trace)
     }
 
-    fn dropout(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
-        if train && self.config.dropout > 0.0 {
-            candle_nn::ops::dropout(xs, self.config.dropout as f32)
-        } else {
-            Ok(xs.clone())
+    fn dropout(&self, xs: &Tensor, dropout: Dropout, rng: Option<&mut rand_chacha::ChaCha8Rng>) -> Result<Tensor> {
+        let p = self.config.dropout;
+        if p <= 0.0 {
+            return Ok(xs.clone());
+        }
+        match (dropout, rng) {
+            (Dropout::Off, _) => Ok(xs.clone()),
+            (Dropout::Seeded(_), Some(rng)) => {
+                // Inverted dropout: kept units are scaled by 1 / (1 - p).
+                let scale = (1.0 / (1.0 - p)) as f32;
+                let mask: Vec<f32> =
+                    (0..xs.elem_count()).map(|_| if rng.random::<f64>() < p { 0.0 } else { scale }).collect();
+                let mask = Tensor::from_vec(mask, xs.shape(), xs.device())?.to_dtype(xs.dtype())?;
+                xs * mask
+            }
+            _ => candle_nn::ops::dropout(xs, p as f32),
         }
     }
 }
 
 impl ModuleT for ZfNet {
-    /// Logits; dropout when `train`.
+    /// Logits; dropout (candle's random masks) when `train`.
     fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
         self.forward_with(xs, train, &mut NoTap)
     }
@@ -407,6 +450,44 @@ impl ModuleT for ZfNet {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seeded_dropout_repeats_and_scales() {
+        let cfg = crate::ZfConfig::tiny().with_input_size(96);
+        let net = crate::init::init_net(&cfg, crate::init::Init::He, 0, &candle_core::Device::Cpu).unwrap();
+        let x = Tensor::randn(0f32, 50., (2, 3, 96, 96), &candle_core::Device::Cpu).unwrap();
+        let run = |d: Dropout| {
+            let mut fc7 = None;
+            net.forward_dropout(&x, d, &mut |p: Point, t: &Tensor| {
+                if p == Point::Fc7 {
+                    fc7 = Some(t.clone());
+                }
+                Ok(())
+            })
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+        };
+        assert_eq!(run(Dropout::Seeded(3)), run(Dropout::Seeded(3)));
+        assert_ne!(run(Dropout::Seeded(3)), run(Dropout::Seeded(4)));
+        assert_ne!(run(Dropout::Seeded(3)), run(Dropout::Off));
+        // Half of fc6's units are dropped and the rest doubled: the fc7 input keeps its mean
+        // roughly (checked on the mask itself).
+        let ones = Tensor::ones((64, 512), DType::F32, &candle_core::Device::Cpu).unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let m = net
+            .dropout(&ones, Dropout::Seeded(1), Some(&mut rng))
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert!(m.iter().all(|&v| v == 0.0 || v == 2.0));
+        let kept = m.iter().filter(|&&v| v == 2.0).count() as f64 / m.len() as f64;
+        assert!((kept - 0.5).abs() < 0.02, "{kept}");
+    }
 
     #[test]
     fn layer_names_and_numbers() {

@@ -6,4 +6,5 @@ pub mod forward;
 pub mod info;
 pub mod init;
 pub mod project;
+pub mod train;
 pub mod visualize;

@@ -97,7 +97,10 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
         bail!("visualize shows conv1..conv5 (the paper's layers 1-5), got {bad}")
     }
     let dataset: Arc<dyn Dataset> = if args.data == "generated" {
-        Arc::new(Generated::split(&GeneratedConfig::default(), "val", args.limit.unwrap_or(500)))
+        Arc::new(
+            Generated::split(&GeneratedConfig::default(), "val", args.limit.unwrap_or(500))
+                .with_preprocess(Preprocess::for_input(size)),
+        )
     } else {
         let set: Arc<dyn Dataset> =
             Arc::new(ImageFolder::open(std::path::Path::new(&args.data), Preprocess::for_input(size))?);

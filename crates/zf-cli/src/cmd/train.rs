@@ -1,0 +1,360 @@
+//! `zfnet train`, `zfnet eval`, `zfnet predict`: the paper's training and its measurements.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use indicatif::ProgressBar;
+use zf_data::{
+    Crop, Crops, Dataset, Generated, GeneratedConfig, ImageFolder, Loader, LoaderConfig, MeanImage, Preprocess,
+};
+use zf_train::{Data, EpochReport, Observer, StepReport, TrainConfig};
+
+use crate::progress::bar;
+
+/// Train ZFNet with the paper's recipe (Sec. 3): SGD with momentum 0.9, learning rate divided
+/// by 10 when validation error plateaus, dropout 0.5 in fc6/fc7, filter RMS renormalization.
+///
+/// The run directory gets run.json, metrics.jsonl (one line per step and per epoch),
+/// checkpoint.safetensors (resume with --resume: the run continues to the same numbers),
+/// model.safetensors (the latest weights, for --weights), mean.safetensors (the training set's
+/// per-pixel mean) and snapshots/epoch-NNN.safetensors. Ctrl-C writes a checkpoint and exits.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  zfnet train --data generated --config tiny --out runs/tiny\n  zfnet train --data generated --config small --epochs 10 --out runs/small\n  zfnet train --data imagenet --config paper --device cuda --out runs/paper\n  zfnet train --out runs/paper --resume"
+)]
+pub struct Args {
+    /// An ImageNet-layout folder with train/ and val/ class folders, or `generated`.
+    #[arg(long, value_name = "DIR", default_value = "generated")]
+    data: String,
+    /// Training preset: paper (batch 128, 70 epochs, the paper's network), small, tiny.
+    #[arg(long, default_value = "small", value_name = "NAME")]
+    config: String,
+    /// Run directory.
+    #[arg(long, value_name = "RUN")]
+    out: PathBuf,
+    #[arg(long, value_name = "N")]
+    epochs: Option<usize>,
+    #[arg(long, value_name = "B")]
+    batch: Option<usize>,
+    /// Initial learning rate.
+    #[arg(long, value_name = "X")]
+    lr: Option<f64>,
+    /// Weight initialization: paper (std 0.01), he, or a standard deviation.
+    #[arg(long, value_name = "INIT")]
+    init: Option<String>,
+    /// Switch off the filter RMS renormalization (the paper's Fig. 6 comparison).
+    #[arg(long)]
+    no_renorm: bool,
+    /// Use the AlexNet-style first layer (11x11 stride 4; the paper's Fig. 6 comparison).
+    #[arg(long)]
+    alexnet_first_layer: bool,
+    /// Validate on the centre crop only (default of the preset otherwise; paper: ten crops).
+    #[arg(long)]
+    centre_crop_eval: bool,
+    /// Seed of the initialization, data order, crops and dropout.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Continue the run in --out from its checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Generated data: training images.
+    #[arg(long, default_value_t = 2000, value_name = "N")]
+    train_size: usize,
+    /// Generated data: validation images.
+    #[arg(long, default_value_t = 500, value_name = "N")]
+    val_size: usize,
+    /// Generated data: clutter shapes per image.
+    #[arg(long, value_name = "N")]
+    clutter: Option<usize>,
+}
+
+/// The train and validation sets named by `--data`.
+pub fn datasets(data: &str, size: usize, gen: &GeneratedConfig, train_size: usize, val_size: usize) -> Result<Data> {
+    if data == "generated" {
+        let pre = Preprocess::for_input(size);
+        return Ok(Data {
+            train: Arc::new(Generated::split(gen, "train", train_size).with_preprocess(pre)),
+            val: Arc::new(Generated::split(gen, "val", val_size).with_preprocess(pre)),
+            description: format!(
+                "generated (seed {}, clutter {}, {train_size} train, {val_size} val)",
+                gen.seed, gen.clutter
+            ),
+        });
+    }
+    let root = Path::new(data);
+    let pre = Preprocess::for_input(size);
+    let (train, val) = (root.join("train"), root.join("val"));
+    if !train.is_dir() || !val.is_dir() {
+        bail!("{data}: expected an ImageNet-layout folder with train/<class>/ and val/<class>/ sub-folders, or `generated`")
+    }
+    let train = ImageFolder::open(&train, pre)?;
+    let val = ImageFolder::open(&val, pre)?;
+    if train.classes() != val.classes() {
+        bail!("{data}: train/ and val/ have different class folders")
+    }
+    Ok(Data { description: format!("folder {data}"), train: Arc::new(train), val: Arc::new(val) })
+}
+
+struct Bars {
+    bar: Option<ProgressBar>,
+}
+
+impl Observer for Bars {
+    fn on_step(&mut self, s: &StepReport) {
+        let pb = self.bar.get_or_insert_with(|| bar(s.batches as u64, &format!("epoch {}", s.epoch)));
+        pb.set_position(s.batch as u64);
+        pb.set_message(format!("epoch {} loss {:.3}", s.epoch, s.loss));
+    }
+
+    #[allow(clippy::print_stdout)]
+    fn on_epoch(&mut self, e: &EpochReport) {
+        if let Some(pb) = self.bar.take() {
+            pb.finish_and_clear();
+        }
+        println!(
+            "epoch {:>3}/{}: train loss {:.4}, val top-1 error {:.2}%, top-5 error {:.2}% ({}), lr {:.0e}, {:.0} images/s, {:.1}s",
+            e.epoch,
+            e.epochs,
+            e.train_loss,
+            100.0 * e.val.top1_err,
+            100.0 * e.val.top5_err,
+            if e.val.ten_crop { "10 crops" } else { "centre crop" },
+            e.lr,
+            e.images_per_s,
+            e.seconds
+        );
+    }
+}
+
+fn revision() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+#[allow(clippy::print_stdout)]
+pub fn run(args: Args, device: &Device) -> Result<()> {
+    let mut config = if args.resume && args.out.join("run.json").exists() {
+        let run: serde_json::Value = serde_json::from_slice(&std::fs::read(args.out.join("run.json"))?)?;
+        serde_json::from_value(run["config"].clone()).context("run.json holds no training config")?
+    } else {
+        let mut c = TrainConfig::preset(&args.config)?;
+        if let Some(e) = args.epochs {
+            c = c.with_epochs(e);
+        }
+        if let Some(b) = args.batch {
+            c.batch = b;
+        }
+        if let Some(lr) = args.lr {
+            c.lr = lr;
+        }
+        if let Some(i) = &args.init {
+            c.init = zf_model::init::Init::parse(i)?;
+        }
+        if let Some(s) = args.seed {
+            c.seed = s;
+        }
+        if args.no_renorm {
+            c.renorm = None;
+        }
+        if args.alexnet_first_layer {
+            c.model = c.model.with_first_layer(zf_model::FirstLayer::AlexNet);
+        }
+        if args.centre_crop_eval {
+            c.ten_crop_eval = false;
+        }
+        c
+    };
+    if args.data == "generated" && config.model.classes != zf_data::Class::ALL.len() {
+        config.model = config.model.with_classes(zf_data::Class::ALL.len());
+    }
+    let mut gen = GeneratedConfig { seed: config.seed, ..Default::default() };
+    if let Some(c) = args.clutter {
+        gen.clutter = c;
+    }
+    let data = datasets(&args.data, config.model.input_size, &gen, args.train_size, args.val_size)?;
+    if data.train.classes().len() != config.model.classes {
+        config.model = config.model.with_classes(data.train.classes().len());
+    }
+    std::fs::create_dir_all(&args.out)?;
+    zf_data::folder::write_classes(&args.out.join("classes.txt"), data.train.classes())?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    });
+    tracing::info!(
+        "training {} ({} parameters) on {} for {} epochs, batch {}",
+        config.name,
+        config.model.table()?.total_params(),
+        data.description,
+        config.epochs,
+        config.batch
+    );
+    let summary =
+        zf_train::train(&config, &data, &args.out, args.resume, &revision(), device, &stop, &mut Bars { bar: None })?;
+    if summary.skipped > 0 {
+        tracing::warn!("{} images could not be read and were skipped", summary.skipped);
+    }
+    if summary.interrupted {
+        println!(
+            "interrupted at step {}: resume with `zfnet train --out {} --resume`",
+            summary.steps,
+            args.out.display()
+        );
+    } else {
+        println!(
+            "done in {:.1}s: {} epochs, {} steps; weights in {}",
+            summary.seconds,
+            summary.epochs_done,
+            summary.steps,
+            args.out.join("model.safetensors").display()
+        );
+    }
+    Ok(())
+}
+
+/// Measure top-1 and top-5 error on a validation set, with the softmax averaged over the ten
+/// crops (--ten-crop) or on the centre crop. Prints the numbers and writes them as JSON.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  zfnet eval --weights runs/small/model.safetensors --data generated --mean runs/small/mean.safetensors --ten-crop"
+)]
+pub struct EvalArgs {
+    #[arg(long, value_name = "W")]
+    weights: String,
+    /// A validation folder (class sub-folders; an ImageNet root's val/ is used), or `generated`.
+    #[arg(long, value_name = "DIR")]
+    data: String,
+    /// The training set's mean image (default: mean.safetensors beside the weights).
+    #[arg(long, value_name = "FILE")]
+    mean: Option<PathBuf>,
+    /// Average the softmax over the ten crops (else the centre crop).
+    #[arg(long)]
+    ten_crop: bool,
+    #[arg(long, default_value_t = 64, value_name = "B")]
+    batch: usize,
+    /// Generated data: validation images and seed.
+    #[arg(long, default_value_t = 500, value_name = "N")]
+    val_size: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Also write the numbers here as JSON.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+fn mean_for(weights: &str, mean: &Option<PathBuf>) -> Result<MeanImage> {
+    let path = match mean {
+        Some(p) => p.clone(),
+        None => Path::new(weights).parent().map(|d| d.join("mean.safetensors")).filter(|p| p.exists()).with_context(
+            || format!("no --mean given and no mean.safetensors beside {weights}: pass the training set's mean image"),
+        )?,
+    };
+    Ok(MeanImage::load(&path)?)
+}
+
+#[allow(clippy::print_stdout)]
+pub fn eval(args: EvalArgs, device: &Device) -> Result<()> {
+    let net = zf_model::ZfNet::load(&args.weights, None, device)?;
+    let size = net.config().input_size;
+    let mean = mean_for(&args.weights, &args.mean)?;
+    let set: Arc<dyn Dataset> = if args.data == "generated" {
+        Arc::new(
+            Generated::split(&GeneratedConfig { seed: args.seed, ..Default::default() }, "val", args.val_size)
+                .with_preprocess(Preprocess::for_input(size)),
+        )
+    } else {
+        let root = Path::new(&args.data);
+        let dir = if root.join("val").is_dir() { root.join("val") } else { root.to_path_buf() };
+        Arc::new(ImageFolder::open(&dir, Preprocess::for_input(size))?)
+    };
+    let crops = if args.ten_crop { Crops::Ten } else { Crops::Centre };
+    let loader = Loader::new(set, Some(&mean), LoaderConfig::eval(args.batch, crops))?;
+    let e = zf_train::evaluate(&net, &loader, device)?;
+    println!(
+        "top-1 error {:.2}%, top-5 error {:.2}% on {} images ({}){}",
+        100.0 * e.top1_err,
+        100.0 * e.top5_err,
+        e.images,
+        if e.ten_crop { "softmax averaged over 10 crops" } else { "centre crop" },
+        if loader.skipped() > 0 { format!(", {} unreadable images skipped", loader.skipped()) } else { String::new() }
+    );
+    if let Some(out) = &args.out {
+        zf_data::write_atomic(out, &serde_json::to_vec_pretty(&e)?)?;
+    }
+    Ok(())
+}
+
+/// Print the most probable classes of images (centre crop, the training set's mean subtracted).
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  zfnet predict --weights runs/small/model.safetensors data/photos/*.jpg --top 3")]
+pub struct PredictArgs {
+    #[arg(long, value_name = "W")]
+    weights: String,
+    /// Image files or folders of images.
+    #[arg(required = true, value_name = "IMAGES")]
+    images: Vec<PathBuf>,
+    #[arg(long, default_value_t = 5, value_name = "K")]
+    top: usize,
+    /// Class names, one per line (default: classes.txt beside the weights).
+    #[arg(long, value_name = "FILE")]
+    classes: Option<PathBuf>,
+    /// The training set's mean image (default: mean.safetensors beside the weights).
+    #[arg(long, value_name = "FILE")]
+    mean: Option<PathBuf>,
+}
+
+#[allow(clippy::print_stdout)]
+pub fn predict(args: PredictArgs, device: &Device) -> Result<()> {
+    let net = zf_model::ZfNet::load(&args.weights, None, device)?;
+    let size = net.config().input_size;
+    let mean = mean_for(&args.weights, &args.mean)?;
+    let pre = Preprocess::for_input(size);
+    let classes_file = args
+        .classes
+        .clone()
+        .or_else(|| Path::new(&args.weights).parent().map(|d| d.join("classes.txt")).filter(|p| p.exists()));
+    let names = match classes_file {
+        Some(f) => zf_data::folder::read_classes(&f)?,
+        None => (0..net.config().classes).map(|i| format!("class {i}")).collect(),
+    };
+    for path in zf_data::folder::list_images(&args.images)? {
+        let img = match pre.load(&path) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!("skipped: {e}");
+                continue;
+            }
+        };
+        let mut x = vec![0f32; 3 * size * size];
+        pre.crop_into(&img, Some(&mean.values), Crop::CENTRE, &mut x);
+        let logits = net.forward(&Tensor::from_vec(x, (1, 3, size, size), device)?)?;
+        let p = candle_nn_softmax(&logits)?;
+        let mut order: Vec<usize> = (0..p.len()).collect();
+        order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+        let top: Vec<String> = order
+            .iter()
+            .take(args.top)
+            .map(|&i| format!("{} {:.1}%", names.get(i).map(String::as_str).unwrap_or("?"), 100.0 * p[i]))
+            .collect();
+        println!("{}: {}", path.display(), top.join(", "));
+    }
+    Ok(())
+}
+
+fn candle_nn_softmax(logits: &Tensor) -> Result<Vec<f32>> {
+    let m = logits.max_keepdim(1)?;
+    let e = logits.broadcast_sub(&m)?.exp()?;
+    let p = e.broadcast_div(&e.sum_keepdim(1)?)?;
+    Ok(p.flatten_all()?.to_vec1()?)
+}

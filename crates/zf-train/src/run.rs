@@ -1,0 +1,151 @@
+//! The run directory: `run.json`, `metrics.jsonl`, `checkpoint.safetensors` (weights, momentum
+//! and the loop's state, written atomically), `model.safetensors` (the latest weights in the
+//! plain format `--weights` takes), `mean.safetensors`, and `snapshots/epoch-NNN.safetensors`.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TrainError};
+
+/// Where the training loop is: enough to continue exactly.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoopState {
+    /// The epoch in progress (0-based).
+    pub epoch: usize,
+    /// The next batch of that epoch.
+    pub batch: usize,
+    /// Updates done so far.
+    pub step: usize,
+    pub lr: f64,
+    /// Best validation top-1 error so far, and epochs since it improved.
+    pub best_val_top1: Option<f64>,
+    pub bad_epochs: usize,
+    /// The running sum of the epoch in progress' training loss (times images) and its image
+    /// count, so that a resumed epoch reports the same mean loss.
+    #[serde(default)]
+    pub epoch_loss_sum: f64,
+    #[serde(default)]
+    pub epoch_images: usize,
+}
+
+/// Metadata key of the loop state in a checkpoint.
+pub const STATE_KEY: &str = "zfnet.train_state";
+
+/// What a checkpoint holds: weights by key, momentum by key, the loop state.
+pub type Checkpoint = (HashMap<String, Tensor>, HashMap<String, Tensor>, LoopState);
+
+/// Paths of one run.
+#[derive(Clone, Debug)]
+pub struct RunDir {
+    pub root: PathBuf,
+}
+
+impl RunDir {
+    pub fn create(root: &Path) -> Result<Self> {
+        std::fs::create_dir_all(root.join("snapshots")).map_err(|e| io(root, e))?;
+        Ok(Self { root: root.to_path_buf() })
+    }
+
+    pub fn run_json(&self) -> PathBuf {
+        self.root.join("run.json")
+    }
+    pub fn metrics(&self) -> PathBuf {
+        self.root.join("metrics.jsonl")
+    }
+    pub fn checkpoint(&self) -> PathBuf {
+        self.root.join("checkpoint.safetensors")
+    }
+    pub fn model(&self) -> PathBuf {
+        self.root.join("model.safetensors")
+    }
+    pub fn mean(&self) -> PathBuf {
+        self.root.join("mean.safetensors")
+    }
+    pub fn snapshot(&self, epoch: usize) -> PathBuf {
+        self.root.join("snapshots").join(format!("epoch-{epoch:03}.safetensors"))
+    }
+
+    /// Appends one JSON line to `metrics.jsonl` (flushed, so a kill loses at most that line).
+    pub fn log(&self, value: &serde_json::Value) -> Result<()> {
+        let path = self.metrics();
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| io(&path, e))?;
+        writeln!(f, "{value}").map_err(|e| io(&path, e))
+    }
+
+    /// Drops metric lines past `step` (a resumed run repeats them from its checkpoint).
+    pub fn truncate_metrics(&self, step: usize) -> Result<()> {
+        let path = self.metrics();
+        let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .ok()
+                    .and_then(|v| v["step"].as_u64())
+                    .is_some_and(|s| s as usize <= step)
+            })
+            .collect();
+        let mut out = kept.join("\n");
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        zf_data::write_atomic(&path, out.as_bytes())?;
+        Ok(())
+    }
+
+    /// Writes the checkpoint atomically: weights under their keys, momentum under
+    /// `momentum.<key>`, the loop state and the training config in the metadata.
+    pub fn save_checkpoint(
+        &self,
+        weights: &[(String, Tensor)],
+        momentum: &[Tensor],
+        state: &LoopState,
+        config_json: &str,
+    ) -> Result<()> {
+        let mut named: Vec<(String, Tensor)> = weights.to_vec();
+        for ((k, _), v) in weights.iter().zip(momentum) {
+            named.push((format!("momentum.{k}"), v.clone()));
+        }
+        let meta = HashMap::from([
+            (STATE_KEY.to_string(), serde_json::to_string(state).map_err(|e| TrainError::Config(e.to_string()))?),
+            ("zfnet.train_config".to_string(), config_json.to_string()),
+        ]);
+        zf_model::weights::save_tensors(&named, meta, &self.checkpoint())?;
+        Ok(())
+    }
+
+    /// Reads the checkpoint back: weights, momentum (by key) and the loop state.
+    pub fn load_checkpoint(
+        &self,
+        device: &Device,
+    ) -> Result<Checkpoint> {
+        let path = self.checkpoint();
+        let bad = |reason: String| TrainError::Run { path: path.clone(), reason };
+        let bytes = std::fs::read(&path).map_err(|e| bad(format!("cannot read the checkpoint: {e}")))?;
+        let (_, meta) =
+            safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("not a checkpoint: {e}")))?;
+        let state = meta
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(STATE_KEY))
+            .ok_or_else(|| bad(format!("no `{STATE_KEY}` in the metadata")))?;
+        let state: LoopState = serde_json::from_str(state).map_err(|e| bad(format!("bad loop state: {e}")))?;
+        let all = candle_core::safetensors::load_buffer(&bytes, device)?;
+        let (mut weights, mut momentum) = (HashMap::new(), HashMap::new());
+        for (k, t) in all {
+            match k.strip_prefix("momentum.") {
+                Some(rest) => momentum.insert(rest.to_string(), t),
+                None => weights.insert(k, t),
+            };
+        }
+        Ok((weights, momentum, state))
+    }
+}
+
+pub(crate) fn io(path: &Path, e: std::io::Error) -> TrainError {
+    TrainError::Run { path: path.to_path_buf(), reason: e.to_string() }
+}
