@@ -39,6 +39,7 @@ macro_rules! bail {
 }
 
 pub mod config;
+pub mod conv;
 pub mod device;
 pub mod hub;
 pub mod init;

@@ -371,23 +371,25 @@ impl ZfNet {
             scaled = (xs * self.config.input_scale)?;
             &scaled
         };
-        let x = emit!(Point::Conv1, self.conv1.forward(xs)?.relu()?);
+        let (g1, g2) = self.config.first_layer.geometry();
+        let conv = |c: &Conv2d, x: &Tensor, g: ConvGeometry| crate::conv::conv2d(x, c.weight(), c.bias(), g)?.relu();
+        let x = emit!(Point::Conv1, conv(&self.conv1, xs, g1)?);
         let (x, sw) = POOL12.forward_with_switches(&x)?;
         tap.switches(Point::Pool1, &sw)?;
         let mut x = emit!(Point::Pool1, x);
         if let Some(lrn) = &self.config.lrn {
             x = emit!(Point::Norm1, lrn.forward(&x)?);
         }
-        let x = emit!(Point::Conv2, self.conv2.forward(&x)?.relu()?);
+        let x = emit!(Point::Conv2, conv(&self.conv2, &x, g2)?);
         let (x, sw) = POOL12.forward_with_switches(&x)?;
         tap.switches(Point::Pool2, &sw)?;
         let mut x = emit!(Point::Pool2, x);
         if let Some(lrn) = &self.config.lrn {
             x = emit!(Point::Norm2, lrn.forward(&x)?);
         }
-        let x = emit!(Point::Conv3, self.conv3.forward(&x)?.relu()?);
-        let x = emit!(Point::Conv4, self.conv4.forward(&x)?.relu()?);
-        let x = emit!(Point::Conv5, self.conv5.forward(&x)?.relu()?);
+        let x = emit!(Point::Conv3, conv(&self.conv3, &x, CONV345)?);
+        let x = emit!(Point::Conv4, conv(&self.conv4, &x, CONV345)?);
+        let x = emit!(Point::Conv5, conv(&self.conv5, &x, CONV345)?);
         let (x, sw) = POOL5.forward_with_switches(&x)?;
         tap.switches(Point::Pool5, &sw)?;
         let x = emit!(Point::Pool5, x).flatten_from(1)?;

@@ -119,10 +119,7 @@ impl RunDir {
     }
 
     /// Reads the checkpoint back: weights, momentum (by key) and the loop state.
-    pub fn load_checkpoint(
-        &self,
-        device: &Device,
-    ) -> Result<Checkpoint> {
+    pub fn load_checkpoint(&self, device: &Device) -> Result<Checkpoint> {
         let path = self.checkpoint();
         let bad = |reason: String| TrainError::Run { path: path.clone(), reason };
         let bytes = std::fs::read(&path).map_err(|e| bad(format!("cannot read the checkpoint: {e}")))?;
