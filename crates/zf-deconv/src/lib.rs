@@ -8,9 +8,10 @@
 //!   two windows share a switch, the later window (row-major) wins, as in PyTorch's
 //!   `max_unpool2d` on the CPU;
 //! - **rectify**: ReLU;
-//! - **filter**: `conv_transpose2d` with the layer's own weights, stride and padding, and the
-//!   output padding that restores the layer's exact input size; no biases. LRN is passed
-//!   through unchanged.
+//! - **filter**: the transposed convolution with the layer's own weights, stride and padding,
+//!   restoring the layer's exact input size (`zf_model::conv::conv_transpose2d`: one matrix
+//!   product and a col2im on the CPU, candle's `conv_transpose2d` elsewhere); no biases. LRN is
+//!   passed through unchanged.
 //!
 //! [`Deconvnet::project`] projects many units of one layer — of one image or of many — in one
 //! batched call from one recorded forward pass ([`zf_model::Trace`]). [`receptive_field`] gives

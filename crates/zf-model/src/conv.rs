@@ -39,6 +39,32 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: ConvGeometry) -> Re
     }
 }
 
+/// The transposed convolution of a conv layer (weights `w` `[O, C, k, k]`, geometry `g`):
+/// `[N, O, Ho, Wo]` -> `[N, C, H, W]`, where `(H, W)` is the layer's input size (this fixes the
+/// output padding). On the CPU it is one matrix product and a col2im; elsewhere candle's
+/// `conv_transpose2d`. No bias (the deconvnet uses none).
+pub fn conv_transpose2d(x: &Tensor, w: &Tensor, g: ConvGeometry, (h, wd): (usize, usize)) -> Result<Tensor> {
+    let (n, o, ho, wo) = x.dims4()?;
+    let (wo_, c, k, _) = w.dims4()?;
+    if wo_ != o || g.output_size(h) != Some(ho) || g.output_size(wd) != Some(wo) {
+        bail!(
+            "conv_transpose2d: {:?} is not the output of a {k}x{k} stride {} pad {} conv with weight {:?} on {h}x{wd}",
+            x.dims(),
+            g.stride,
+            g.padding,
+            w.dims()
+        )
+    }
+    if !x.device().is_cpu() {
+        let op = |side: usize, out: usize| side - ((out - 1) * g.stride + g.kernel - 2 * g.padding);
+        return x.conv_transpose2d(w, g.padding, op(h, ho).max(op(wd, wo)), g.stride, 1);
+    }
+    // cols[(c, i, j), (n, y, x)] = sum_o w[o, c, i, j] x[n, o, y, x]
+    let xs = x.permute((1, 0, 2, 3))?.reshape((o, n * ho * wo))?;
+    let cols = w.reshape((o, c * k * k))?.t()?.matmul(&xs)?.contiguous()?;
+    cols.apply_op1_no_bwd(&Col2Im { im: Im2Col { g, h, w: wd, ho, wo }, n, c })
+}
+
 /// `[N, C, H, W]` -> `[C k k, N Ho Wo]`: row `(c, i, j)` holds input `(c, oy s - p + i, ox s - p + j)`
 /// for every output position, zero in the padding. Its backward is [`Col2Im`].
 #[derive(Clone, Copy, Debug)]
@@ -156,6 +182,35 @@ impl CustomOp1 for Col2Im {
 mod tests {
     use super::*;
     use candle_core::{Device, Var};
+
+    #[test]
+    fn transposed_convolution_agrees_with_candle() {
+        for (g, side) in [
+            (ConvGeometry::new(7, 2, 1), 24),
+            (ConvGeometry::new(5, 2, 0), 23),
+            (ConvGeometry::new(3, 1, 1), 9),
+            (ConvGeometry::new(11, 4, 2), 30),
+        ] {
+            let out = g.output_size(side).unwrap();
+            let x = Tensor::randn(0f32, 1.0, (2, 4, out, out), &Device::Cpu).unwrap();
+            let w = Tensor::randn(0f32, 0.1, (4, 3, g.kernel, g.kernel), &Device::Cpu).unwrap();
+            let ours = conv_transpose2d(&x, &w, g, (side, side)).unwrap();
+            let op = side - ((out - 1) * g.stride + g.kernel - 2 * g.padding);
+            let theirs = x.conv_transpose2d(&w, g.padding, op, g.stride, 1).unwrap();
+            assert_eq!(ours.dims(), theirs.dims());
+            let d = (&ours - &theirs)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(d < 1e-4, "{g:?}: differs by {d}");
+        }
+    }
 
     #[test]
     fn agrees_with_candle_forward_and_backward() {
