@@ -1,6 +1,6 @@
 //! Arguments shared by several commands: the network config, weights and inputs.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -80,6 +80,32 @@ impl NetArgs {
         let file = WeightsFile::open(weights)?;
         let config = if self.any() { Some(self.resolve(file.config()?)?) } else { None };
         Ok(file.into_net(config.as_ref(), device)?)
+    }
+}
+
+/// A network and an input for it: `--weights`, `--input`, `--mean`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModelInput {
+    #[command(flatten)]
+    pub net: NetArgs,
+    /// Weights: a path or hf://owner/repo[@revision]/file.
+    #[arg(long, value_name = "W")]
+    pub weights: String,
+    /// Input: an image file (JPEG, PNG, ...; needs --mean), or a safetensors file with a tensor
+    /// `input`, [3,S,S] or [N,3,S,S], already preprocessed (per-pixel mean subtracted).
+    #[arg(long, value_name = "FILE")]
+    pub input: PathBuf,
+    /// The training set's per-pixel mean image (`zfnet data mean`), for image inputs.
+    #[arg(long, value_name = "FILE")]
+    pub mean: Option<PathBuf>,
+}
+
+impl ModelInput {
+    /// The network and the input `[N, 3, S, S]`.
+    pub fn load(&self, device: &Device) -> Result<(ZfNet, Tensor)> {
+        let net = self.net.load(&self.weights, device)?;
+        let x = read_input(&self.input, net.config().input_size, self.mean.as_deref(), device)?;
+        Ok((net, x))
     }
 }
 

@@ -263,6 +263,14 @@ pub fn train(
         dir.save_checkpoint(&w, &sgd.velocity, state, &config_json)
     };
     let mut last = None;
+    let summary = |state: &LoopState, last: Option<EpochReport>, interrupted: bool| Summary {
+        epochs_done: state.epoch,
+        steps: state.step,
+        last,
+        interrupted,
+        skipped: train_loader.skipped() + val_loader.skipped(),
+        seconds: t0.elapsed().as_secs_f64(),
+    };
     while state.epoch < config.epochs {
         let epoch_start = Instant::now();
         let mut seen = 0usize;
@@ -317,14 +325,7 @@ pub fn train(
                 checkpoint(&state, &sgd)?;
                 net.save(&dir.model())?;
                 tracing::info!("stopped at step {}; resume with --resume", state.step);
-                return Ok(Summary {
-                    epochs_done: state.epoch,
-                    steps: state.step,
-                    last,
-                    interrupted: true,
-                    skipped: train_loader.skipped() + val_loader.skipped(),
-                    seconds: t0.elapsed().as_secs_f64(),
-                });
+                return Ok(summary(&state, last, true));
             }
         }
         // End of the epoch: validate, anneal on a plateau, write everything.
@@ -380,12 +381,5 @@ pub fn train(
         observer.on_epoch(&report);
         last = Some(report);
     }
-    Ok(Summary {
-        epochs_done: state.epoch,
-        steps: state.step,
-        last,
-        interrupted: false,
-        skipped: train_loader.skipped() + val_loader.skipped(),
-        seconds: t0.elapsed().as_secs_f64(),
-    })
+    Ok(summary(&state, last, false))
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use candle_core::{DType, Device};
 
-use crate::args::{read_input, NetArgs};
+use crate::args::ModelInput;
 
 /// Run the network and write every tap (conv1, pool1, norm1, ..., fc8, prob; conv and fc after
 /// the ReLU) and the switches of every pool (`pool1.switches`, ... as int64 flat indices into
@@ -17,17 +17,7 @@ use crate::args::{read_input, NetArgs};
 )]
 pub struct Args {
     #[command(flatten)]
-    net: NetArgs,
-    /// Weights: a path or hf://owner/repo[@revision]/file.
-    #[arg(long, value_name = "W")]
-    weights: String,
-    /// Input: an image file (JPEG, PNG, ...; needs --mean), or a safetensors file with a tensor
-    /// `input`, [3,S,S] or [N,3,S,S], already preprocessed (per-pixel mean subtracted).
-    #[arg(long, value_name = "FILE")]
-    input: PathBuf,
-    /// The training set's per-pixel mean image (`zfnet data mean`), for image inputs.
-    #[arg(long, value_name = "FILE")]
-    mean: Option<PathBuf>,
+    src: ModelInput,
     /// Output safetensors file.
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
@@ -35,8 +25,7 @@ pub struct Args {
 
 #[allow(clippy::print_stdout)]
 pub fn run(args: Args, device: &Device) -> Result<()> {
-    let net = args.net.load(&args.weights, device)?;
-    let x = read_input(&args.input, net.config().input_size, args.mean.as_deref(), device)?;
+    let (net, x) = args.src.load(device)?;
     let trace = net.trace(&x)?;
     let mut named: Vec<_> = trace.to_named_tensors()?.into_iter().collect();
     named.push(("input".to_string(), x));
@@ -44,7 +33,7 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
     let metadata = HashMap::from([
         ("format".to_string(), "pt".to_string()),
         (zf_model::weights::CONFIG_KEY.to_string(), serde_json::to_string(net.config())?),
-        ("weights".to_string(), args.weights.clone()),
+        ("weights".to_string(), args.src.weights.clone()),
     ]);
     zf_model::weights::save_tensors(&named, metadata, &args.out)?;
     println!("{:<16} {:>18} {:>12} {:>12}", "tap", "shape", "mean", "max");

@@ -9,7 +9,7 @@ use zf_deconv::{receptive_field, Deconvnet, Unit};
 use zf_model::{Point, Trace};
 use zf_viz::{draw_box, magnify, minmax_image, projection_image, save_png, stack, Direction};
 
-use crate::args::{read_input, NetArgs};
+use crate::args::ModelInput;
 
 /// Project one activation down to the pixels with the deconvnet (paper Sec. 2.1): keep the
 /// unit of LAYER, CHANNEL at POSITION (default: that channel's strongest unit in each image),
@@ -25,16 +25,7 @@ use crate::args::{read_input, NetArgs};
 )]
 pub struct Args {
     #[command(flatten)]
-    net: NetArgs,
-    /// Weights: a path or hf://owner/repo[@revision]/file.
-    #[arg(long, value_name = "W")]
-    weights: String,
-    /// An image (needs --mean) or a safetensors tensor `input`, [3,S,S] or [N,3,S,S].
-    #[arg(long, value_name = "FILE")]
-    input: PathBuf,
-    /// The training set's per-pixel mean image, for image inputs.
-    #[arg(long, value_name = "FILE")]
-    mean: Option<PathBuf>,
+    src: ModelInput,
     /// conv1..conv5, or the paper's layer number 1..5.
     #[arg(long, value_name = "L")]
     layer: String,
@@ -50,9 +41,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args, device: &Device) -> Result<()> {
-    let net = args.net.load(&args.weights, device)?;
     let layer: Point = args.layer.parse()?;
-    let x = read_input(&args.input, net.config().input_size, args.mean.as_deref(), device)?;
+    let (net, x) = args.src.load(device)?;
     let n = x.dim(0)?;
     let mut trace = Trace::default();
     if !layer.is_conv() {
@@ -111,14 +101,16 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
     }
     save_png(&stack(&rows, Direction::Down, 6), &args.out.join("projection.png"))?;
     let tensor = if n == 1 { proj.squeeze(0)? } else { proj };
-    let meta =
-        HashMap::from([("layer".to_string(), layer.name().to_string()), ("weights".to_string(), args.weights.clone())]);
+    let meta = HashMap::from([
+        ("layer".to_string(), layer.name().to_string()),
+        ("weights".to_string(), args.src.weights.clone()),
+    ]);
     zf_model::weights::save_tensors(
         &[("projection".to_string(), tensor.to_device(&Device::Cpu)?)],
         meta,
         &args.out.join("projection.safetensors"),
     )?;
-    let json = serde_json::to_vec_pretty(&serde_json::json!({ "weights": args.weights, "units": records }))?;
+    let json = serde_json::to_vec_pretty(&serde_json::json!({ "weights": args.src.weights, "units": records }))?;
     zf_data::write_atomic(&args.out.join("projection.json"), &json)?;
     tracing::info!("wrote projection.png, projection.safetensors and projection.json to {}", args.out.display());
     Ok(())
