@@ -42,6 +42,9 @@ pub struct Args {
     /// Initial learning rate.
     #[arg(long, value_name = "X")]
     lr: Option<f64>,
+    /// Epochs without validation improvement before the learning rate is divided by 10.
+    #[arg(long, value_name = "N")]
+    patience: Option<usize>,
     /// Weight initialization: paper (std 0.01), he, or a standard deviation.
     #[arg(long, value_name = "INIT")]
     init: Option<String>,
@@ -154,6 +157,9 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
         }
         if let Some(lr) = args.lr {
             c.lr = lr;
+        }
+        if let Some(p) = args.patience {
+            c.patience = p;
         }
         if let Some(i) = &args.init {
             c.init = zf_model::init::Init::parse(i)?;
