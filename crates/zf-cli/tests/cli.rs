@@ -266,34 +266,13 @@ fn project_and_visualize_write_figures_and_tensors() {
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("projection.json")).unwrap()).unwrap();
     assert_eq!(json["units"][1]["position"], serde_json::json!([units[1].y, units[1].x]));
     assert!(image::open(out.join("projection.png")).is_ok());
-    let e = fails(&[
-        "project",
-        "--weights",
-        w_s,
-        "--input",
-        xin.to_str().unwrap(),
-        "--layer",
-        "fc7",
-        "--channel",
-        "0",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(e.contains("projects conv1..conv5"), "{e}");
-    let e = fails(&[
-        "project",
-        "--weights",
-        w_s,
-        "--input",
-        xin.to_str().unwrap(),
-        "--layer",
-        "2",
-        "--channel",
-        "99",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(e.contains("channel 99 does not exist: conv2 has 32 feature maps"), "{e}");
+    for (layer, channel, message) in
+        [("fc7", "0", "projects conv1..conv5"), ("2", "99", "channel 99 does not exist: conv2 has 32 feature maps")]
+    {
+        let (x, o) = (xin.to_str().unwrap(), out.to_str().unwrap());
+        let e = fails(&["project", "--weights", w_s, "--input", x, "--layer", layer, "--channel", channel, "--out", o]);
+        assert!(e.contains(message), "{e}");
+    }
 
     // Fig. 2 on 12 generated images at the tiny network's 224 input.
     let w2 = dir.path().join("w2.safetensors");

@@ -183,6 +183,10 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    }
+
     #[test]
     fn transposed_convolution_agrees_with_candle() {
         for (g, side) in [
@@ -198,16 +202,7 @@ mod tests {
             let op = side - ((out - 1) * g.stride + g.kernel - 2 * g.padding);
             let theirs = x.conv_transpose2d(&w, g.padding, op, g.stride, 1).unwrap();
             assert_eq!(ours.dims(), theirs.dims());
-            let d = (&ours - &theirs)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let d = max_abs_diff(&ours, &theirs);
             assert!(d < 1e-4, "{g:?}: differs by {d}");
         }
     }
@@ -231,16 +226,7 @@ mod tests {
                 .unwrap()
                 .broadcast_add(&b.reshape((1, 4, 1, 1)).unwrap())
                 .unwrap();
-            let d = (&ours - &theirs)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let d = max_abs_diff(&ours, &theirs);
             assert!(d < 1e-4, "{g:?}: forward differs by {d}");
             // Gradients of a weighted sum.
             let r = Tensor::randn(0f32, 1.0, ours.shape(), &Device::Cpu).unwrap();
@@ -248,8 +234,7 @@ mod tests {
             let gb = (theirs * &r).unwrap().sum_all().unwrap().backward().unwrap();
             for v in [&x, &w] {
                 let (a, b) = (ga.get(v.as_tensor()).unwrap(), gb.get(v.as_tensor()).unwrap());
-                let d =
-                    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+                let d = max_abs_diff(a, b);
                 assert!(d < 1e-3, "{g:?}: gradient differs by {d}");
             }
         }
