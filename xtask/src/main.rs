@@ -7,7 +7,13 @@ const HELP: &str = "cargo xtask <task>
 
 tasks:
   tidy    check the house rules a machine can check: crate layering (DESIGN.md) and the
-          `//!` line that opens every source file";
+          `//!` line that opens every source file
+  bench [--threads N] [--reps R] [--rounds K]
+          build zfnet (release) and time it against shared/bench/torch_zfnet.py, alternating,
+          on the paper network's forward (batch 16), a quarter-width forward and one deconvnet
+          projection; prints a table with the ratios. PyTorch is found through
+          $ZF_TORCH_PYTHON, .venv-torch/bin/python or python3 (shared/bench/setup-torch.sh
+          makes one); without it zfnet is timed alone. Defaults: 2 threads, 5 reps, 3 rounds";
 
 #[allow(clippy::print_stdout, clippy::print_stderr)]
 fn main() -> ExitCode {
@@ -24,6 +30,22 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
+            }
+        }
+        Some("bench") => {
+            let flag = |name: &str, default: usize| -> usize {
+                args.iter()
+                    .position(|a| a == name)
+                    .and_then(|i| args.get(i + 1))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(default)
+            };
+            match xtask::bench::bench(&root, flag("--threads", 2), flag("--reps", 5), flag("--rounds", 3)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("bench: {e}");
+                    ExitCode::FAILURE
+                }
             }
         }
         Some("-h" | "--help" | "help") | None => {

@@ -1,0 +1,148 @@
+//! `cargo xtask bench`: zfnet against the PyTorch reference (shared/bench/torch_zfnet.py), side
+//! by side in one run, alternating, with a table of the ratios.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// One measurement setting.
+#[derive(Clone, Copy, Debug)]
+pub struct Case {
+    pub what: &'static str,
+    pub width: f64,
+    pub batch: usize,
+}
+
+/// The default cases: the paper network's forward at batch 16, a quarter-width forward, and one
+/// deconvnet projection.
+pub const CASES: [Case; 3] = [
+    Case { what: "forward", width: 1.0, batch: 16 },
+    Case { what: "forward", width: 0.25, batch: 16 },
+    Case { what: "project", width: 1.0, batch: 1 },
+];
+
+/// `"images_per_s": 12.5` -> 12.5, from one JSON line (xtask has no JSON dependency).
+pub fn images_per_s(line: &str) -> Option<f64> {
+    let rest = &line[line.find("\"images_per_s\"")? + "\"images_per_s\"".len()..];
+    let rest = rest.trim_start().strip_prefix(':')?.trim_start();
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == 'e' || c == '-' || c == '+'))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// The reference script beside the checkout, if there.
+pub fn torch_script(root: &Path) -> Option<PathBuf> {
+    [root.join("../shared/bench/torch_zfnet.py"), root.join("shared/bench/torch_zfnet.py")]
+        .into_iter()
+        .find(|p| p.is_file())
+}
+
+/// A Python that imports torch: `$ZF_TORCH_PYTHON`, `.venv-torch/bin/python` in the checkout,
+/// or `python3`.
+pub fn torch_python(root: &Path) -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("ZF_TORCH_PYTHON").map(PathBuf::from),
+        Some(root.join(".venv-torch/bin/python")),
+        Some(PathBuf::from("python3")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|py| Command::new(py).args(["-c", "import torch"]).output().map(|o| o.status.success()).unwrap_or(false))
+}
+
+/// Runs a command and returns the images/s of its first JSON line.
+fn run(cmd: &mut Command) -> Result<f64, String> {
+    let out = cmd.output().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().find_map(images_per_s).ok_or_else(|| format!("{cmd:?} printed no images_per_s: {text}"))
+}
+
+/// Builds zfnet, then measures every case with zfnet and (when available) PyTorch, alternating
+/// `rounds` times, and prints the medians and their ratio.
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+pub fn bench(root: &Path, threads: usize, reps: usize, rounds: usize) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .args(["build", "--release", "-p", "zf-cli"])
+        .current_dir(root)
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err("cargo build --release -p zf-cli failed".into());
+    }
+    let zfnet = root.join("target/release/zfnet");
+    let torch = match (torch_script(root), torch_python(root)) {
+        (Some(script), Some(py)) => Some((py, script)),
+        _ => {
+            eprintln!(
+                "PyTorch not found (set ZF_TORCH_PYTHON, or run shared/bench/setup-torch.sh): timing zfnet alone"
+            );
+            None
+        }
+    };
+    println!("| bench | width | batch | zfnet img/s | pytorch img/s | ratio |");
+    println!("|---|---|---|---|---|---|");
+    for case in CASES {
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for _ in 0..rounds.max(1) {
+            let mut cmd = Command::new(&zfnet);
+            cmd.env("RAYON_NUM_THREADS", threads.to_string()).args([
+                "bench",
+                "--what",
+                case.what,
+                "--width",
+                &case.width.to_string(),
+                "--batch",
+                &case.batch.to_string(),
+                "--reps",
+                &reps.to_string(),
+            ]);
+            ours.push(run(&mut cmd)?);
+            if let Some((py, script)) = &torch {
+                let mut cmd = Command::new(py);
+                cmd.arg(script).args([
+                    "--threads",
+                    &threads.to_string(),
+                    "--what",
+                    case.what,
+                    "--width",
+                    &case.width.to_string(),
+                    "--batch",
+                    &case.batch.to_string(),
+                    "--reps",
+                    &reps.to_string(),
+                ]);
+                theirs.push(run(&mut cmd)?);
+            }
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied()
+        };
+        let (o, t) = (median(&mut ours).unwrap_or(f64::NAN), median(&mut theirs));
+        let (t_s, r_s) = match t {
+            Some(t) => (format!("{t:.2}"), format!("{:.2}x", o / t)),
+            None => ("-".into(), "-".into()),
+        };
+        println!("| {} | {} | {} | {o:.2} | {t_s} | {r_s} |", case.what, case.width, case.batch);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_images_per_s_from_both_formats() {
+        let ours = r#"{"batch":16,"bench":"forward","images_per_s":12.46,"impl":"zfnet"}"#;
+        let theirs = r#"{"bench": "forward", "batch": 16, "median_s": 0.8, "images_per_s": 19.58}"#;
+        assert_eq!(images_per_s(ours), Some(12.46));
+        assert_eq!(images_per_s(theirs), Some(19.58));
+        assert_eq!(images_per_s("{}"), None);
+    }
+}
