@@ -397,3 +397,86 @@ fn train_then_eval_and_predict() {
         "{out}"
     );
 }
+
+/// Waits until `path` exists (or panics after `secs`).
+#[cfg(unix)]
+fn wait_for(path: &std::path::Path, secs: u64) {
+    let t = std::time::Instant::now();
+    while !path.exists() {
+        assert!(t.elapsed().as_secs() < secs, "{} did not appear in {secs}s", path.display());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_checkpoints_and_kill_9_leaves_a_resumable_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = |run: &std::path::Path| -> Vec<String> {
+        [
+            "train",
+            "--data",
+            "generated",
+            "--config",
+            "tiny",
+            "--epochs",
+            "40",
+            "--batch",
+            "8",
+            "--train-size",
+            "32",
+            "--val-size",
+            "8",
+            "--out",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([run.to_str().unwrap().to_string()])
+        .collect()
+    };
+    let spawn = |a: &[String]| {
+        Command::new(env!("CARGO_BIN_EXE_zfnet"))
+            .args(a)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Ctrl-C (SIGINT) after the first epoch's checkpoint: a clean exit that says how to resume.
+    let run = dir.path().join("int");
+    let child = spawn(&args(&run));
+    wait_for(&run.join("checkpoint.safetensors"), 120);
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("interrupted at step") && stdout.contains("--resume"), "{stdout}");
+    // kill -9 at some moment after the first checkpoint: the latest checkpoint still loads and
+    // the run resumes.
+    let run = dir.path().join("kill");
+    let mut child = spawn(&args(&run));
+    wait_for(&run.join("checkpoint.safetensors"), 120);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (_, _, state) = zf_train::RunDir { root: run.clone() }.load_checkpoint(&Device::Cpu).unwrap();
+    assert!(state.step >= 4);
+    let mut resumed: Vec<String> = args(&run);
+    resumed.push("--resume".to_string());
+    // The resumed run rewrites run.json once its Ctrl-C handler is in place; stop it with SIGINT
+    // a little later instead of running all 40 epochs.
+    let modified = || std::fs::metadata(run.join("run.json")).and_then(|m| m.modified()).ok();
+    let before = modified();
+    let child = spawn(&resumed);
+    let t = std::time::Instant::now();
+    while modified() == before {
+        assert!(t.elapsed().as_secs() < 120, "the resumed run did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (_, _, after) = zf_train::RunDir { root: run }.load_checkpoint(&Device::Cpu).unwrap();
+    assert!(after.step > state.step, "resumed from step {} and went on to {}", state.step, after.step);
+}
