@@ -89,33 +89,23 @@ pub fn bench(root: &Path, threads: usize, reps: usize, rounds: usize) -> Result<
     for case in CASES {
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         for _ in 0..rounds.max(1) {
+            // The flags both programs share.
+            let common = [
+                "--what".to_string(),
+                case.what.to_string(),
+                "--width".to_string(),
+                case.width.to_string(),
+                "--batch".to_string(),
+                case.batch.to_string(),
+                "--reps".to_string(),
+                reps.to_string(),
+            ];
             let mut cmd = Command::new(&zfnet);
-            cmd.env("RAYON_NUM_THREADS", threads.to_string()).args([
-                "bench",
-                "--what",
-                case.what,
-                "--width",
-                &case.width.to_string(),
-                "--batch",
-                &case.batch.to_string(),
-                "--reps",
-                &reps.to_string(),
-            ]);
+            cmd.env("RAYON_NUM_THREADS", threads.to_string()).arg("bench").args(&common);
             ours.push(run(&mut cmd)?);
             if let Some((py, script)) = &torch {
                 let mut cmd = Command::new(py);
-                cmd.arg(script).args([
-                    "--threads",
-                    &threads.to_string(),
-                    "--what",
-                    case.what,
-                    "--width",
-                    &case.width.to_string(),
-                    "--batch",
-                    &case.batch.to_string(),
-                    "--reps",
-                    &reps.to_string(),
-                ]);
+                cmd.arg(script).args(["--threads".to_string(), threads.to_string()]).args(&common);
                 theirs.push(run(&mut cmd)?);
             }
         }

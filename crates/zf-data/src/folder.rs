@@ -3,8 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use image::RgbImage;
-
 use crate::error::{DataError, Result};
 use crate::preprocess::Preprocess;
 use crate::{Dataset, Sample};
@@ -124,11 +122,6 @@ pub fn list_images(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
         return Err(DataError::Empty { what: format!("{paths:?}"), detail: "no image files".into() });
     }
     Ok(out)
-}
-
-/// Loads one image for prediction, preprocessed to the `resize` square.
-pub fn load_image(path: &Path, preprocess: Preprocess) -> Result<RgbImage> {
-    preprocess.load(path)
 }
 
 /// Writes the class names, one per line, atomically.

@@ -162,18 +162,6 @@ pub fn decode(bytes: &[u8], name: &Path) -> Result<RgbImage> {
     Ok(img.to_rgb8())
 }
 
-/// The RGB image as `[3, H, W]` f32 in 0..255, flattened.
-pub fn to_chw(img: &RgbImage) -> Vec<f32> {
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let mut out = vec![0f32; 3 * w * h];
-    for (i, p) in img.as_raw().chunks_exact(3).enumerate() {
-        for ch in 0..3 {
-            out[ch * w * h + i] = p[ch] as f32;
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -174,15 +174,6 @@ impl<'a> Deconvnet<'a> {
         }
         Ok(x)
     }
-
-    /// Runs the forward pass on `images` and projects `units` of `layer` (a convenience for one
-    /// call; use [`Deconvnet::project`] with a kept trace to project more units of the same
-    /// images without recomputing the forward pass).
-    pub fn forward_and_project(&self, images: &Tensor, layer: Point, units: &[Unit]) -> Result<Tensor> {
-        let mut trace = Trace::default();
-        self.net.forward_until(images, false, layer, &mut trace)?;
-        self.project(&trace, layer, units)
-    }
 }
 
 fn activation(trace: &Trace, layer: Point) -> Result<&Tensor> {

@@ -344,8 +344,9 @@ pub fn predict(args: PredictArgs, device: &Device) -> Result<()> {
         };
         let mut x = vec![0f32; 3 * size * size];
         pre.crop_into(&img, Some(&mean.values), Crop::CENTRE, &mut x);
-        let logits = net.forward(&Tensor::from_vec(x, (1, 3, size, size), device)?)?;
-        let p = candle_nn_softmax(&logits)?;
+        let x = Tensor::from_vec(x, (1, 3, size, size), device)?;
+        let p: Vec<f32> =
+            net.forward_until(&x, false, zf_model::Point::Prob, &mut zf_model::NoTap)?.flatten_all()?.to_vec1()?;
         let mut order: Vec<usize> = (0..p.len()).collect();
         order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
         let top: Vec<String> = order
@@ -356,11 +357,4 @@ pub fn predict(args: PredictArgs, device: &Device) -> Result<()> {
         println!("{}: {}", path.display(), top.join(", "));
     }
     Ok(())
-}
-
-fn candle_nn_softmax(logits: &Tensor) -> Result<Vec<f32>> {
-    let m = logits.max_keepdim(1)?;
-    let e = logits.broadcast_sub(&m)?.exp()?;
-    let p = e.broadcast_div(&e.sum_keepdim(1)?)?;
-    Ok(p.flatten_all()?.to_vec1()?)
 }
