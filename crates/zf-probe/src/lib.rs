@@ -1,0 +1,61 @@
+//! The analyses of Zeiler & Fergus (2014) that look at a trained network from outside: what
+//! part of an image it uses, what it is invariant to, whether it finds parts consistently, how
+//! healthy its first layer is, how its weights settled, and how discriminative each layer is.
+//!
+//! - [`occlusion`] — Fig. 7: a gray square slid over the image; per position the total activation
+//!   of the strongest conv5 map, the probability of the true class and the most probable class.
+//! - [`invariance`] — Fig. 5: vertical translation, scale and rotation sweeps; per step the
+//!   Euclidean distance of layer-1 and layer-7 features to the untransformed image's and the
+//!   probability of the true class.
+//! - [`correspondence`] — Sec. 4.3, Table 1: Δ_l, the mean Hamming distance between the sign
+//!   patterns of the feature changes that occluding the same part causes in different images,
+//!   against occluding random regions.
+//! - [`filters`] — Fig. 6: dead filters, spectral energy by frequency band and the dominance of
+//!   the largest filter in a conv1 filter bank.
+//! - [`evolution`] — Fig. 4: how much each layer's weights still move between training
+//!   snapshots.
+//! - [`linear_probe`] — Table 7: a softmax classifier fitted on one frozen layer's pooled
+//!   features.
+//!
+//! Every function takes a [`zf_model::ZfNet`] and preprocessed images (`[3, S, S]` or
+//! `[N, 3, S, S]`, per-pixel mean subtracted, so that 0 is the data set's mean: the "gray" of
+//! the occluder and of transformed borders) and returns plain numbers (`Vec<f32>`, structs that
+//! serialize to JSON); pictures are drawn by the caller (zf-viz). Nothing here prints.
+//!
+//! Depends on zf-model and zf-deconv. Errors are `candle_core::Result` with messages that name
+//! what did not fit.
+
+pub mod correspondence;
+pub mod evolution;
+pub mod filters;
+pub mod invariance;
+pub mod linear_probe;
+pub mod occlusion;
+
+pub use correspondence::{correspondence, CorrespondenceRow, PartBox};
+pub use evolution::weight_change;
+pub use filters::{filter_stats, FilterStats};
+pub use invariance::{invariance, transform, InvarianceCurve, Transform};
+pub use linear_probe::{fit_softmax, pooled_features, ProbeConfig, ProbeResult};
+pub use occlusion::{occlusion, Occlusion, OcclusionConfig};
+
+/// `return Err(Msg(..))` without a backtrace.
+macro_rules! bail {
+    ($($arg:tt)*) => {
+        return Err(candle_core::Error::Msg(format!($($arg)*)))
+    };
+}
+pub(crate) use bail;
+
+use candle_core::{Result, Tensor};
+
+/// Checks that `image` is one preprocessed image `[3, S, S]` for a network with input size `s`.
+pub(crate) fn check_image(image: &Tensor, s: usize) -> Result<()> {
+    if image.dims() != [3, s, s] {
+        bail!("expected one preprocessed image of shape [3, {s}, {s}], got {:?}", image.dims())
+    }
+    Ok(())
+}
+
+/// Progress callback: `(done, total)`.
+pub type Progress<'a> = &'a mut dyn FnMut(usize, usize);

@@ -1,0 +1,214 @@
+//! Occlusion sensitivity (Fig. 7): a gray square slid over the image.
+
+use candle_core::{DType, Device, IndexOp, Result, Tensor, D};
+use serde::{Deserialize, Serialize};
+use zf_deconv::Deconvnet;
+use zf_model::{Point, Trace, ZfNet};
+
+use crate::{bail, check_image, Progress};
+
+/// The occluder's side in pixels (PAPER.md, ours: the paper shows the square but not its size).
+pub const OCCLUDER: usize = 48;
+/// The occluder's stride in pixels (ours).
+pub const STRIDE: usize = 8;
+
+/// How the square is slid.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OcclusionConfig {
+    /// Side of the square, pixels.
+    pub size: usize,
+    /// Step between positions, pixels (top-left corners at 0, stride, 2 stride, ... up to
+    /// `S - size`).
+    pub stride: usize,
+    /// Occluded images per forward pass.
+    pub batch: usize,
+}
+
+impl Default for OcclusionConfig {
+    fn default() -> Self {
+        Self { size: OCCLUDER, stride: STRIDE, batch: 16 }
+    }
+}
+
+impl OcclusionConfig {
+    /// Top-left corners along one axis for an `s`-pixel image.
+    pub fn offsets(&self, s: usize) -> Result<Vec<usize>> {
+        if self.size == 0 || self.size > s || self.stride == 0 || self.batch == 0 {
+            bail!(
+                "occluder size must be 1..={s} and stride and batch at least 1, got size {}, stride {}, batch {}",
+                self.size,
+                self.stride,
+                self.batch
+            )
+        }
+        Ok((0..=s - self.size).step_by(self.stride).collect())
+    }
+}
+
+/// The maps of Fig. 7 (b), (d), (e) over occluder positions, row-major `[R, R]` with the
+/// square's top-left corner at `(offsets[i], offsets[j])`, and the unoccluded reference.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Occlusion {
+    pub config: OcclusionConfig,
+    pub offsets: Vec<usize>,
+    /// The true class.
+    pub label: usize,
+    /// The conv5 feature map with the largest single activation on the unoccluded image.
+    pub map: usize,
+    /// (b) the total activation of that map.
+    pub feature_map: Vec<f32>,
+    /// (d) the probability of the true class.
+    pub true_prob: Vec<f32>,
+    /// (e) the most probable class.
+    pub top_label: Vec<u32>,
+    /// Unoccluded: the map's total activation, the true class's probability and the top class.
+    pub clean_feature_map: f32,
+    pub clean_prob: f32,
+    pub clean_top: u32,
+}
+
+impl Occlusion {
+    /// Positions per axis.
+    pub fn side(&self) -> usize {
+        self.offsets.len()
+    }
+
+    /// The occluder position (top-left `(y, x)`) where the true class's probability is lowest.
+    pub fn weakest(&self) -> (usize, usize) {
+        let i = argmin(&self.true_prob);
+        (self.offsets[i / self.side()], self.offsets[i % self.side()])
+    }
+}
+
+fn argmin(v: &[f32]) -> usize {
+    v.iter().enumerate().fold((0, f32::INFINITY), |(bi, bv), (i, &x)| if x < bv { (i, x) } else { (bi, bv) }).0
+}
+
+/// Slides the occluder over `image` (gray = 0, the data set's mean) and records Fig. 7's maps.
+/// Calls `progress(done, total)` after every batch.
+///
+/// # Shapes
+/// `image`: `[3, S, S]`, preprocessed.
+pub fn occlusion(
+    net: &ZfNet,
+    image: &Tensor,
+    label: usize,
+    config: OcclusionConfig,
+    progress: Progress<'_>,
+) -> Result<Occlusion> {
+    let s = net.config().input_size;
+    check_image(image, s)?;
+    let classes = net.config().classes;
+    if label >= classes {
+        bail!("class {label} does not exist: the network has {classes} classes (0..{})", classes - 1)
+    }
+    let offsets = config.offsets(s)?;
+    let (clean_maps, clean_prob, clean_top) = forward(net, &image.unsqueeze(0)?)?;
+    let clean_maps = clean_maps.i(0)?; // [C, H, W] conv5
+    let peak = clean_maps.flatten_from(1)?.max(D::Minus1)?.to_vec1::<f32>()?;
+    let map = peak
+        .iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &x)| if x > bv { (i, x) } else { (bi, bv) })
+        .0;
+    let clean_feature_map = clean_maps.i(map)?.sum_all()?.to_scalar::<f32>()?;
+    let clean_prob_v = clean_prob.i((0, label))?.to_scalar::<f32>()?;
+    let clean_top_v = clean_top[0];
+
+    let positions: Vec<(usize, usize)> = offsets.iter().flat_map(|&y| offsets.iter().map(move |&x| (y, x))).collect();
+    let host = image.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let (mut feature_map, mut true_prob, mut top_label) = (Vec::new(), Vec::new(), Vec::new());
+    for (b, chunk) in positions.chunks(config.batch).enumerate() {
+        let mut data = Vec::with_capacity(chunk.len() * host.len());
+        for &(y0, x0) in chunk {
+            let start = data.len();
+            data.extend_from_slice(&host);
+            occlude(&mut data[start..], s, [x0, y0, x0 + config.size, y0 + config.size]);
+        }
+        let xs = Tensor::from_vec(data, (chunk.len(), 3, s, s), &Device::Cpu)?.to_device(image.device())?;
+        let (maps, prob, top) = forward(net, &xs)?;
+        feature_map.extend(maps.i((.., map))?.flatten_from(1)?.sum(1)?.to_vec1::<f32>()?);
+        true_prob.extend(prob.i((.., label))?.to_vec1::<f32>()?);
+        top_label.extend(top);
+        progress((b * config.batch + chunk.len()).min(positions.len()), positions.len());
+    }
+    Ok(Occlusion {
+        config,
+        offsets,
+        label,
+        map,
+        feature_map,
+        true_prob,
+        top_label,
+        clean_feature_map,
+        clean_prob: clean_prob_v,
+        clean_top: clean_top_v,
+    })
+}
+
+/// Sets the pixels of box `[x0, y0, x1, y1)` (clipped) of a `[3, S, S]` image to 0.
+pub fn occlude(image: &mut [f32], s: usize, [x0, y0, x1, y1]: [usize; 4]) {
+    for c in 0..3 {
+        for y in y0.min(s)..y1.min(s) {
+            let row = c * s * s + y * s;
+            image[row + x0.min(s)..row + x1.min(s)].fill(0.0);
+        }
+    }
+}
+
+/// conv5 (after ReLU) as `[N, C, H, W]` f32, the softmax `[N, classes]` and the arg-max class.
+fn forward(net: &ZfNet, xs: &Tensor) -> Result<(Tensor, Tensor, Vec<u32>)> {
+    let mut conv5 = None;
+    let mut tap = |p: Point, t: &Tensor| {
+        if p == Point::Conv5 {
+            conv5 = Some(t.clone());
+        }
+        Ok(())
+    };
+    let logits = net.forward_with(xs, false, &mut tap)?;
+    let prob = candle_nn::ops::softmax_last_dim(&logits)?.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
+    let top = prob.argmax(D::Minus1)?.to_vec1::<u32>()?;
+    let conv5 = conv5.ok_or_else(|| candle_core::Error::Msg("the forward pass did not hand out conv5".into()))?;
+    Ok((conv5.to_dtype(DType::F32)?.to_device(&Device::Cpu)?, prob, top))
+}
+
+/// Fig. 7 (c): the deconvnet projection of `map`'s strongest unit on the unoccluded image,
+/// `[3, S, S]`.
+pub fn projection(net: &ZfNet, image: &Tensor, map: usize) -> Result<Tensor> {
+    check_image(image, net.config().input_size)?;
+    let mut trace = Trace::default();
+    net.forward_until(&image.unsqueeze(0)?, false, Point::Conv5, &mut trace)?;
+    let deconv = Deconvnet::new(net);
+    let (unit, _) = deconv.strongest(&trace, Point::Conv5, 0, map)?;
+    deconv.project(&trace, Point::Conv5, &[unit])?.i(0)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_cover_the_image_from_the_corner() {
+        let c = OcclusionConfig::default();
+        let o = c.offsets(224).unwrap();
+        // 0, 8, ..., 176 = 224 - 48: 23 positions, the last flush with the border.
+        assert_eq!(o.len(), 23);
+        assert_eq!(*o.last().unwrap(), 176);
+        assert!(OcclusionConfig { size: 300, ..c }.offsets(224).is_err());
+        assert!(OcclusionConfig { stride: 0, ..c }.offsets(224).is_err());
+    }
+
+    #[test]
+    fn occlude_zeroes_exactly_the_box_in_every_channel() {
+        let s = 6;
+        let mut img = vec![1f32; 3 * s * s];
+        occlude(&mut img, s, [1, 2, 3, 5]);
+        let zeros: Vec<usize> = (0..img.len()).filter(|&i| img[i] == 0.0).collect();
+        assert_eq!(zeros.len(), 3 * 2 * 3);
+        for &i in &zeros {
+            let (y, x) = ((i % (s * s)) / s, i % s);
+            assert!((2..5).contains(&y) && (1..3).contains(&x));
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! The analyses on a real (random, tiny) network, checked against forward passes done by hand
+//! and against properties that follow from their definitions.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+
+use candle_core::{Device, IndexOp, Tensor};
+use zf_model::init::{init_net, Init};
+use zf_model::{Point, ZfConfig, ZfNet};
+use zf_probe::invariance::Sweep;
+use zf_probe::occlusion::occlude;
+use zf_probe::{correspondence, invariance, occlusion, OcclusionConfig};
+
+fn net() -> ZfNet {
+    let mut cfg = ZfConfig::tiny().with_input_size(64);
+    cfg.input_scale = 1.0 / 64.0;
+    init_net(&cfg, Init::He, 5, &Device::Cpu).unwrap()
+}
+
+fn image(seed: u64) -> Tensor {
+    Tensor::rand(-100f32, 100.0, (3, 64, 64), &Device::Cpu).unwrap().affine(1.0, seed as f64).unwrap()
+}
+
+fn scalar(t: Tensor) -> f32 {
+    t.to_scalar::<f32>().unwrap()
+}
+
+#[test]
+fn occlusion_maps_equal_forward_passes_of_the_occluded_images() {
+    let net = net();
+    let img = image(0);
+    let cfg = OcclusionConfig { size: 16, stride: 12, batch: 5 };
+    let mut calls = 0;
+    let occ = occlusion(&net, &img, 3, cfg, &mut |_, _| calls += 1).unwrap();
+    // Offsets 0, 12, 24, 36, 48 (= 64 - 16): 25 positions in 5 batches of 5.
+    assert_eq!(occ.offsets, vec![0, 12, 24, 36, 48]);
+    assert_eq!((occ.true_prob.len(), calls), (25, 5));
+    for (k, (y, x)) in [(0usize, (0usize, 0usize)), (7, (12, 24)), (24, (48, 48))] {
+        let mut v = img.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        occlude(&mut v, 64, [x, y, x + 16, y + 16]);
+        let xs = Tensor::from_vec(v, (1, 3, 64, 64), &Device::Cpu).unwrap();
+        let trace = net.trace(&xs).unwrap();
+        let total = scalar(trace.get(Point::Conv5).unwrap().i((0, occ.map)).unwrap().sum_all().unwrap());
+        let prob = scalar(trace.get(Point::Prob).unwrap().i((0, 3)).unwrap());
+        assert!((occ.feature_map[k] - total).abs() <= 1e-4 * total.abs().max(1.0), "{k}");
+        assert!((occ.true_prob[k] - prob).abs() < 1e-5, "{k}");
+    }
+    // The chosen map is the one with the largest activation on the clean image.
+    let trace = net.trace(&img.unsqueeze(0).unwrap()).unwrap();
+    let conv5 = trace.get(Point::Conv5).unwrap().i(0).unwrap();
+    let peaks = conv5.flatten_from(1).unwrap().max(1).unwrap().to_vec1::<f32>().unwrap();
+    assert!(peaks.iter().all(|&p| p <= peaks[occ.map]));
+    assert!(occlusion(&net, &img, 10, cfg, &mut |_, _| ()).is_err(), "class 10 of 10");
+    assert!(occlusion(&net, &img.i((.., ..32, ..32)).unwrap(), 0, cfg, &mut |_, _| ()).is_err());
+}
+
+#[test]
+fn invariance_starts_at_zero_distance_and_matches_a_forward_pass() {
+    let net = net();
+    let img = image(1);
+    let curve = invariance(&net, &img, 2, Sweep::Rotate, &[0.0, 90.0]).unwrap();
+    // Rotation by 0 is the image itself: both distances vanish.
+    assert!(curve.layer1_distance[0] < 1e-3 && curve.layer7_distance[0] < 1e-3, "{curve:?}");
+    let rotated = zf_probe::transform(&img, zf_probe::Transform::Rotate(90.0)).unwrap();
+    let a = net.trace(&img.unsqueeze(0).unwrap()).unwrap();
+    let b = net.trace(&rotated.unsqueeze(0).unwrap()).unwrap();
+    let d =
+        |p: Point| scalar((a.get(p).unwrap() - b.get(p).unwrap()).unwrap().sqr().unwrap().sum_all().unwrap()).sqrt();
+    assert!((curve.layer1_distance[1] - d(Point::Conv1)).abs() <= 1e-3 * d(Point::Conv1));
+    assert!((curve.layer7_distance[1] - d(Point::Fc7)).abs() <= 1e-3 * d(Point::Fc7).max(1e-3));
+    let p = scalar(b.get(Point::Prob).unwrap().i((0, 2)).unwrap());
+    assert!((curve.true_prob[1] - p).abs() < 1e-5);
+}
+
+#[test]
+fn identical_images_with_identical_boxes_correspond_perfectly() {
+    // The same image four times, the same box: every ε is the same, so Δ = 0 with std 0 for the
+    // part; random boxes differ between images, so their Δ is positive.
+    let net = net();
+    let img = image(2);
+    let images = Tensor::stack(&[&img, &img, &img, &img], 0).unwrap();
+    let boxes: Vec<BTreeMap<String, [usize; 4]>> =
+        (0..4).map(|_| BTreeMap::from([("eye".to_string(), [10, 12, 26, 28])])).collect();
+    let rows = correspondence(&net, &images, &boxes, &["eye".into()], &[Point::Conv5, Point::Fc7], 0).unwrap();
+    assert_eq!(rows.len(), 4);
+    for r in &rows[..2] {
+        assert_eq!((r.part.as_str(), r.mean, r.std, r.images), ("eye", 0.0, 0.0, 4));
+    }
+    assert_eq!(rows[2].part, "random");
+    assert!(rows[2].mean > 0.0, "{:?}", rows[2]);
+    assert!(correspondence(&net, &images, &boxes[..2], &["eye".into()], &[Point::Conv5], 0).is_err());
+}
