@@ -8,12 +8,16 @@
 //! - [`filters_image`]: a bank of first-layer filters as one image;
 //! - [`Grid`]: tiles with labels in rows and columns, and [`stack`] to put grids side by side
 //!   or one under another (the paper's Fig. 2: projections beside their image patches);
-//! - [`save_png`]: written atomically.
+//! - [`heat`]: heat maps, overlays and class maps over a grid of positions (Fig. 7);
+//! - [`plot`]: line and bar charts as standalone SVG (Figs. 4-6, Table 7);
+//! - [`save_png`] and [`save_text`]: written atomically.
 //!
 //! Depends on `image` only; used by the `zfnet` binary (and the report). Labels use a built-in
 //! 5x7 bitmap font ([`font`]).
 
 pub mod font;
+pub mod heat;
+pub mod plot;
 
 use std::path::Path;
 
@@ -208,6 +212,17 @@ pub fn save_png(img: &RgbImage, path: &Path) -> std::io::Result<()> {
         .save_with_format(&tmp, image::ImageFormat::Png)
         .map_err(|e| std::io::Error::other(e.to_string()))
         .and_then(|_| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Writes text (an SVG chart, a page) through a temporary file renamed into place.
+pub fn save_text(text: &str, path: &Path) -> std::io::Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let result = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }

@@ -1,0 +1,110 @@
+//! Heat maps and class maps over a grid of positions (the occlusion maps of Fig. 7).
+
+use image::{imageops::FilterType, Rgb, RgbImage};
+
+/// A perceptually ordered colour map (dark blue -> teal -> yellow, after viridis), `t` in 0..=1.
+pub fn colormap(t: f32) -> [u8; 3] {
+    const STOPS: [[f32; 3]; 5] =
+        [[68.0, 1.0, 84.0], [59.0, 82.0, 139.0], [33.0, 145.0, 140.0], [94.0, 201.0, 98.0], [253.0, 231.0, 37.0]];
+    let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 } * (STOPS.len() - 1) as f32;
+    let i = (t.floor() as usize).min(STOPS.len() - 2);
+    let f = t - i as f32;
+    let mix = |k: usize| (STOPS[i][k] * (1.0 - f) + STOPS[i + 1][k] * f).round() as u8;
+    [mix(0), mix(1), mix(2)]
+}
+
+/// The value range a heat map uses: `(min, max)` of the finite values, or `(0, 1)` when none.
+pub fn range(values: &[f32]) -> (f32, f32) {
+    let (lo, hi) = values
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    if lo.is_finite() {
+        (lo, hi)
+    } else {
+        (0.0, 1.0)
+    }
+}
+
+/// `values` (row-major `[rows, cols]`) coloured with [`colormap`] between `lo` and `hi`, each
+/// cell `cell` pixels square.
+///
+/// # Panics
+/// When `values` is not `rows * cols` long.
+pub fn heatmap(values: &[f32], rows: usize, cols: usize, (lo, hi): (f32, f32), cell: u32) -> RgbImage {
+    assert_eq!(values.len(), rows * cols, "heat map of {} values is not {rows}x{cols}", values.len());
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    RgbImage::from_fn(cols as u32 * cell, rows as u32 * cell, |x, y| {
+        let v = values[(y / cell) as usize * cols + (x / cell) as usize];
+        Rgb(colormap((v - lo) / span))
+    })
+}
+
+/// `heat` resized smoothly to `base`'s size and blended over it with opacity `alpha`.
+pub fn overlay(base: &RgbImage, heat: &RgbImage, alpha: f32) -> RgbImage {
+    let heat = image::imageops::resize(heat, base.width(), base.height(), FilterType::Triangle);
+    RgbImage::from_fn(base.width(), base.height(), |x, y| {
+        let (a, b) = (base.get_pixel(x, y).0, heat.get_pixel(x, y).0);
+        Rgb([0, 1, 2].map(|k| (a[k] as f32 * (1.0 - alpha) + b[k] as f32 * alpha).round() as u8))
+    })
+}
+
+/// A distinct colour per class index (a fixed palette of 20, then repeating).
+pub fn class_colour(class: usize) -> [u8; 3] {
+    const P: [[u8; 3]; 20] = [
+        [31, 119, 180],
+        [255, 127, 14],
+        [44, 160, 44],
+        [214, 39, 40],
+        [148, 103, 189],
+        [140, 86, 75],
+        [227, 119, 194],
+        [127, 127, 127],
+        [188, 189, 34],
+        [23, 190, 207],
+        [174, 199, 232],
+        [255, 187, 120],
+        [152, 223, 138],
+        [255, 152, 150],
+        [197, 176, 213],
+        [196, 156, 148],
+        [247, 182, 210],
+        [199, 199, 199],
+        [219, 219, 141],
+        [158, 218, 229],
+    ];
+    P[class % P.len()]
+}
+
+/// Class indices (row-major `[rows, cols]`) as coloured cells, each `cell` pixels square.
+pub fn class_map(labels: &[u32], rows: usize, cols: usize, cell: u32) -> RgbImage {
+    assert_eq!(labels.len(), rows * cols, "class map of {} values is not {rows}x{cols}", labels.len());
+    RgbImage::from_fn(cols as u32 * cell, rows as u32 * cell, |x, y| {
+        Rgb(class_colour(labels[(y / cell) as usize * cols + (x / cell) as usize] as usize))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colormap_ends_and_heatmap_cells() {
+        assert_eq!(colormap(0.0), [68, 1, 84]);
+        assert_eq!(colormap(1.0), [253, 231, 37]);
+        assert_eq!(colormap(f32::NAN), colormap(0.0));
+        let h = heatmap(&[0.0, 1.0, 2.0, 3.0], 2, 2, range(&[0.0, 3.0]), 4);
+        assert_eq!((h.width(), h.height()), (8, 8));
+        assert_eq!(h.get_pixel(0, 0).0, colormap(0.0));
+        assert_eq!(h.get_pixel(7, 7).0, colormap(1.0));
+        let m = class_map(&[0, 1, 1, 0], 2, 2, 1);
+        assert_eq!(m.get_pixel(1, 0).0, class_colour(1));
+    }
+
+    #[test]
+    fn overlay_blends() {
+        let base = RgbImage::from_pixel(4, 4, Rgb([0, 0, 0]));
+        let heat = RgbImage::from_pixel(2, 2, Rgb([200, 100, 0]));
+        assert_eq!(overlay(&base, &heat, 0.5).get_pixel(1, 1).0, [100, 50, 0]);
+    }
+}
