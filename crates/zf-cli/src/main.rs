@@ -40,6 +40,12 @@ enum Command {
     Predict(cmd::train::PredictArgs),
     Project(cmd::project::Args),
     Visualize(cmd::visualize::Args),
+    Occlusion(cmd::probes::OcclusionArgs),
+    Invariance(cmd::probes::InvarianceArgs),
+    Correspondence(cmd::probes::CorrespondenceArgs),
+    Filters(cmd::probes::FiltersArgs),
+    Evolution(cmd::probes::EvolutionArgs),
+    ProbeLayers(cmd::probes::ProbeArgs),
     Bench(cmd::bench::Args),
 }
 
@@ -64,6 +70,12 @@ fn main() -> std::process::ExitCode {
             Command::Predict(a) => cmd::train::predict(a, &device),
             Command::Project(a) => cmd::project::run(a, &device),
             Command::Visualize(a) => cmd::visualize::run(a, &device),
+            Command::Occlusion(a) => cmd::probes::occlusion(a, &device),
+            Command::Invariance(a) => cmd::probes::invariance(a, &device),
+            Command::Correspondence(a) => cmd::probes::correspondence(a, &device),
+            Command::Filters(a) => cmd::probes::filters(a, &device),
+            Command::Evolution(a) => cmd::probes::evolution(a, &device),
+            Command::ProbeLayers(a) => cmd::probes::probe_layers(a, &device),
             Command::Bench(a) => cmd::bench::run(a, &device),
         }
     })();

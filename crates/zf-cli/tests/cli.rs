@@ -480,3 +480,92 @@ fn ctrl_c_checkpoints_and_kill_9_leaves_a_resumable_run() {
     let (_, _, after) = zf_train::RunDir { root: run }.load_checkpoint(&Device::Cpu).unwrap();
     assert!(after.step > state.step, "resumed from step {} and went on to {}", state.step, after.step);
 }
+
+#[test]
+fn the_analysis_commands_write_figures_and_numbers() {
+    // A generated folder and a tiny run with two snapshots; the numerics are tested in
+    // zf-probe, here the commands' files, shapes and cross-checks.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("gen");
+    let d = data.to_str().unwrap();
+    ok(&["data", "generate", "--out", d, "--per-class", "2", "--val-per-class", "2", "--clutter", "2"]);
+    let run = dir.path().join("run");
+    let r = run.to_str().unwrap();
+    ok(&["train", "--data", d, "--config", "tiny", "--epochs", "2", "--batch", "10", "--out", r]);
+    let w = run.join("model.safetensors");
+    let w = w.to_str().unwrap();
+    let out = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let json = |path: String| -> serde_json::Value { serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap() };
+
+    ok(&[
+        "occlusion",
+        "--weights",
+        w,
+        "--data",
+        d,
+        "--images",
+        "2",
+        "--size",
+        "32",
+        "--stride",
+        "16",
+        "--out",
+        &out("occ"),
+    ]);
+    let t = candle_core::safetensors::load(out("occ/occlusion.safetensors"), &candle_core::Device::Cpu).unwrap();
+    // 112-pixel input, 32-pixel square, stride 16: offsets 0..=80, 6 per axis.
+    assert_eq!(t["true_prob"].dims(), &[2, 6, 6]);
+    assert_eq!(t["top_label"].dims(), &[2, 6, 6]);
+    assert_eq!(t["projection"].dims(), &[2, 3, 112, 112]);
+    let j = json(out("occ/occlusion.json"));
+    let min = t["true_prob"].get(0).unwrap().flatten_all().unwrap().min(0).unwrap().to_scalar::<f32>().unwrap();
+    assert!((j["images"][0]["min_true_prob"].as_f64().unwrap() - min as f64).abs() < 1e-6);
+    assert!(std::path::Path::new(&out("occ/occlusion.png")).exists());
+
+    ok(&["invariance", "--weights", w, "--data", d, "--images", "2", "--sweeps", "rotate,scale", "--out", &out("inv")]);
+    let t = candle_core::safetensors::load(out("inv/invariance.safetensors"), &candle_core::Device::Cpu).unwrap();
+    assert_eq!(t["rotate.layer1"].dims(), &[2, 36]);
+    assert_eq!(t["scale.prob"].dims(), &[2, 9]);
+    // Rotation by 0 degrees is the image itself.
+    assert!(t["rotate.layer1"].get(0).unwrap().get(0).unwrap().to_scalar::<f32>().unwrap() < 1e-3);
+    let svg = std::fs::read_to_string(out("inv/rotate.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("polyline"));
+
+    ok(&["correspondence", "--weights", w, "--data", d, "--class", "face", "--images", "2", "--out", &out("corr")]);
+    let rows = json(out("corr/correspondence.json"))["rows"].as_array().unwrap().clone();
+    // Four face parts and the random baseline, at conv5 and fc7.
+    assert_eq!(rows.len(), 10, "{rows:?}");
+    assert!(rows.iter().all(|r| (0.0..=1.0).contains(&r["mean"].as_f64().unwrap())));
+    // A tensor input has no part annotations.
+    let x = dir.path().join("x.safetensors");
+    write_input(&x, &Tensor::zeros((2, 3, 112, 112), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap());
+    let x = x.to_str().unwrap();
+    let e = fails(&["correspondence", "--weights", w, "--input", x, "--label", "0", "--out", &out("c2")]);
+    assert!(e.contains("no parts"), "{e}");
+
+    let snap = run.join("snapshots/epoch-001.safetensors");
+    ok(&[
+        "filters",
+        "--weights",
+        &format!("final={w}"),
+        "--weights",
+        &format!("first={}", snap.display()),
+        "--out",
+        &out("filt"),
+    ]);
+    let banks = json(out("filt/filters.json"))["banks"].as_array().unwrap().clone();
+    assert_eq!(banks.len(), 2);
+    let bands: f64 = banks[0]["stats"]["band_energy"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).sum();
+    assert!((bands - 1.0).abs() < 1e-4);
+
+    ok(&["evolution", "--run", r, "--data", d, "--maps", "2", "--out", &out("evo")]);
+    let j = json(out("evo/evolution.json"));
+    assert_eq!(j["snapshots"], serde_json::json!([1, 2]));
+    assert_eq!(j["movement"].as_array().unwrap().len(), 1);
+    assert!(std::path::Path::new(&out("evo/layer5.png")).exists());
+
+    ok(&["probe-layers", "--weights", w, "--data", d, "--out", &out("probe")]);
+    let layers = json(out("probe/probes.json"))["layers"].as_array().unwrap().clone();
+    assert_eq!(layers.len(), 7);
+    assert_eq!(layers[6]["layer"], "fc7");
+}

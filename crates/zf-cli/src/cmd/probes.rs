@@ -1,0 +1,646 @@
+//! The analysis commands: `occlusion` (Fig. 7), `invariance` (Fig. 5), `correspondence`
+//! (Table 1), `filters` (Fig. 6), `evolution` (Fig. 4), `probe-layers` (Table 7). Each writes
+//! its figures and, beside them, its raw numbers.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use zf_model::{Point, ZfNet};
+use zf_probe::invariance::Sweep;
+use zf_probe::{OcclusionConfig, ProbeConfig};
+use zf_viz::heat::{class_colour, class_map, heatmap, overlay, range};
+use zf_viz::plot::{BarPlot, LinePlot};
+use zf_viz::{font, projection_image, save_png, save_text, stack, Direction, Grid};
+
+use super::analysis::{out_dir, write_json, write_tensors, Source};
+use crate::progress::bar;
+
+/// Occlusion sensitivity (the paper's Fig. 7): a gray square (0 after mean subtraction) slid over
+/// each image; as maps over its position, (b) the total activation of the conv5 map strongest on
+/// the clean image, (c) that map's projection, (d) the probability of the true class, (e) the most
+/// probable class.
+///
+/// Writes OUT/occlusion.png (one row per image: image, (b) and (d) as heat-map overlays, (c),
+/// (e) as a class map with its legend), OUT/occlusion.safetensors (`feature_map`, `true_prob`,
+/// `top_label`, each [N, R, R], and `projection` [N, 3, S, S]) and OUT/occlusion.json.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  zfnet occlusion --weights run/model.safetensors --data data/gen --images 3 --out fig7\n  zfnet occlusion --weights run/model.safetensors --input dog.jpg --label 3 --size 32 --stride 4 --out fig7"
+)]
+pub struct OcclusionArgs {
+    #[command(flatten)]
+    src: Source,
+    /// Side of the gray square, pixels.
+    #[arg(long, default_value_t = zf_probe::occlusion::OCCLUDER, value_name = "PX")]
+    size: usize,
+    /// Step between square positions, pixels.
+    #[arg(long, default_value_t = zf_probe::occlusion::STRIDE, value_name = "PX")]
+    stride: usize,
+    /// Occluded images per forward pass.
+    #[arg(long, default_value_t = 16, value_name = "B")]
+    batch: usize,
+    /// Output folder.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+}
+
+pub fn occlusion(args: OcclusionArgs, device: &Device) -> Result<()> {
+    let loaded = args.src.load(device)?;
+    let (net, classes) = (&loaded.net, &loaded.classes);
+    let s = net.config().input_size;
+    let cfg = OcclusionConfig { size: args.size, stride: args.stride, batch: args.batch };
+    let per = cfg.offsets(s)?.len().pow(2);
+    let pb = bar((per * loaded.images.len()) as u64, "occluding");
+    let (mut rows, mut records) = (Vec::new(), Vec::new());
+    let (mut fm, mut tp, mut tl, mut pr) = (vec![], vec![], vec![], vec![]);
+    for (k, img) in loaded.images.iter().enumerate() {
+        let occ =
+            zf_probe::occlusion(net, &img.tensor, img.label, cfg, &mut |d, _| pb.set_position((k * per + d) as u64))?;
+        let proj = zf_probe::occlusion::projection(net, &img.tensor, occ.map)?.to_device(&Device::Cpu)?;
+        let r = occ.side();
+        let cell = (s / r).max(1) as u32;
+        let base = &img.picture;
+        let fmap = overlay(base, &heatmap(&occ.feature_map, r, r, range(&occ.feature_map), cell), 0.6);
+        let prob = overlay(base, &heatmap(&occ.true_prob, r, r, (0.0, 1.0), cell), 0.6);
+        let cmap = class_map(&occ.top_label, r, r, cell);
+        let mut grid = Grid::new(s as u32, s as u32, 5);
+        let name = classes.get(img.label).cloned().unwrap_or_else(|| img.label.to_string());
+        grid.push(base.clone(), Some(format!("(a) {name}, p={:.2}", occ.clean_prob)));
+        grid.push(fmap, Some(format!("(b) conv5 map {}", occ.map)));
+        grid.push(projection_image(&proj.flatten_all()?.to_vec1::<f32>()?, 3, s, s), Some("(c) its projection".into()));
+        grid.push(prob, Some("(d) p(true class)".into()));
+        grid.push(cmap, Some("(e) top class".into()));
+        let mut present: Vec<u32> = occ.top_label.clone();
+        present.sort();
+        present.dedup();
+        rows.push(stack(&[grid.render(Some(&img.name)), legend(&present, classes)], Direction::Across, 4));
+        fm.push(Tensor::from_vec(occ.feature_map.clone(), (r, r), &Device::Cpu)?);
+        tp.push(Tensor::from_vec(occ.true_prob.clone(), (r, r), &Device::Cpu)?);
+        tl.push(Tensor::from_vec(occ.top_label.iter().map(|&v| v as i64).collect::<Vec<_>>(), (r, r), &Device::Cpu)?);
+        pr.push(proj);
+        let min_prob = occ.true_prob.iter().copied().fold(f32::INFINITY, f32::min);
+        let correct = occ.top_label.iter().filter(|&&l| l as usize == img.label).count() as f32 / per as f32;
+        // How concentrated the drop is: the true-class probability with the square on the
+        // object (its box, when the image has one) against off it.
+        let (on, off) = match &img.annotation {
+            Some(a) => split_by_box(&occ, a.bbox),
+            None => (f32::NAN, f32::NAN),
+        };
+        records.push(serde_json::json!({
+            "image": img.name, "label": img.label, "class": name, "map": occ.map,
+            "clean_prob": occ.clean_prob, "clean_top": occ.clean_top, "clean_feature_map": occ.clean_feature_map,
+            "min_true_prob": min_prob, "weakest_position": occ.weakest(), "top_is_true_fraction": correct,
+            "mean_prob_square_on_object": on, "mean_prob_square_off_object": off,
+            "offsets": occ.offsets, "config": occ.config,
+        }));
+    }
+    pb.finish_and_clear();
+    out_dir(&args.out)?;
+    save_png(&stack(&rows, Direction::Down, 8), &args.out.join("occlusion.png"))?;
+    write_tensors(
+        &args.out.join("occlusion.safetensors"),
+        vec![
+            ("feature_map", Tensor::stack(&fm, 0)?),
+            ("true_prob", Tensor::stack(&tp, 0)?),
+            ("top_label", Tensor::stack(&tl, 0)?),
+            ("projection", Tensor::stack(&pr, 0)?),
+        ],
+    )?;
+    write_json(
+        &args.out.join("occlusion.json"),
+        &serde_json::json!({ "weights": args.src.weights, "images": records }),
+    )?;
+    tracing::info!("wrote occlusion.png, occlusion.safetensors and occlusion.json to {}", args.out.display());
+    Ok(())
+}
+
+/// Mean true-class probability over square positions whose centre lies inside `bbox`, and
+/// over the others.
+fn split_by_box(occ: &zf_probe::Occlusion, [x0, y0, x1, y1]: [f32; 4]) -> (f32, f32) {
+    let half = occ.config.size as f32 / 2.0;
+    let (mut on, mut off) = (vec![], vec![]);
+    for (i, &p) in occ.true_prob.iter().enumerate() {
+        let (y, x) = (occ.offsets[i / occ.side()] as f32 + half, occ.offsets[i % occ.side()] as f32 + half);
+        if x >= x0 && x < x1 && y >= y0 && y < y1 {
+            on.push(p);
+        } else {
+            off.push(p);
+        }
+    }
+    let mean = |v: &[f32]| if v.is_empty() { f32::NAN } else { v.iter().sum::<f32>() / v.len() as f32 };
+    (mean(&on), mean(&off))
+}
+
+/// Colour swatches with class names.
+fn legend(present: &[u32], classes: &[String]) -> image::RgbImage {
+    let line = font::text_height(1) + 6;
+    let w = 12 + present.iter().map(|&c| font::text_width(&class_name(classes, c as usize), 1)).max().unwrap_or(0) + 8;
+    let mut img = image::RgbImage::from_pixel(w, 16 + line * present.len() as u32, image::Rgb(zf_viz::BACKGROUND));
+    for (i, &c) in present.iter().enumerate() {
+        let y = 16 + i as u32 * line;
+        for dy in 0..8 {
+            for dx in 0..8 {
+                img.put_pixel(dx, y + dy, image::Rgb(class_colour(c as usize)));
+            }
+        }
+        font::draw_text(&mut img, 12, y as i64, &class_name(classes, c as usize), 1, zf_viz::INK);
+    }
+    img
+}
+
+fn class_name(classes: &[String], c: usize) -> String {
+    classes.get(c).cloned().unwrap_or_else(|| c.to_string())
+}
+
+/// Invariance (the paper's Fig. 5): each image translated vertically, scaled and rotated
+/// (borders filled with the mean colour); per step, the Euclidean distance of layer-1 (conv1)
+/// and layer-7 (fc7) features to the original image's, and the probability of the true class.
+///
+/// Writes OUT/<sweep>.svg (three panels per sweep: layer 1, layer 7, p(true class); one curve
+/// per image), OUT/invariance.safetensors (`<sweep>.layer1`, `<sweep>.layer7`, `<sweep>.prob`,
+/// each [N, steps], and `<sweep>.amounts`) and OUT/invariance.json.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Example:\n  zfnet invariance --weights run/model.safetensors --data data/gen --images 5 --out fig5"
+)]
+pub struct InvarianceArgs {
+    #[command(flatten)]
+    src: Source,
+    /// Sweeps, comma-separated: translate, scale, rotate.
+    #[arg(long, default_value = "translate,scale,rotate", value_name = "LIST")]
+    sweeps: String,
+    /// Output folder.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+}
+
+pub fn invariance(args: InvarianceArgs, device: &Device) -> Result<()> {
+    let loaded = args.src.load(device)?;
+    let sweeps: Vec<Sweep> = args
+        .sweeps
+        .split(',')
+        .map(|s| match s.trim() {
+            "translate" | "translation" => Ok(Sweep::Translate),
+            "scale" => Ok(Sweep::Scale),
+            "rotate" | "rotation" => Ok(Sweep::Rotate),
+            other => bail!("unknown sweep `{other}`: expected translate, scale or rotate"),
+        })
+        .collect::<Result<_>>()?;
+    out_dir(&args.out)?;
+    let pb = bar((sweeps.len() * loaded.images.len()) as u64, "sweeping");
+    let (mut tensors, mut json) = (Vec::new(), Vec::new());
+    for sweep in sweeps {
+        let amounts = sweep.paper_amounts();
+        let mut curves = Vec::new();
+        for img in &loaded.images {
+            curves.push(zf_probe::invariance(&loaded.net, &img.tensor, img.label, sweep, &amounts)?);
+            pb.inc(1);
+        }
+        let name = sweep.name();
+        let panel = |title: &str, y: &str, f: &dyn Fn(&zf_probe::InvarianceCurve) -> Vec<f32>| {
+            let mut p = LinePlot::new(title, sweep.unit(), y);
+            for (c, img) in curves.iter().zip(&loaded.images) {
+                let label = class_name(&loaded.classes, img.label);
+                p = p.series(&label, c.amounts.iter().copied().zip(f(c)).collect());
+            }
+            p
+        };
+        let panels = [
+            panel(&format!("{name}: layer 1"), "Euclidean distance", &|c| c.layer1_distance.clone()).svg(),
+            panel(&format!("{name}: layer 7"), "Euclidean distance", &|c| c.layer7_distance.clone()).svg(),
+            panel(&format!("{name}: output"), "p(true class)", &|c| c.true_prob.clone()).y_range(0.0, 1.0).svg(),
+        ];
+        save_text(&side_by_side(&panels, 360, 260), &args.out.join(format!("{name}.svg")))?;
+        let n = curves.len();
+        let steps = amounts.len();
+        let flat = |f: &dyn Fn(&zf_probe::InvarianceCurve) -> Vec<f32>| -> Result<Tensor> {
+            Ok(Tensor::from_vec(curves.iter().flat_map(f).collect::<Vec<f32>>(), (n, steps), &Device::Cpu)?)
+        };
+        tensors.push((format!("{name}.layer1"), flat(&|c| c.layer1_distance.clone())?));
+        tensors.push((format!("{name}.layer7"), flat(&|c| c.layer7_distance.clone())?));
+        tensors.push((format!("{name}.prob"), flat(&|c| c.true_prob.clone())?));
+        tensors.push((format!("{name}.amounts"), Tensor::from_vec(amounts.clone(), steps, &Device::Cpu)?));
+        let images: Vec<_> = curves
+            .iter()
+            .zip(&loaded.images)
+            .map(|(c, img)| serde_json::json!({ "image": img.name, "curve": c }))
+            .collect();
+        json.push(serde_json::json!({ "sweep": name, "images": images }));
+    }
+    pb.finish_and_clear();
+    zf_model::weights::save_tensors(&tensors, Default::default(), &args.out.join("invariance.safetensors"))?;
+    write_json(&args.out.join("invariance.json"), &serde_json::json!({ "weights": args.src.weights, "sweeps": json }))?;
+    tracing::info!("wrote the invariance curves to {}", args.out.display());
+    Ok(())
+}
+
+/// Several SVG documents of one size side by side in one SVG.
+pub fn side_by_side(svgs: &[String], w: u32, h: u32) -> String {
+    let total = w * svgs.len() as u32;
+    let mut out =
+        format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="{total}" height="{h}" viewBox="0 0 {total} {h}">"#);
+    for (i, s) in svgs.iter().enumerate() {
+        // Nested <svg> elements take x/y; strip the xmlns so the inner element stays plain.
+        let inner =
+            s.replacen("<svg xmlns=\"http://www.w3.org/2000/svg\"", &format!("<svg x=\"{}\" y=\"0\"", i as u32 * w), 1);
+        out.push_str(&inner);
+    }
+    out.push_str("</svg>");
+    out
+}
+
+/// Correspondence (the paper's Sec. 4.3 and Table 1): occlude the same part in several images and
+/// compare the sign patterns of the feature changes; Δ (mean Hamming distance over ordered image
+/// pairs, ± its std) for each part and for randomly placed boxes of the same size, at layers 5
+/// and 7. Lower is more consistent.
+///
+/// Parts come from the generated data set's annotations (a square of --box pixels around each
+/// named part) or from --boxes FILE: JSON `{"<image name>": {"<part>": [x0, y0, x1, y1]}}` in
+/// pixels of the network's input crop, image names as in the output's `images` list.
+///
+/// Writes OUT/correspondence.json (rows: part, layer, mean, std, images) and OUT/table1.md.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Example:\n  zfnet correspondence --weights run/model.safetensors --data data/gen --class face --images 5 --out table1"
+)]
+pub struct CorrespondenceArgs {
+    #[command(flatten)]
+    src: Source,
+    /// Side of the square occluding each annotated part, pixels of the input crop.
+    #[arg(long = "box", default_value_t = 24, value_name = "PX")]
+    box_size: usize,
+    /// Parts, comma-separated (default: every part the images have).
+    #[arg(long, value_name = "LIST")]
+    parts: Option<String>,
+    /// Boxes per image and part (see above).
+    #[arg(long, value_name = "FILE")]
+    boxes: Option<PathBuf>,
+    /// Seed of the random baseline's positions.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output folder.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+}
+
+pub fn correspondence(args: CorrespondenceArgs, device: &Device) -> Result<()> {
+    let loaded = args.src.load(device)?;
+    let s = loaded.net.config().input_size;
+    let given: Option<BTreeMap<String, BTreeMap<String, [usize; 4]>>> = match &args.boxes {
+        Some(p) => Some(
+            serde_json::from_slice(&std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?)
+                .with_context(|| format!("{}: expected {{\"image\": {{\"part\": [x0, y0, x1, y1]}}}}", p.display()))?,
+        ),
+        None => None,
+    };
+    let half = args.box_size as f32 / 2.0;
+    let mut boxes = Vec::new();
+    for img in &loaded.images {
+        let b: BTreeMap<String, [usize; 4]> = match (&given, &img.annotation) {
+            (Some(g), _) => g.get(&img.name).cloned().unwrap_or_default(),
+            (None, Some(a)) => a
+                .parts
+                .iter()
+                .map(|(k, &[x, y])| {
+                    let c = |v: f32| (v - half).round().clamp(0.0, (s - args.box_size) as f32) as usize;
+                    let (x0, y0) = (c(x), c(y));
+                    (k.clone(), [x0, y0, x0 + args.box_size, y0 + args.box_size])
+                })
+                .collect(),
+            (None, None) => BTreeMap::new(),
+        };
+        boxes.push(b);
+    }
+    let parts: Vec<String> = match &args.parts {
+        Some(p) => p.split(',').map(|s| s.trim().to_string()).collect(),
+        None => {
+            let mut all: Vec<String> = boxes.iter().flat_map(|b| b.keys().cloned()).collect();
+            all.sort();
+            all.dedup();
+            all
+        }
+    };
+    if parts.is_empty() {
+        bail!("no parts to occlude: the images have no part annotations (use --class face on the generated data, or --boxes FILE)")
+    }
+    let images = Tensor::stack(&loaded.images.iter().map(|p| p.tensor.clone()).collect::<Vec<_>>(), 0)?;
+    let rows = zf_probe::correspondence(&loaded.net, &images, &boxes, &parts, &[Point::Conv5, Point::Fc7], args.seed)?;
+    out_dir(&args.out)?;
+    let mut md = String::from("| occluded | layer 5 (conv5) | layer 7 (fc7) |\n|---|---|---|\n");
+    let mut names: Vec<&str> = rows.iter().map(|r| r.part.as_str()).collect();
+    names.dedup();
+    for name in names {
+        let cell = |layer: &str| {
+            rows.iter()
+                .find(|r| r.part == name && r.layer == layer)
+                .map(|r| format!("{:.3} ± {:.3}", r.mean, r.std))
+                .unwrap_or_else(|| "–".into())
+        };
+        md.push_str(&format!("| {name} | {} | {} |\n", cell("conv5"), cell("fc7")));
+    }
+    save_text(&md, &args.out.join("table1.md"))?;
+    let names: Vec<&str> = loaded.images.iter().map(|i| i.name.as_str()).collect();
+    write_json(
+        &args.out.join("correspondence.json"),
+        &serde_json::json!({ "weights": args.src.weights, "images": names, "boxes": boxes, "box": args.box_size, "rows": rows }),
+    )?;
+    tracing::info!("Table 1:\n{md}");
+    Ok(())
+}
+
+/// First-layer diagnostics (the paper's Fig. 6): for each weights file, the conv1 filters as an
+/// image, the fraction of dead filters, the spectral energy in low/mid/high frequency bands and
+/// the largest filter's RMS over the median.
+///
+/// Writes OUT/<name>.png per file, OUT/bands.svg (the band energies side by side) and
+/// OUT/filters.json.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Example:\n  zfnet filters --weights zf=runs/zf/model.safetensors --weights alexnet=runs/alex/model.safetensors --out fig6"
+)]
+pub struct FiltersArgs {
+    /// NAME=WEIGHTS (or just WEIGHTS), repeatable.
+    #[arg(long, value_name = "NAME=W", required = true)]
+    weights: Vec<String>,
+    /// Output folder.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+}
+
+pub fn filters(args: FiltersArgs, device: &Device) -> Result<()> {
+    out_dir(&args.out)?;
+    let mut json = Vec::new();
+    let mut bands = BarPlot::new(
+        "conv1 spectral energy",
+        "mean fraction of energy",
+        vec!["low".into(), "mid".into(), "high".into()],
+    )
+    .y_range(0.0, 1.0);
+    for (i, spec) in args.weights.iter().enumerate() {
+        let (name, path) = match spec.split_once('=') {
+            Some((n, p)) => (n.to_string(), p.to_string()),
+            None => (format!("net{i}"), spec.clone()),
+        };
+        let net = ZfNet::load(&path, None, device)?;
+        let w = net.conv1.weight().to_device(&Device::Cpu)?;
+        let stats = zf_probe::filter_stats(&w)?;
+        let (n, _, k, _) = w.dims4()?;
+        let zoom = (64 / k as u32).max(2);
+        let pic = zf_viz::filters_image(&w.flatten_all()?.to_vec1::<f32>()?, n, k, 16, zoom);
+        let title = format!(
+            "{name}: {n} filters {k}x{k}, dead {:.0}%, dominance {:.1}",
+            100.0 * stats.dead_fraction,
+            stats.dominance
+        );
+        let mut g = Grid::new(pic.width(), pic.height(), 1);
+        g.push(pic, None);
+        save_png(&g.render(Some(&title)), &args.out.join(format!("{name}.png")))?;
+        bands = bands.series(&name, stats.band_energy.to_vec());
+        json.push(serde_json::json!({ "name": name, "weights": path, "stats": stats }));
+    }
+    save_text(&bands.svg(), &args.out.join("bands.svg"))?;
+    write_json(
+        &args.out.join("filters.json"),
+        &serde_json::json!({
+            "dead_fraction_of_median": zf_probe::filters::DEAD_FRACTION,
+            "band_edges_cycles_per_pixel": zf_probe::filters::BAND_EDGES,
+            "banks": json,
+        }),
+    )?;
+    tracing::info!("wrote the filter diagnostics to {}", args.out.display());
+    Ok(())
+}
+
+/// Feature evolution (the paper's Fig. 4): from a training run's snapshots, for a few feature
+/// maps of each layer, the strongest activation over a data set and its projection, per
+/// snapshot, as one grid per layer; and how much each layer's weights move between consecutive
+/// snapshots.
+///
+/// Writes OUT/layerN.png (rows: maps, columns: snapshots), OUT/movement.svg and
+/// OUT/evolution.json.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Example:\n  zfnet evolution --run runs/zf --data data/gen --out fig4")]
+pub struct EvolutionArgs {
+    /// The training run (its snapshots/ folder and mean.safetensors).
+    #[arg(long, value_name = "RUN")]
+    run: PathBuf,
+    /// The data set searched: an image folder (its val/ split when it has one).
+    #[arg(long, value_name = "DIR")]
+    data: String,
+    /// Images searched.
+    #[arg(long, default_value_t = 200, value_name = "N")]
+    limit: usize,
+    /// Feature maps per layer.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    maps: usize,
+    /// Output folder.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+}
+
+pub fn evolution(args: EvolutionArgs, device: &Device) -> Result<()> {
+    let dir = args.run.join("snapshots");
+    let mut snaps: Vec<(usize, PathBuf)> = std::fs::read_dir(&dir)
+        .with_context(|| {
+            format!("cannot read {}: is {} a training run with snapshots?", dir.display(), args.run.display())
+        })?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let epoch = name.strip_prefix("epoch-")?.strip_suffix(".safetensors")?.parse().ok()?;
+            Some((epoch, e.path()))
+        })
+        .collect();
+    snaps.sort();
+    if snaps.is_empty() {
+        bail!("no snapshots (epoch-NNN.safetensors) in {}", dir.display())
+    }
+    let mean = zf_data::MeanImage::load(&args.run.join("mean.safetensors"))?;
+    let nets: Vec<ZfNet> = snaps
+        .iter()
+        .map(|(_, p)| ZfNet::load(&p.to_string_lossy(), None, device))
+        .collect::<candle_core::Result<_>>()?;
+    let config = nets[0].config().clone();
+    let s = config.input_size;
+    let pre = zf_data::Preprocess::for_input(s);
+    let root = Path::new(&args.data);
+    let dir = if root.join("val").is_dir() { root.join("val") } else { root.to_path_buf() };
+    let set = zf_data::ImageFolder::open(&dir, pre)?;
+    use zf_data::Dataset;
+    let n = set.len().min(args.limit);
+    let mut x = Vec::with_capacity(n * 3 * s * s);
+    for i in 0..n {
+        let sample = set.get(i)?;
+        let mut v = vec![0f32; 3 * s * s];
+        pre.crop_into(&sample.image, Some(&mean.values), zf_data::Crop::CENTRE, &mut v);
+        x.extend(v);
+    }
+    let images = Tensor::from_vec(x, (n, 3, s, s), device)?;
+    out_dir(&args.out)?;
+    let layers = [Point::Conv1, Point::Conv2, Point::Conv3, Point::Conv4, Point::Conv5];
+    let pb = bar((layers.len() * nets.len()) as u64, "evolution");
+    let mut json_layers = Vec::new();
+    for layer in layers {
+        let [c, _, _] = zf_deconv::layer_shape(&config, layer)?;
+        let m = args.maps.clamp(1, c);
+        let maps: Vec<usize> = (0..m).map(|i| i * c / m).collect();
+        let mut grid = Grid::new(64, 64, nets.len());
+        let mut tiles: Vec<Vec<(image::RgbImage, String)>> = vec![Vec::new(); m];
+        let mut values = Vec::new();
+        for ((epoch, _), net) in snaps.iter().zip(&nets) {
+            let mut topk = zf_deconv::TopK::new(vec![(layer, maps.clone())], 1, true)?;
+            for start in (0..n).step_by(32) {
+                let len = 32.min(n - start);
+                topk.update(net, &images.narrow(0, start, len)?, &(start..start + len).collect::<Vec<_>>())?;
+            }
+            for (mi, (_, map, hits)) in topk.results().into_iter().enumerate() {
+                let Some(h) = hits.first() else { continue };
+                let x = images.narrow(0, h.image, 1)?;
+                let mut trace = zf_model::Trace::default();
+                net.forward_until(&x, false, layer, &mut trace)?;
+                let unit = zf_deconv::Unit { image: 0, channel: map, y: h.y, x: h.x };
+                let p = zf_deconv::to_host(&zf_deconv::Deconvnet::new(net).project(&trace, layer, &[unit])?)?;
+                let rf = zf_deconv::receptive_field(&config, layer, h.y, h.x)?.map(|v| v as u32);
+                let pic = projection_image(&p.flatten_all()?.to_vec1::<f32>()?, 3, s, s);
+                let crop = image::imageops::crop_imm(&pic, rf[0], rf[1], rf[2] - rf[0], rf[3] - rf[1]).to_image();
+                tiles[mi].push((crop, format!("ep {epoch}")));
+                values.push(serde_json::json!({ "epoch": epoch, "map": map, "image": h.image, "position": [h.y, h.x], "value": h.value }));
+            }
+            pb.inc(1);
+        }
+        for row in tiles {
+            for (img, label) in row {
+                grid.push(img, Some(label));
+            }
+        }
+        let file = format!("layer{}", layer.paper_layer().unwrap_or(0));
+        save_png(
+            &grid.render(Some(&format!("{layer}: maps {maps:?} (rows) over snapshots (columns)"))),
+            &args.out.join(format!("{file}.png")),
+        )?;
+        json_layers.push(serde_json::json!({ "layer": layer.name(), "maps": maps, "strongest": values }));
+    }
+    pb.finish_and_clear();
+    // Weight movement between consecutive snapshots.
+    let mut movement = Vec::new();
+    let mut plot = LinePlot::new("weight movement between snapshots", "epoch", "|W_t - W_prev| / |W_t|");
+    for w in nets.windows(2) {
+        movement.push(zf_probe::weight_change(&w[0], &w[1])?);
+    }
+    for (li, p) in Point::WEIGHTED.iter().enumerate() {
+        let pts: Vec<(f32, f32)> =
+            movement.iter().zip(snaps.iter().skip(1)).map(|(m, (e, _))| (*e as f32, m[li].relative)).collect();
+        plot = plot.series(p.name(), pts);
+    }
+    save_text(&plot.svg(), &args.out.join("movement.svg"))?;
+    let epochs: Vec<usize> = snaps.iter().map(|(e, _)| *e).collect();
+    write_json(
+        &args.out.join("evolution.json"),
+        &serde_json::json!({ "run": args.run, "snapshots": epochs, "images_searched": n, "layers": json_layers, "movement": movement }),
+    )?;
+    tracing::info!("wrote the feature evolution to {}", args.out.display());
+    Ok(())
+}
+
+/// Layer probes (the paper's Table 7): with the network frozen, fit a softmax classifier on one
+/// layer's features (conv layers average-pooled on a grid) for layers 1..7, on a data set's
+/// train split, and measure it on its val split.
+///
+/// Writes OUT/probes.svg (test accuracy per layer) and OUT/probes.json.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Example:\n  zfnet probe-layers --weights run/model.safetensors --data data/gen --out table7")]
+pub struct ProbeArgs {
+    /// Weights: a path or hf://owner/repo[@revision]/file.
+    #[arg(long, value_name = "W")]
+    weights: String,
+    /// An image folder with train/ and val/ splits.
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// The training set's mean image (default: mean.safetensors beside the weights).
+    #[arg(long, value_name = "FILE")]
+    mean: Option<PathBuf>,
+    /// Training images used (at most).
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    train_size: usize,
+    /// Test images used (at most).
+    #[arg(long, default_value_t = 500, value_name = "N")]
+    test_size: usize,
+    /// Side of the pooling grid for conv layers.
+    #[arg(long, default_value_t = 2, value_name = "G")]
+    grid: usize,
+    /// Output folder.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+}
+
+pub fn probe_layers(args: ProbeArgs, device: &Device) -> Result<()> {
+    use zf_data::Dataset;
+    let net = ZfNet::load(&args.weights, None, device)?;
+    let s = net.config().input_size;
+    let pre = zf_data::Preprocess::for_input(s);
+    let mean_path = match &args.mean {
+        Some(p) => p.clone(),
+        None => Path::new(&args.weights)
+            .parent()
+            .map(|d| d.join("mean.safetensors"))
+            .filter(|p| p.exists())
+            .context("no --mean given and no mean.safetensors beside the weights")?,
+    };
+    let mean = zf_data::MeanImage::load(&mean_path)?;
+    let load = |split: &str, limit: usize| -> Result<(Tensor, Vec<u32>)> {
+        let set = zf_data::ImageFolder::open(&args.data.join(split), pre)?;
+        // Spread the subset over the classes: every k-th image.
+        let step = (set.len() / limit.max(1)).max(1);
+        let idx: Vec<usize> = (0..set.len()).step_by(step).take(limit).collect();
+        let mut x = Vec::with_capacity(idx.len() * 3 * s * s);
+        let mut y = Vec::new();
+        for &i in &idx {
+            let sample = set.get(i)?;
+            let mut v = vec![0f32; 3 * s * s];
+            pre.crop_into(&sample.image, Some(&mean.values), zf_data::Crop::CENTRE, &mut v);
+            x.extend(v);
+            y.push(sample.label as u32);
+        }
+        Ok((Tensor::from_vec(x, (idx.len(), 3, s, s), device)?, y))
+    };
+    let (xa, ya) = load("train", args.train_size)?;
+    let (xb, yb) = load("val", args.test_size)?;
+    let cfg = ProbeConfig { grid: args.grid, ..ProbeConfig::default() };
+    let pb = bar(Point::PAPER_LAYERS.len() as u64, "probing");
+    let mut results = Vec::new();
+    for layer in Point::PAPER_LAYERS {
+        let fa = zf_probe::pooled_features(&net, &xa, layer, cfg.grid)?;
+        let fb = zf_probe::pooled_features(&net, &xb, layer, cfg.grid)?;
+        let (train, test) = zf_probe::fit_softmax(&fa, &ya, &fb, &yb, net.config().classes, cfg)?;
+        results.push(zf_probe::ProbeResult {
+            layer: layer.name().into(),
+            features: fa.dim(1)?,
+            train_accuracy: train,
+            test_accuracy: test,
+        });
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    out_dir(&args.out)?;
+    let names: Vec<String> = results.iter().map(|r| r.layer.clone()).collect();
+    let plot = BarPlot::new("softmax on one frozen layer", "test accuracy", names)
+        .series("test", results.iter().map(|r| r.test_accuracy).collect())
+        .y_range(0.0, 1.0);
+    save_text(&plot.svg(), &args.out.join("probes.svg"))?;
+    write_json(
+        &args.out.join("probes.json"),
+        &serde_json::json!({ "weights": args.weights, "train_images": ya.len(), "test_images": yb.len(), "config": cfg, "layers": results }),
+    )?;
+    for r in &results {
+        tracing::info!(
+            "{}: {} features, train {:.1}%, test {:.1}%",
+            r.layer,
+            r.features,
+            100.0 * r.train_accuracy,
+            100.0 * r.test_accuracy
+        );
+    }
+    Ok(())
+}
