@@ -2,9 +2,13 @@
 //!
 //! - [`tidy`](mod@tidy): the house rules that a machine can check (layering of the crates, module docs).
 //! - [`bench`](mod@bench): zfnet against the PyTorch reference, side by side, with ratios.
+//! - [`reproduce`](mod@reproduce): `cargo xtask reproduce-paper`, the whole paper in resumable
+//!   stages, and [`report`](mod@report), its report with the claims table.
 //!
-//! xtask imports no workspace crate and has no dependencies: it builds in seconds and drives
-//! the `zfnet` binary through `$CARGO` when it needs the network.
+//! xtask imports no workspace crate (its only dependency is serde_json): it builds in seconds
+//! and drives the `zfnet` binary, built through `$CARGO`, when it needs the network.
 
 pub mod bench;
+pub mod report;
+pub mod reproduce;
 pub mod tidy;

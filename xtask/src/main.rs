@@ -13,7 +13,15 @@ tasks:
           on the paper network's forward (batch 16), a quarter-width forward and one deconvnet
           projection; prints a table with the ratios. PyTorch is found through
           $ZF_TORCH_PYTHON, .venv-torch/bin/python or python3 (shared/bench/setup-torch.sh
-          makes one); without it zfnet is timed alone. Defaults: 2 threads, 5 reps, 3 rounds";
+          makes one); without it zfnet is timed alone. Defaults: 2 threads, 5 reps, 3 rounds
+  reproduce-paper [--quick | --profile default|quick|paper] [--data DIR] [--weights W]
+                  [--out DIR] [--force] [--seed N] [--device D] [--zfnet PATH]
+          the whole paper with one command: generated data (or --data, an ImageNet-layout
+          folder), training with snapshots, the Fig. 6 ablations, evaluation, Figs. 2, 4, 5, 6,
+          7 and Tables 1 and 7, then a report (index.html, results.json, claims.md) in
+          OUT/report. Stages that finished before are skipped (Ctrl-C and rerun to resume;
+          --force reruns them). --weights skips training. Default out: target/reproduce/<profile>.
+          The default profile takes about 20 minutes on a 2-core CPU; --quick a few minutes";
 
 #[allow(clippy::print_stdout, clippy::print_stderr)]
 fn main() -> ExitCode {
@@ -48,6 +56,19 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some("reproduce-paper") => match reproduce_args(&root, &args[1..]) {
+            Ok(opts) => match xtask::reproduce::reproduce(&root, opts) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("reproduce-paper: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(e) => {
+                eprintln!("reproduce-paper: {e}\n\n{HELP}");
+                ExitCode::FAILURE
+            }
+        },
         Some("-h" | "--help" | "help") | None => {
             println!("{HELP}");
             ExitCode::SUCCESS
@@ -57,4 +78,30 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Parses `reproduce-paper`'s flags.
+fn reproduce_args(root: &std::path::Path, args: &[String]) -> Result<xtask::reproduce::Options, String> {
+    let mut profile = None;
+    let (mut out, mut data, mut weights, mut zfnet, mut device) = (None, None, None, None, None);
+    let (mut force, mut seed) = (false, 0u64);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().cloned().ok_or_else(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--quick" => profile = Some("quick".to_string()),
+            "--profile" => profile = Some(value()?),
+            "--out" => out = Some(PathBuf::from(value()?)),
+            "--data" => data = Some(PathBuf::from(value()?)),
+            "--weights" => weights = Some(value()?),
+            "--zfnet" => zfnet = Some(PathBuf::from(value()?)),
+            "--device" => device = Some(value()?),
+            "--seed" => seed = value()?.parse().map_err(|e| format!("--seed: {e}"))?,
+            "--force" => force = true,
+            other => return Err(format!("unknown flag `{other}`")),
+        }
+    }
+    let profile = xtask::reproduce::Profile::named(profile.as_deref().unwrap_or("default"))?;
+    let out = out.unwrap_or_else(|| root.join("target/reproduce").join(profile.name));
+    Ok(xtask::reproduce::Options { profile, out, force, data, weights, zfnet, seed, device })
 }

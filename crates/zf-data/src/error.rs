@@ -13,8 +13,8 @@ pub enum DataError {
     #[error("no usable image in {what}: {detail}")]
     Empty { what: String, detail: String },
     /// A file or directory that cannot be read or written.
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
     /// A file whose contents are not what they should be (class names, mean image, side files).
     #[error("{path}: {reason}")]
     Format { path: PathBuf, reason: String },
@@ -28,7 +28,7 @@ pub enum DataError {
 
 impl DataError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        DataError::Io { path: path.into(), source }
+        DataError::Io { path: path.into(), error: source }
     }
 }
 

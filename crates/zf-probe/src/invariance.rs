@@ -126,6 +126,10 @@ pub struct InvarianceCurve {
     /// (after ReLU), and the same for fc7 (after ReLU).
     pub layer1_distance: Vec<f32>,
     pub layer7_distance: Vec<f32>,
+    /// The Euclidean norms of the original image's conv1 and fc7 features (to make the
+    /// distances relative).
+    pub layer1_norm: f32,
+    pub layer7_norm: f32,
     /// The probability of the true class.
     pub true_prob: Vec<f32>,
     /// The most probable class.
@@ -148,6 +152,8 @@ pub fn invariance(net: &ZfNet, image: &Tensor, label: usize, sweep: Sweep, amoun
         label,
         layer1_distance: vec![],
         layer7_distance: vec![],
+        layer1_norm: ref1.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt(),
+        layer7_norm: ref7.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt(),
         true_prob: vec![],
         top_label: vec![],
     };

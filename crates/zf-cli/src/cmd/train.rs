@@ -48,6 +48,9 @@ pub struct Args {
     /// Weight initialization: paper (std 0.01), he, or a standard deviation.
     #[arg(long, value_name = "INIT")]
     init: Option<String>,
+    /// Dropout probability in fc6 and fc7 while training (paper: 0.5).
+    #[arg(long, value_name = "P")]
+    dropout: Option<f64>,
     /// Switch off the filter RMS renormalization (the paper's Fig. 6 comparison).
     #[arg(long)]
     no_renorm: bool,
@@ -166,6 +169,12 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
         }
         if let Some(s) = args.seed {
             c.seed = s;
+        }
+        if let Some(p) = args.dropout {
+            if !(0.0..1.0).contains(&p) {
+                bail!("--dropout must be in [0, 1), got {p}")
+            }
+            c.model.dropout = p;
         }
         if args.no_renorm {
             c.renorm = None;
@@ -296,6 +305,9 @@ pub fn eval(args: EvalArgs, device: &Device) -> Result<()> {
         if loader.skipped() > 0 { format!(", {} unreadable images skipped", loader.skipped()) } else { String::new() }
     );
     if let Some(out) = &args.out {
+        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
         zf_data::write_atomic(out, &serde_json::to_vec_pretty(&e)?)?;
     }
     Ok(())

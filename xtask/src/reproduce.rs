@@ -1,0 +1,508 @@
+//! `cargo xtask reproduce-paper`: every experiment of the paper, in resumable stages, driven
+//! through the `zfnet` binary, ending in a report (see [`crate::report`]).
+//!
+//! Stages (each writes its folder under the output directory and, when it finishes,
+//! `stages/<name>.json` with its wall time; a finished stage is skipped unless `--force`):
+//! data → train (ZFNet, with snapshots) → ablations (AlexNet-style first layer; no filter
+//! renormalization) → eval → fig2 (top-9 projections) → fig4 (evolution) → fig5 (invariance) →
+//! fig6 (first layers) → fig7 (occlusion) → table1 (correspondence) → table7 (layer probes) →
+//! report.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+/// Everything a profile fixes: data, training and analysis sizes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Profile {
+    pub name: &'static str,
+    /// Why these sizes (for the report).
+    pub rationale: &'static str,
+    /// Generated data (ignored with `--data`): training and validation images per class,
+    /// clutter shapes per image.
+    pub per_class: usize,
+    pub val_per_class: usize,
+    pub clutter: usize,
+    /// `zfnet train --config`.
+    pub train_config: &'static str,
+    pub epochs: usize,
+    /// Epochs of the two Fig. 6 ablations (AlexNet-style first layer; no renormalization).
+    pub ablation_epochs: usize,
+    /// Overrides of the preset (None: the preset's).
+    pub lr: Option<f64>,
+    pub batch: Option<usize>,
+    pub dropout: Option<f64>,
+    pub patience: Option<usize>,
+    /// Fig. 2: maps per layer and activations per map.
+    pub maps: usize,
+    pub top: usize,
+    /// Images searched by Fig. 2 and Fig. 4.
+    pub search: usize,
+    /// Images of Fig. 5, Fig. 7 and Table 1.
+    pub invariance_images: usize,
+    pub occlusion_images: usize,
+    pub occlusion_stride: usize,
+    pub correspondence_images: usize,
+    /// Table 7: training and test images of the probes.
+    pub probe_train: usize,
+    pub probe_test: usize,
+}
+
+impl Profile {
+    /// The embedded default: the generated data set on a 2-core CPU in about 20 minutes.
+    pub fn default_cpu() -> Self {
+        Self {
+            name: "default",
+            rationale: "the generated data set on a 2-core CPU within about 20 minutes: the eighth-width network on \
+                        112-pixel crops, He initialization with inputs scaled to unit variance, no dropout and light \
+                        clutter, because measured runs of the paper's own init stay at chance for tens of thousands \
+                        of images (see the report's departures)",
+            per_class: 500,
+            val_per_class: 50,
+            clutter: 2,
+            train_config: "tiny",
+            epochs: 5,
+            ablation_epochs: 5,
+            lr: Some(0.03),
+            batch: Some(32),
+            dropout: Some(0.0),
+            patience: Some(2),
+            maps: 8,
+            top: 9,
+            search: 500,
+            invariance_images: 10,
+            occlusion_images: 4,
+            occlusion_stride: 8,
+            correspondence_images: 10,
+            probe_train: 1000,
+            probe_test: 500,
+        }
+    }
+
+    /// The same stages, tiny, in a few minutes (the test suite runs it).
+    pub fn quick() -> Self {
+        Self {
+            name: "quick",
+            rationale: "every stage at the smallest sizes that exercise it, for the test suite: the numbers are not \
+                        meant to show the paper's effects",
+            per_class: 6,
+            val_per_class: 3,
+            epochs: 2,
+            ablation_epochs: 1,
+            batch: Some(10),
+            maps: 2,
+            top: 3,
+            search: 30,
+            invariance_images: 10,
+            occlusion_images: 1,
+            occlusion_stride: 16,
+            correspondence_images: 3,
+            probe_train: 60,
+            probe_test: 30,
+            ..Self::default_cpu()
+        }
+    }
+
+    /// The paper's network and recipe on an ImageNet-layout folder (`--data`).
+    pub fn paper() -> Self {
+        Self {
+            name: "paper",
+            rationale: "the paper's network and training recipe (Sec. 3) on the given ImageNet-layout folder",
+            per_class: 0,
+            val_per_class: 0,
+            clutter: 0,
+            train_config: "paper",
+            epochs: 70,
+            ablation_epochs: 70,
+            lr: None,
+            batch: None,
+            dropout: None,
+            patience: None,
+            maps: 16,
+            top: 9,
+            search: 50_000,
+            invariance_images: 5,
+            occlusion_images: 5,
+            occlusion_stride: 8,
+            correspondence_images: 5,
+            probe_train: 3000,
+            probe_test: 3000,
+        }
+    }
+
+    pub fn named(name: &str) -> Result<Self, String> {
+        match name {
+            "default" => Ok(Self::default_cpu()),
+            "quick" => Ok(Self::quick()),
+            "paper" => Ok(Self::paper()),
+            other => Err(format!("unknown profile `{other}`: expected default, quick or paper")),
+        }
+    }
+}
+
+/// What the user asked for.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub profile: Profile,
+    pub out: PathBuf,
+    pub force: bool,
+    /// An ImageNet-layout folder instead of the generated data.
+    pub data: Option<PathBuf>,
+    /// Trained weights: skip training and the ablations.
+    pub weights: Option<String>,
+    /// The zfnet binary (default: build it in release mode through `$CARGO`).
+    pub zfnet: Option<PathBuf>,
+    pub seed: u64,
+    /// Extra arguments for every zfnet command (e.g. `--device cuda`).
+    pub device: Option<String>,
+}
+
+/// One stage's record.
+#[derive(Clone, Debug)]
+pub struct StageTime {
+    pub name: String,
+    pub seconds: f64,
+    pub skipped: bool,
+}
+
+/// The run: where things are, and how to call zfnet.
+#[derive(Debug)]
+pub struct Run {
+    pub opts: Options,
+    pub zfnet: PathBuf,
+    pub times: Vec<StageTime>,
+}
+
+impl Run {
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.opts.out.join(rel)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.opts.data.clone().unwrap_or_else(|| self.path("data"))
+    }
+
+    pub fn val_dir(&self) -> PathBuf {
+        let d = self.data_dir();
+        if d.join("val").is_dir() {
+            d.join("val")
+        } else {
+            d
+        }
+    }
+
+    /// The main network's weights.
+    pub fn weights(&self) -> String {
+        self.opts.weights.clone().unwrap_or_else(|| self.path("runs/zfnet/model.safetensors").display().to_string())
+    }
+
+    /// The mean image for the main network.
+    pub fn mean(&self) -> PathBuf {
+        match &self.opts.weights {
+            Some(w) => Path::new(w).with_file_name("mean.safetensors"),
+            None => self.path("runs/zfnet/mean.safetensors"),
+        }
+    }
+
+    pub fn trains(&self) -> bool {
+        self.opts.weights.is_none()
+    }
+
+    /// Runs `zfnet args...` with the device flag, inheriting the terminal (progress bars).
+    pub fn zfnet(&self, args: &[String]) -> Result<(), String> {
+        let mut cmd = Command::new(&self.zfnet);
+        cmd.args(args);
+        if let Some(d) = &self.opts.device {
+            cmd.args(["--device", d]);
+        }
+        let status = cmd.status().map_err(|e| format!("cannot run {}: {e}", self.zfnet.display()))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("`zfnet {}` failed ({status})", args.join(" ")))
+        }
+    }
+
+    /// Runs `f` as stage `name` unless it finished before.
+    #[allow(clippy::print_stderr)]
+    fn stage(&mut self, name: &str, f: impl FnOnce(&Run) -> Result<(), String>) -> Result<(), String> {
+        let marker = self.path(&format!("stages/{name}.json"));
+        if marker.exists() && !self.opts.force {
+            let seconds = std::fs::read(&marker)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| v["seconds"].as_f64())
+                .unwrap_or(0.0);
+            eprintln!("== {name}: done before ({seconds:.1} s), skipped (--force reruns it)");
+            self.times.push(StageTime { name: name.into(), seconds, skipped: true });
+            return Ok(());
+        }
+        eprintln!("== {name} ...");
+        let t = Instant::now();
+        f(self).map_err(|e| format!("stage {name}: {e}"))?;
+        let seconds = t.elapsed().as_secs_f64();
+        write(
+            &marker,
+            &serde_json::to_vec_pretty(&serde_json::json!({ "stage": name, "seconds": seconds })).unwrap_or_default(),
+        )?;
+        eprintln!("== {name}: {seconds:.1} s");
+        self.times.push(StageTime { name: name.into(), seconds, skipped: false });
+        Ok(())
+    }
+}
+
+/// Writes a file, creating its folder.
+pub fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn s(v: impl ToString) -> String {
+    v.to_string()
+}
+
+/// The `zfnet train` arguments of one run.
+fn train_args(run: &Run, dir: &str, extra: &[&str], epochs: usize) -> Vec<String> {
+    let p = &run.opts.profile;
+    let out = run.path(dir);
+    if out.join("checkpoint.safetensors").exists() {
+        // Interrupted before: continue where it stopped.
+        return vec![
+            s("train"),
+            s("--data"),
+            run.data_dir().display().to_string(),
+            s("--out"),
+            out.display().to_string(),
+            s("--resume"),
+        ];
+    }
+    if out.exists() {
+        let _ = std::fs::remove_dir_all(&out);
+    }
+    let mut a = vec![
+        s("train"),
+        s("--data"),
+        run.data_dir().display().to_string(),
+        s("--config"),
+        s(p.train_config),
+        s("--epochs"),
+        s(epochs),
+        s("--seed"),
+        s(run.opts.seed),
+        s("--out"),
+        out.display().to_string(),
+    ];
+    for (flag, v) in [
+        ("--lr", p.lr.map(|v| v.to_string())),
+        ("--batch", p.batch.map(|v| v.to_string())),
+        ("--dropout", p.dropout.map(|v| v.to_string())),
+        ("--patience", p.patience.map(|v| v.to_string())),
+    ] {
+        if let Some(v) = v {
+            a.push(s(flag));
+            a.push(v);
+        }
+    }
+    a.extend(extra.iter().map(s));
+    a
+}
+
+/// Runs every stage, then writes the report. Returns the report's folder.
+#[allow(clippy::print_stderr)]
+pub fn reproduce(root: &Path, opts: Options) -> Result<PathBuf, String> {
+    let started = Instant::now();
+    if opts.profile.name == "paper" && opts.data.is_none() {
+        return Err("--profile paper needs --data DIR, an ImageNet-layout folder with train/ and val/".into());
+    }
+    let zfnet = match &opts.zfnet {
+        Some(z) => z.clone(),
+        None => build(root)?,
+    };
+    std::fs::create_dir_all(&opts.out).map_err(|e| format!("cannot create {}: {e}", opts.out.display()))?;
+    let mut run = Run { opts, zfnet, times: vec![] };
+    let p = run.opts.profile.clone();
+    eprintln!(
+        "reproduce-paper: profile {} -> {}{}",
+        p.name,
+        run.opts.out.display(),
+        if run.opts.force { " (--force: every stage reruns)" } else { "" }
+    );
+
+    if run.opts.data.is_none() {
+        run.stage("data", |r| {
+            let out = r.path("data");
+            let _ = std::fs::remove_dir_all(&out);
+            r.zfnet(&[
+                s("data"),
+                s("generate"),
+                s("--out"),
+                out.display().to_string(),
+                s("--per-class"),
+                s(p.per_class),
+                s("--val-per-class"),
+                s(p.val_per_class),
+                s("--clutter"),
+                s(p.clutter),
+                s("--seed"),
+                s(r.opts.seed),
+            ])
+        })?;
+    }
+    if run.trains() {
+        run.stage("train", |r| r.zfnet(&train_args(r, "runs/zfnet", &[], p.epochs)))?;
+        run.stage("train-alexnet", |r| {
+            r.zfnet(&train_args(r, "runs/alexnet", &["--alexnet-first-layer"], p.ablation_epochs))
+        })?;
+        run.stage("train-no-renorm", |r| {
+            r.zfnet(&train_args(r, "runs/no-renorm", &["--no-renorm"], p.ablation_epochs))
+        })?;
+    }
+    let nets: Vec<(&str, String)> = if run.trains() {
+        vec![
+            ("zfnet", run.path("runs/zfnet/model.safetensors").display().to_string()),
+            ("alexnet", run.path("runs/alexnet/model.safetensors").display().to_string()),
+            ("no-renorm", run.path("runs/no-renorm/model.safetensors").display().to_string()),
+        ]
+    } else {
+        vec![("zfnet", run.weights())]
+    };
+    let mean = run.mean().display().to_string();
+    run.stage("eval", |r| {
+        for (name, w) in &nets {
+            let m = Path::new(w).with_file_name("mean.safetensors");
+            r.zfnet(&[
+                s("eval"),
+                s("--weights"),
+                w.clone(),
+                s("--data"),
+                r.data_dir().display().to_string(),
+                s("--mean"),
+                m.display().to_string(),
+                s("--ten-crop"),
+                s("--out"),
+                r.path(&format!("eval/{name}.json")).display().to_string(),
+            ])?;
+        }
+        Ok(())
+    })?;
+    let common = |r: &Run| -> Vec<String> {
+        vec![s("--weights"), r.weights(), s("--mean"), mean.clone(), s("--data"), r.data_dir().display().to_string()]
+    };
+    run.stage("fig2", |r| {
+        let mut a = vec![s("visualize"), s("--weights"), r.weights(), s("--mean"), mean.clone()];
+        a.extend([s("--data"), r.val_dir().display().to_string(), s("--layers"), s("1,2,3,4,5")]);
+        a.extend([s("--maps"), s(p.maps), s("--top"), s(p.top), s("--limit"), s(p.search)]);
+        a.extend([s("--out"), r.path("fig2").display().to_string()]);
+        r.zfnet(&a)
+    })?;
+    if run.trains() {
+        run.stage("fig4", |r| {
+            r.zfnet(&[
+                s("evolution"),
+                s("--run"),
+                r.path("runs/zfnet").display().to_string(),
+                s("--data"),
+                r.data_dir().display().to_string(),
+                s("--limit"),
+                s(p.search),
+                s("--out"),
+                r.path("fig4").display().to_string(),
+            ])
+        })?;
+    }
+    run.stage("fig5", |r| {
+        let mut a = vec![s("invariance")];
+        a.extend(common(r));
+        a.extend([s("--images"), s(p.invariance_images), s("--out"), r.path("fig5").display().to_string()]);
+        r.zfnet(&a)
+    })?;
+    run.stage("fig6", |r| {
+        let mut a = vec![s("filters")];
+        for (name, w) in &nets {
+            a.extend([s("--weights"), format!("{name}={w}")]);
+        }
+        a.extend([s("--out"), r.path("fig6").display().to_string()]);
+        r.zfnet(&a)?;
+        // Layer-2 projections of each first layer (the paper's Fig. 6 (b)-(e)).
+        for (name, w) in &nets {
+            let m = Path::new(w).with_file_name("mean.safetensors");
+            r.zfnet(&[
+                s("visualize"),
+                s("--weights"),
+                w.clone(),
+                s("--mean"),
+                m.display().to_string(),
+                s("--data"),
+                r.val_dir().display().to_string(),
+                s("--layers"),
+                s("2"),
+                s("--maps"),
+                s(p.maps),
+                s("--top"),
+                s(p.top),
+                s("--limit"),
+                s(p.search),
+                s("--out"),
+                r.path(&format!("fig6/layer2-{name}")).display().to_string(),
+            ])?;
+        }
+        Ok(())
+    })?;
+    run.stage("fig7", |r| {
+        let mut a = vec![s("occlusion")];
+        a.extend(common(r));
+        a.extend([s("--images"), s(p.occlusion_images), s("--stride"), s(p.occlusion_stride)]);
+        a.extend([s("--out"), r.path("fig7").display().to_string()]);
+        r.zfnet(&a)
+    })?;
+    let generated = run.opts.data.is_none();
+    run.stage("table1", |r| {
+        let mut a = vec![s("correspondence")];
+        a.extend(common(r));
+        if generated {
+            a.extend([s("--class"), s("face")]);
+        }
+        a.extend([s("--images"), s(p.correspondence_images), s("--out"), r.path("table1").display().to_string()]);
+        r.zfnet(&a)
+    })?;
+    run.stage("table7", |r| {
+        r.zfnet(&[
+            s("probe-layers"),
+            s("--weights"),
+            r.weights(),
+            s("--mean"),
+            mean.clone(),
+            s("--data"),
+            r.data_dir().display().to_string(),
+            s("--train-size"),
+            s(p.probe_train),
+            s("--test-size"),
+            s(p.probe_test),
+            s("--out"),
+            r.path("table7").display().to_string(),
+        ])
+    })?;
+    let wall = started.elapsed().as_secs_f64();
+    let report = crate::report::write_report(&run, wall)?;
+    eprintln!("report: {}", report.join("index.html").display());
+    Ok(report)
+}
+
+/// Builds zfnet in release mode through `$CARGO` and returns its path.
+fn build(root: &Path) -> Result<PathBuf, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .args(["build", "--release", "-p", "zf-cli"])
+        .current_dir(root)
+        .status()
+        .map_err(|e| format!("cannot run {cargo}: {e}"))?;
+    if !status.success() {
+        return Err("cargo build --release -p zf-cli failed".into());
+    }
+    Ok(root.join("target/release/zfnet"))
+}
