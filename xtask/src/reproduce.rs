@@ -63,7 +63,7 @@ impl Profile {
             train_config: "tiny",
             epochs: 5,
             ablation_epochs: 5,
-            lr: Some(0.03),
+            lr: Some(0.01),
             batch: Some(32),
             dropout: Some(0.0),
             patience: Some(2),

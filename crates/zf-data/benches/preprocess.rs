@@ -65,7 +65,8 @@ fn loader(c: &mut Criterion) {
     for (name, set) in [("jpeg folder", &folder), ("generated", &generated)] {
         for threads in [1, 2] {
             let loader =
-                Loader::new(set.clone(), None, LoaderConfig { threads, ..LoaderConfig::train(32, 0) }).expect("loader");
+                Loader::new(set.clone(), None, LoaderConfig { threads, cache_bytes: 0, ..LoaderConfig::train(32, 0) })
+                    .expect("loader");
             g.throughput(Throughput::Elements(set.len() as u64));
             g.bench_function(format!("{name}, {threads} thread(s), batch 32"), |b| {
                 b.iter(|| {

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use crate::error::{DataError, Result};
 use crate::mean::MeanImage;
 use crate::preprocess::Crop;
-use crate::Dataset;
+use crate::{Dataset, Sample};
 
 /// Which of the ten crops each image gives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,17 +42,40 @@ pub struct LoaderConfig {
     /// Reshuffle every epoch (otherwise the data set's order).
     pub shuffle: bool,
     pub crops: Crops,
+    /// Decoded, squared images kept in memory for later epochs, up to this many bytes (0: no
+    /// cache). Small data sets are then decoded once; large ones fill the cache and stream the
+    /// rest, so memory stays bounded.
+    pub cache_bytes: usize,
 }
+
+/// The default image cache: 1 GiB (about 5,000 images of 256x256, 20,000 of 128x128).
+pub const DEFAULT_CACHE_BYTES: usize = 1 << 30;
 
 impl LoaderConfig {
     /// Shuffled, random crops: the training loader.
     pub fn train(batch: usize, seed: u64) -> Self {
-        Self { batch, threads: default_threads(), prefetch: 2, seed, shuffle: true, crops: Crops::Random }
+        Self {
+            batch,
+            threads: default_threads(),
+            prefetch: 2,
+            seed,
+            shuffle: true,
+            crops: Crops::Random,
+            cache_bytes: DEFAULT_CACHE_BYTES,
+        }
     }
 
     /// In order, with the given crops: the evaluation loader.
     pub fn eval(batch: usize, crops: Crops) -> Self {
-        Self { batch, threads: default_threads(), prefetch: 2, seed: 0, shuffle: false, crops }
+        Self {
+            batch,
+            threads: default_threads(),
+            prefetch: 2,
+            seed: 0,
+            shuffle: false,
+            crops,
+            cache_bytes: DEFAULT_CACHE_BYTES,
+        }
     }
 }
 
@@ -84,6 +107,30 @@ pub struct Loader {
     config: LoaderConfig,
     pool: Arc<rayon::ThreadPool>,
     bad: Arc<Mutex<HashSet<usize>>>,
+    cache: Arc<Cache>,
+}
+
+/// Decoded images by index, up to a byte budget.
+#[derive(Default)]
+struct Cache {
+    images: Mutex<(std::collections::HashMap<usize, Arc<Sample>>, usize)>,
+    budget: usize,
+}
+
+impl Cache {
+    fn get(&self, i: usize) -> Option<Arc<Sample>> {
+        self.images.lock().ok()?.0.get(&i).cloned()
+    }
+
+    fn put(&self, i: usize, sample: Arc<Sample>) {
+        let bytes = sample.image.as_raw().len();
+        if let Ok(mut g) = self.images.lock() {
+            if g.1 + bytes <= self.budget && !g.0.contains_key(&i) {
+                g.0.insert(i, sample);
+                g.1 += bytes;
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Loader {
@@ -118,12 +165,14 @@ impl Loader {
             .thread_name(|i| format!("zf-data-{i}"))
             .build()
             .map_err(|e| DataError::Invalid(format!("cannot start loader threads: {e}")))?;
+        let cache = Arc::new(Cache { images: Mutex::default(), budget: config.cache_bytes });
         Ok(Self {
             dataset,
             mean: mean.map(|m| Arc::new(m.values.clone())),
             config,
             pool: Arc::new(pool),
             bad: Arc::new(Mutex::new(HashSet::new())),
+            cache,
         })
     }
 
@@ -183,6 +232,7 @@ impl Loader {
             config: self.config.clone(),
             pool: self.pool.clone(),
             bad: self.bad.clone(),
+            cache: self.cache.clone(),
         };
         let handle = std::thread::Builder::new()
             .name("zf-data-batches".into())
@@ -244,9 +294,20 @@ struct Work {
     config: LoaderConfig,
     pool: Arc<rayon::ThreadPool>,
     bad: Arc<Mutex<HashSet<usize>>>,
+    cache: Arc<Cache>,
 }
 
 impl Work {
+    /// Image `i`, from the cache when it holds it.
+    fn sample(&self, i: usize) -> Result<Arc<Sample>> {
+        if let Some(s) = self.cache.get(i) {
+            return Ok(s);
+        }
+        let s = Arc::new(self.dataset.get(i)?);
+        self.cache.put(i, s.clone());
+        Ok(s)
+    }
+
     /// Loads and crops the images of one batch in parallel; `None` when all of them failed.
     fn batch(&self, indices: &[usize], crops: &[Crop]) -> Result<Option<Batch>> {
         let pre = self.dataset.preprocess();
@@ -256,7 +317,7 @@ impl Work {
             indices
                 .par_iter()
                 .zip(crops)
-                .map(|(&i, &crop)| match self.dataset.get(i) {
+                .map(|(&i, &crop)| match self.sample(i) {
                     Ok(sample) => {
                         let mut out = vec![0f32; per_image * crop_len];
                         let which: Vec<Crop> = if per_image == 10 { Crop::ALL.to_vec() } else { vec![crop] };

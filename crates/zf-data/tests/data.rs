@@ -277,3 +277,25 @@ fn generated_set_writes_an_image_folder_that_reads_back() {
         assert_eq!(ann, g.annotation(i));
     }
 }
+
+#[test]
+fn the_image_cache_changes_no_batch_and_respects_its_budget() {
+    // Two epochs through one loader with a cache (the second served from it), a budget of four
+    // 256x256 images (so most are decoded every time), and no cache: the same batches.
+    let set: Arc<dyn Dataset> = Arc::new(Generated::new(GeneratedConfig { seed: 2, len: 12, ..Default::default() }));
+    let pixels = |cache_bytes: usize| -> Vec<f32> {
+        let loader =
+            Loader::new(set.clone(), None, LoaderConfig { cache_bytes, threads: 2, ..LoaderConfig::train(5, 3) })
+                .unwrap();
+        let mut out = Vec::new();
+        for epoch in 0..2 {
+            for b in loader.epoch(epoch) {
+                out.extend(b.unwrap().images.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().step_by(101));
+            }
+        }
+        out
+    };
+    let cached = pixels(zf_data::loader::DEFAULT_CACHE_BYTES);
+    assert_eq!(cached, pixels(4 * 256 * 256 * 3));
+    assert_eq!(cached, pixels(0));
+}
