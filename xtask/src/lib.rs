@@ -4,6 +4,8 @@
 //! - [`bench`](mod@bench): zfnet against the PyTorch reference, side by side, with ratios.
 //! - [`reproduce`](mod@reproduce): `cargo xtask reproduce-paper`, the whole paper in resumable
 //!   stages, and [`report`](mod@report), its report with the claims table.
+//! - [`screenshot`](mod@screenshot): `cargo xtask report-screenshot DIR`, the report rendered in
+//!   headless Chromium, failing on broken images and script errors.
 //!
 //! xtask imports no workspace crate (its only dependency is serde_json): it builds in seconds
 //! and drives the `zfnet` binary, built through `$CARGO`, when it needs the network.
@@ -11,4 +13,5 @@
 pub mod bench;
 pub mod report;
 pub mod reproduce;
+pub mod screenshot;
 pub mod tidy;

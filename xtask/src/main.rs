@@ -21,7 +21,10 @@ tasks:
           7 and Tables 1 and 7, then a report (index.html, results.json, claims.md) in
           OUT/report. Stages that finished before are skipped (Ctrl-C and rerun to resume;
           --force reruns them). --weights skips training. Default out: target/reproduce/<profile>.
-          The default profile takes about 20 minutes on a 2-core CPU; --quick a few minutes";
+          The default profile takes about 20 minutes on a 2-core CPU; --quick a few minutes
+  report-screenshot DIR
+          render DIR/index.html (a report) in headless Chromium to DIR/screenshot.png; fails
+          when the page has a broken image or a script error";
 
 #[allow(clippy::print_stdout, clippy::print_stderr)]
 fn main() -> ExitCode {
@@ -69,6 +72,22 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some("report-screenshot") => {
+            match args.get(1).map(|d| xtask::screenshot::screenshot(std::path::Path::new(d))) {
+                Some(Ok(png)) => {
+                    println!("report-screenshot: {} (no broken image, no script error)", png.display());
+                    ExitCode::SUCCESS
+                }
+                Some(Err(e)) => {
+                    eprintln!("report-screenshot: {e}");
+                    ExitCode::FAILURE
+                }
+                None => {
+                    eprintln!("report-screenshot needs a report folder\n\n{HELP}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Some("-h" | "--help" | "help") | None => {
             println!("{HELP}");
             ExitCode::SUCCESS

@@ -403,6 +403,14 @@ pub fn departures(run: &Run, r: &Value) -> Vec<String> {
     d
 }
 
+/// A self-check the page runs once everything has loaded: it counts images that failed to load
+/// and script errors into `data-broken-images` / `data-script-errors` on `<body>`, which
+/// `cargo xtask report-screenshot` reads from the rendered page.
+pub const PAGE_CHECK: &str = "<script>var zfErrors=0;window.addEventListener('error',function(){zfErrors++;});\
+window.addEventListener('load',function(){var b=0;document.querySelectorAll('img').forEach(function(i){\
+if(!i.complete||i.naturalWidth===0){b++;}});document.body.setAttribute('data-broken-images',String(b));\
+document.body.setAttribute('data-script-errors',String(zfErrors));});</script>";
+
 /// Writes the report folder and returns it.
 pub fn write_report(run: &Run, wall: f64) -> Result<PathBuf, String> {
     let report = run.path("report");
@@ -603,7 +611,9 @@ pub fn write_report(run: &Run, wall: f64) -> Result<PathBuf, String> {
             if t.skipped { " (earlier run)" } else { "" }
         ));
     }
-    h.push_str("</table><p>Raw numbers: <a href=\"results.json\">results.json</a>; claims: <a href=\"claims.md\">claims.md</a>.</p></body></html>\n");
+    h.push_str("</table><p>Raw numbers: <a href=\"results.json\">results.json</a>; claims: <a href=\"claims.md\">claims.md</a>.</p>");
+    h.push_str(PAGE_CHECK);
+    h.push_str("</body></html>\n");
     write(&report.join("index.html"), h.as_bytes())?;
     Ok(report)
 }

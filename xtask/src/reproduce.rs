@@ -270,7 +270,7 @@ fn s(v: impl ToString) -> String {
 fn train_args(run: &Run, dir: &str, extra: &[&str], epochs: usize) -> Vec<String> {
     let p = &run.opts.profile;
     let out = run.path(dir);
-    if out.join("checkpoint.safetensors").exists() {
+    if out.join("checkpoint.safetensors").exists() && !run.opts.force {
         // Interrupted before: continue where it stopped.
         return vec![
             s("train"),
