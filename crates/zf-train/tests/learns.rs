@@ -7,40 +7,68 @@ use std::sync::Arc;
 
 use candle_core::Device;
 use zf_data::{Generated, GeneratedConfig, Preprocess};
-use zf_train::{Data, Quiet, TrainConfig};
+/// As in the `zfnet` binary: candle's per-op buffers are reused instead of faulted in again.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// The threshold: top-1 accuracy of at least 25% on 300 validation images of 10 classes.
-/// Chance is 10%; a classifier at chance reaches 25% on 300 images with probability below
-/// 1e-10 (binomial, n = 300, p = 0.1: the mean is 30 hits, the standard deviation 5.2, and 75
-/// hits are 8.7 standard deviations above), so passing means the network has learned shapes.
-/// The same recipe in PyTorch (64-pixel inputs, no clutter, He init, SGD 1e-2 momentum 0.9,
-/// batch 32, no dropout) measured 41% after 12,000 images; the margin covers seed-to-seed
-/// spread.
-const MIN_ACCURACY: f64 = 0.25;
+use zf_train::{Data, EpochReport, Observer, StepReport, TrainConfig};
+
+/// Keeps the epoch lines (printed with `--nocapture`).
+struct Epochs(Vec<String>);
+
+impl Observer for Epochs {
+    fn on_step(&mut self, _: &StepReport) {}
+    fn on_epoch(&mut self, e: &EpochReport) {
+        let line = format!(
+            "epoch {}: loss {:.3}, val top-1 error {:.1}%, {:.0} images/s",
+            e.epoch,
+            e.train_loss,
+            100.0 * e.val.top1_err,
+            e.images_per_s
+        );
+        #[allow(clippy::print_stdout)]
+        {
+            println!("{line}");
+        }
+        self.0.push(line);
+    }
+}
+
+/// The threshold: top-1 accuracy of at least 20% on 300 validation images of 10 classes, after
+/// 12,000 training images (2,000 images, 6 epochs; about 50 s here). Chance is 10%: a
+/// classifier at chance scores 30 hits on average with a standard deviation of 5.2 (binomial,
+/// n = 300, p = 0.1), so 60 hits are 5.8 standard deviations above it (probability below
+/// 1e-8) — passing means the network has learned the shapes. Measured: 29.7% (this seed); the
+/// same recipe in PyTorch reached 24-41% after 12,000 images depending on the seed, so the
+/// threshold leaves room for that spread. Why so few images still learn: 64-pixel inputs, no
+/// clutter, He's init with unit-variance inputs and no dropout (see `TrainConfig::tiny`).
+const MIN_ACCURACY: f64 = 0.20;
 
 #[test]
 fn tiny_network_learns_the_generated_shapes_far_above_chance() {
     let pre = Preprocess::for_input(64);
     let gen = GeneratedConfig { seed: 11, clutter: 0, ..Default::default() };
     let data = Data {
-        train: Arc::new(Generated::split(&gen, "train", 3000).with_preprocess(pre)),
+        train: Arc::new(Generated::split(&gen, "train", 2000).with_preprocess(pre)),
         val: Arc::new(Generated::split(&gen, "val", 300).with_preprocess(pre)),
         description: "generated, no clutter, 64 px".into(),
     };
-    let mut cfg = TrainConfig::tiny().with_epochs(4);
+    let mut cfg = TrainConfig::tiny().with_epochs(6);
     cfg.model = cfg.model.with_input_size(64);
     cfg.model.dropout = 0.0;
     cfg.patience = 10;
     cfg.checkpoint_every = 10_000;
     let dir = tempfile::tempdir().unwrap();
     let never = AtomicBool::new(false);
-    let summary = zf_train::train(&cfg, &data, dir.path(), false, "test", &Device::Cpu, &never, &mut Quiet).unwrap();
+    let mut epochs = Epochs(Vec::new());
+    let summary = zf_train::train(&cfg, &data, dir.path(), false, "test", &Device::Cpu, &never, &mut epochs).unwrap();
     let last = summary.last.unwrap();
     let accuracy = 1.0 - last.val.top1_err;
     assert!(
         accuracy >= MIN_ACCURACY,
-        "validation accuracy {:.1}% after {} images is not far above chance (10%)",
+        "validation accuracy {:.1}% after {} images is not far above chance (10%):\n{}",
         100.0 * accuracy,
-        4 * 3000
+        6 * 2000,
+        epochs.0.join("\n")
     );
 }
