@@ -14,12 +14,13 @@ pub struct Case {
 
 /// The default cases: the paper network's forward at batch 16, a quarter-width forward, and one
 /// deconvnet projection.
-pub const CASES: [Case; 5] = [
+pub const CASES: [Case; 6] = [
     Case { what: "forward", width: 1.0, batch: 16 },
     Case { what: "forward", width: 0.25, batch: 16 },
     Case { what: "train", width: 1.0, batch: 16 },
     Case { what: "train", width: 0.25, batch: 16 },
     Case { what: "project", width: 1.0, batch: 1 },
+    Case { what: "occlusion", width: 0.25, batch: 16 },
 ];
 
 /// `"images_per_s": 12.5` -> 12.5, from one JSON line (xtask has no JSON dependency).

@@ -10,8 +10,8 @@ tasks:
           `//!` line that opens every source file
   bench [--threads N] [--reps R] [--rounds K]
           build zfnet (release) and time it against shared/bench/torch_zfnet.py, alternating,
-          on forward passes and training steps (batch 16, widths 1 and 0.25) and one deconvnet
-          projection; prints a table with the ratios. PyTorch is found through
+          on forward passes and training steps (batch 16, widths 1 and 0.25), one deconvnet
+          projection and one quarter-width occlusion map; prints a table with the ratios. PyTorch is found through
           $ZF_TORCH_PYTHON, .venv-torch/bin/python or python3 (shared/bench/setup-torch.sh
           makes one); without it zfnet is timed alone. Defaults: 2 threads, 5 reps, 3 rounds
   reproduce-paper [--quick | --profile default|quick|paper] [--data DIR] [--weights W]

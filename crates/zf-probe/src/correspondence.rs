@@ -66,6 +66,16 @@ pub fn correspondence(
     if n < 2 {
         bail!("correspondence compares pairs of images: need at least 2, got {n}")
     }
+    if parts.is_empty() {
+        bail!("no parts to occlude: give at least one part name")
+    }
+    for (i, b) in boxes.iter().enumerate() {
+        for (part, &[x0, y0, x1, y1]) in b {
+            if x0 >= x1 || y0 >= y1 || x1 > s || y1 > s {
+                bail!("image {i}, part `{part}`: box [{x0}, {y0}, {x1}, {y1}] is empty or outside the {s}x{s} image")
+            }
+        }
+    }
     for l in layers {
         if !matches!(
             l,
@@ -209,6 +219,9 @@ mod tests {
         let s = vec![vec![1, 1], vec![1, -1], vec![1, 1]];
         let (m, sd) = delta(&s);
         assert!((m - 1.0 / 3.0).abs() < 1e-6);
+        // Opposite changes everywhere: every position differs, Δ = 1 with no spread.
+        assert_eq!(delta(&[vec![1, -1, 1], vec![-1, 1, -1]]), (1.0, 0.0));
+        assert_eq!(delta(&[vec![1, 0, -1], vec![1, 0, -1]]), (0.0, 0.0));
         // Values {1/2, 0, 1/2} (each twice): variance = mean of squares - square of mean
         // = 1/6 - 1/9 = 1/18.
         assert!((sd - (1.0f32 / 18.0).sqrt()).abs() < 1e-6);

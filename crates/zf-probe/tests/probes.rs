@@ -90,3 +90,81 @@ fn identical_images_with_identical_boxes_correspond_perfectly() {
     assert!(rows[2].mean > 0.0, "{:?}", rows[2]);
     assert!(correspondence(&net, &images, &boxes[..2], &["eye".into()], &[Point::Conv5], 0).is_err());
 }
+
+#[test]
+fn occluding_the_only_bright_patch_removes_exactly_its_activation() {
+    // A constructed network: every weight positive, every bias zero, so each activation is a
+    // positive combination of input pixels (ReLU and max-pooling keep zeros zero, LRN only
+    // rescales). The image is zero but for one 8x8 patch at (20, 20). So the conv5 map's total
+    // is exactly 0 when the square covers the whole patch, exactly the clean value when the
+    // square misses it, and in between otherwise.
+    let cfg = ZfConfig::tiny().with_input_size(64);
+    let tensors: std::collections::HashMap<String, Tensor> = zf_model::weights::expected_shapes(&cfg)
+        .unwrap()
+        .into_iter()
+        .map(|(k, shape)| {
+            let t = if k.ends_with(".bias") {
+                Tensor::zeros(shape, candle_core::DType::F32, &Device::Cpu).unwrap()
+            } else {
+                Tensor::rand(0.001f32, 0.01, shape, &Device::Cpu).unwrap()
+            };
+            (k, t)
+        })
+        .collect();
+    let net =
+        ZfNet::new(&cfg, candle_nn::VarBuilder::from_tensors(tensors, candle_core::DType::F32, &Device::Cpu)).unwrap();
+    let mut v = vec![0f32; 3 * 64 * 64];
+    for c in 0..3 {
+        for y in 20..28 {
+            for x in 20..28 {
+                v[c * 64 * 64 + y * 64 + x] = 50.0;
+            }
+        }
+    }
+    let img = Tensor::from_vec(v, (3, 64, 64), &Device::Cpu).unwrap();
+    let occ = occlusion(&net, &img, 0, OcclusionConfig { size: 16, stride: 4, batch: 8 }, &mut |_, _| ()).unwrap();
+    assert!(occ.clean_feature_map > 0.0);
+    let side = occ.side();
+    let (mut covered, mut missed) = (0, 0);
+    for (i, &f) in occ.feature_map.iter().enumerate() {
+        let (y0, x0) = (occ.offsets[i / side], occ.offsets[i % side]);
+        let covers = |a: usize| a <= 20 && a + 16 >= 28;
+        let misses = |a: usize| a + 16 <= 20 || a >= 28;
+        if covers(y0) && covers(x0) {
+            assert_eq!(f, 0.0, "square at ({y0}, {x0}) covers the patch");
+            covered += 1;
+        } else if misses(y0) || misses(x0) {
+            assert!(
+                (f - occ.clean_feature_map).abs() <= 1e-5 * occ.clean_feature_map,
+                "square at ({y0}, {x0}) misses it"
+            );
+            missed += 1;
+        } else {
+            assert!(f > 0.0 && f < occ.clean_feature_map, "square at ({y0}, {x0}) covers part of it: {f}");
+        }
+    }
+    // Covering offsets 12, 16, 20 on each axis: 9 positions; most others miss.
+    assert_eq!(covered, 9);
+    assert!(missed > 100);
+}
+
+#[test]
+fn bad_inputs_are_clear_errors() {
+    let net = net();
+    let img = image(3);
+    let images = Tensor::stack(&[&img, &img], 0).unwrap();
+    let good: Vec<BTreeMap<String, [usize; 4]>> = vec![BTreeMap::from([("eye".to_string(), [0, 0, 8, 8])]); 2];
+    let e = correspondence(&net, &images, &good, &[], &[Point::Conv5], 0).unwrap_err().to_string();
+    assert!(e.contains("no parts"), "{e}");
+    let outside: Vec<BTreeMap<String, [usize; 4]>> = vec![BTreeMap::from([("eye".to_string(), [60, 60, 70, 70])]); 2];
+    let e = correspondence(&net, &images, &outside, &["eye".into()], &[Point::Conv5], 0).unwrap_err().to_string();
+    assert!(e.contains("outside the 64x64 image"), "{e}");
+    let e = correspondence(&net, &images, &good, &["eye".into()], &[Point::Pool2], 0).unwrap_err().to_string();
+    assert!(e.contains("got pool2"), "{e}");
+    let e = occlusion(&net, &img, 0, OcclusionConfig { size: 65, stride: 8, batch: 4 }, &mut |_, _| ())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("occluder size must be 1..=64"), "{e}");
+    let e = zf_probe::pooled_features(&net, &images, Point::Prob, 2).unwrap_err().to_string();
+    assert!(e.contains("layers 1..7"), "{e}");
+}

@@ -21,7 +21,9 @@ pub struct Args {
     /// step: forward with dropout, cross-entropy over 1000 classes, backward, the momentum update
     /// and filter renormalization, as the training loop does it); project (the forward
     /// pass of one image to conv5 with switches, then the deconvnet projection of its strongest
-    /// conv5 unit, as shared/bench/torch_zfnet.py times it; images/s = projections/s).
+    /// conv5 unit, as shared/bench/torch_zfnet.py times it; images/s = projections/s);
+    /// occlusion (one Fig. 7 map of one image: 48-pixel square, stride 8, --batch occluded images
+    /// per forward; images/s = occluded images/s, median_s = one map).
     #[arg(long, default_value = "forward", value_name = "LIST")]
     what: String,
     /// Width multiplier of the paper's network.
@@ -74,9 +76,21 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
                     Ok(())
                 })?
             }
-            other => bail!("unknown benchmark `{other}`: expected forward, train or project"),
+            "occlusion" => {
+                // One map of one image, as shared/bench/torch_zfnet.py times it: a 48-pixel square,
+                // stride 8 (529 positions at 224), `--batch` occluded images per forward.
+                let cfg = zf_probe::OcclusionConfig { batch: args.batch, ..Default::default() };
+                let one = x.get(0)?;
+                median_time((args.reps / 3).max(1), || {
+                    zf_probe::occlusion(&net, &one, 0, cfg, &mut |_, _| ())?;
+                    Ok(())
+                })?
+            }
+            other => bail!("unknown benchmark `{other}`: expected forward, train, project or occlusion"),
         };
         let batch = if what == "project" { 1 } else { args.batch };
+        let positions = zf_probe::OcclusionConfig::default().offsets(s)?.len().pow(2);
+        let per_run = if what == "occlusion" { positions } else { batch };
         let line = serde_json::json!({
             "bench": what,
             "impl": format!("zfnet {} (candle)", env!("CARGO_PKG_VERSION")),
@@ -84,7 +98,7 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
             "width": args.width,
             "batch": batch,
             "median_s": (median * 1e5).round() / 1e5,
-            "images_per_s": (batch as f64 / median * 100.0).round() / 100.0,
+            "images_per_s": (per_run as f64 / median * 100.0).round() / 100.0,
         });
         println!("{line}");
     }
