@@ -154,3 +154,28 @@ pub fn read_input(path: &Path, size: usize, mean: Option<&Path>, device: &Device
     }
     Ok(x.to_dtype(DType::F32)?)
 }
+
+/// `mean.safetensors` beside a weights path (a training run's folder), if it exists.
+pub fn mean_beside(weights: &str) -> Option<PathBuf> {
+    Path::new(weights).parent().map(|d| d.join("mean.safetensors")).filter(|p| p.exists())
+}
+
+/// The mean image for `weights`: `mean` when given, else `mean.safetensors` beside the weights.
+pub fn mean_for(weights: &str, mean: Option<&Path>) -> Result<MeanImage> {
+    let path = match mean {
+        Some(p) => p.to_path_buf(),
+        None => mean_beside(weights).with_context(|| {
+            format!("no --mean given and no mean.safetensors beside {weights}: pass the training set's mean image")
+        })?,
+    };
+    Ok(MeanImage::load(&path)?)
+}
+
+/// A data set folder's validation split: `DIR/val` when there is one, else `DIR` itself.
+pub fn val_dir(dir: &Path) -> PathBuf {
+    if dir.join("val").is_dir() {
+        dir.join("val")
+    } else {
+        dir.to_path_buf()
+    }
+}

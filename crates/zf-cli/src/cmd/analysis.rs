@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
-use zf_data::{Annotation, Crop, Dataset, Generated, GeneratedConfig, ImageFolder, MeanImage, Preprocess};
+use zf_data::{Annotation, Crop, Dataset, Generated, GeneratedConfig, ImageFolder, Preprocess};
 use zf_model::ZfNet;
 
-use crate::args::{read_input, NetArgs};
+use crate::args::{mean_beside, mean_for, read_input, NetArgs};
 
 /// The network and the images an analysis looks at.
 #[derive(Debug, Clone, clap::Args)]
@@ -71,7 +71,7 @@ impl Source {
             if label >= classes_n {
                 bail!("--label {label}: the network has {classes_n} classes (0..{})", classes_n - 1)
             }
-            let mean = self.mean.clone().or_else(|| beside(&self.weights));
+            let mean = self.mean.clone().or_else(|| mean_beside(&self.weights));
             let x = read_input(input, size, mean.as_deref(), device)?;
             let mut images = Vec::new();
             for i in 0..x.dim(0)? {
@@ -93,19 +93,13 @@ impl Source {
             (Box::new(Generated::split(&GeneratedConfig::default(), "val", 500).with_preprocess(pre)), None)
         } else {
             let root = Path::new(data);
-            let dir = if root.join("val").is_dir() { root.join("val") } else { root.to_path_buf() };
+            let dir = crate::args::val_dir(root);
             let f = ImageFolder::open(&dir, pre)?;
             let files = f.files().iter().map(|(p, _)| p.clone()).collect();
             (Box::new(f), Some(files))
         };
         let classes = set.classes().to_vec();
-        let mean = match self.mean.clone().or_else(|| beside(&self.weights)) {
-            Some(p) => MeanImage::load(&p)?,
-            None => bail!(
-                "no --mean given and no mean.safetensors beside {}: pass the training set's mean image",
-                self.weights
-            ),
-        };
+        let mean = mean_for(&self.weights, self.mean.as_deref())?;
         if mean.side != pre.resize {
             bail!("the mean image is {0}x{0}, a {size}-pixel network needs {1}x{1}", mean.side, pre.resize)
         }
@@ -149,11 +143,6 @@ impl Source {
         }
         Ok(Loaded { net, images, classes })
     }
-}
-
-/// `mean.safetensors` beside a weights path, if it exists.
-fn beside(weights: &str) -> Option<PathBuf> {
-    Path::new(weights).parent().map(|d| d.join("mean.safetensors")).filter(|p| p.exists())
 }
 
 /// Up to `n` indices: the first image of each class in turn (or of class `want` only).

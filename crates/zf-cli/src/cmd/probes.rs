@@ -466,7 +466,7 @@ pub fn evolution(args: EvolutionArgs, device: &Device) -> Result<()> {
     let s = config.input_size;
     let pre = zf_data::Preprocess::for_input(s);
     let root = Path::new(&args.data);
-    let dir = if root.join("val").is_dir() { root.join("val") } else { root.to_path_buf() };
+    let dir = crate::args::val_dir(root);
     let set = zf_data::ImageFolder::open(&dir, pre)?;
     use zf_data::Dataset;
     let n = set.len().min(args.limit);
@@ -580,15 +580,7 @@ pub fn probe_layers(args: ProbeArgs, device: &Device) -> Result<()> {
     let net = ZfNet::load(&args.weights, None, device)?;
     let s = net.config().input_size;
     let pre = zf_data::Preprocess::for_input(s);
-    let mean_path = match &args.mean {
-        Some(p) => p.clone(),
-        None => Path::new(&args.weights)
-            .parent()
-            .map(|d| d.join("mean.safetensors"))
-            .filter(|p| p.exists())
-            .context("no --mean given and no mean.safetensors beside the weights")?,
-    };
-    let mean = zf_data::MeanImage::load(&mean_path)?;
+    let mean = crate::args::mean_for(&args.weights, args.mean.as_deref())?;
     let load = |split: &str, limit: usize| -> Result<(Tensor, Vec<u32>)> {
         let set = zf_data::ImageFolder::open(&args.data.join(split), pre)?;
         // Spread the subset over the classes: every k-th image.

@@ -7,9 +7,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use indicatif::ProgressBar;
-use zf_data::{
-    Crop, Crops, Dataset, Generated, GeneratedConfig, ImageFolder, Loader, LoaderConfig, MeanImage, Preprocess,
-};
+use zf_data::{Crop, Crops, Dataset, Generated, GeneratedConfig, ImageFolder, Loader, LoaderConfig, Preprocess};
 use zf_train::{Data, EpochReport, Observer, StepReport, TrainConfig};
 
 use crate::progress::bar;
@@ -268,21 +266,11 @@ pub struct EvalArgs {
     out: Option<PathBuf>,
 }
 
-fn mean_for(weights: &str, mean: &Option<PathBuf>) -> Result<MeanImage> {
-    let path = match mean {
-        Some(p) => p.clone(),
-        None => Path::new(weights).parent().map(|d| d.join("mean.safetensors")).filter(|p| p.exists()).with_context(
-            || format!("no --mean given and no mean.safetensors beside {weights}: pass the training set's mean image"),
-        )?,
-    };
-    Ok(MeanImage::load(&path)?)
-}
-
 #[allow(clippy::print_stdout)]
 pub fn eval(args: EvalArgs, device: &Device) -> Result<()> {
     let net = zf_model::ZfNet::load(&args.weights, None, device)?;
     let size = net.config().input_size;
-    let mean = mean_for(&args.weights, &args.mean)?;
+    let mean = crate::args::mean_for(&args.weights, args.mean.as_deref())?;
     let set: Arc<dyn Dataset> = if args.data == "generated" {
         Arc::new(
             Generated::split(&GeneratedConfig { seed: args.seed, ..Default::default() }, "val", args.val_size)
@@ -290,7 +278,7 @@ pub fn eval(args: EvalArgs, device: &Device) -> Result<()> {
         )
     } else {
         let root = Path::new(&args.data);
-        let dir = if root.join("val").is_dir() { root.join("val") } else { root.to_path_buf() };
+        let dir = crate::args::val_dir(root);
         Arc::new(ImageFolder::open(&dir, Preprocess::for_input(size))?)
     };
     let crops = if args.ten_crop { Crops::Ten } else { Crops::Centre };
@@ -336,7 +324,7 @@ pub struct PredictArgs {
 pub fn predict(args: PredictArgs, device: &Device) -> Result<()> {
     let net = zf_model::ZfNet::load(&args.weights, None, device)?;
     let size = net.config().input_size;
-    let mean = mean_for(&args.weights, &args.mean)?;
+    let mean = crate::args::mean_for(&args.weights, args.mean.as_deref())?;
     let pre = Preprocess::for_input(size);
     let classes_file = args
         .classes
