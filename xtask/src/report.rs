@@ -427,6 +427,7 @@ pub fn write_report(run: &Run, wall: f64) -> Result<PathBuf, String> {
         "weights": run.opts.weights,
         "seed": run.opts.seed,
         "wall_seconds": wall,
+        "stage_seconds_total": run.times.iter().map(|t| t.seconds).sum::<f64>(),
         "machine": machine(),
         "revision": revision(&root),
         "stages": run.times.iter().map(|t| json!({"stage": t.name, "seconds": t.seconds, "skipped": t.skipped})).collect::<Vec<_>>(),
@@ -445,11 +446,12 @@ pub fn write_report(run: &Run, wall: f64) -> Result<PathBuf, String> {
     h.push_str("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>zfnet: Visualizing and Understanding Convolutional Networks, reproduced</title><style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}img{max-width:100%;border:1px solid #ddd;margin:4px 0}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}.held{color:#17702a;font-weight:bold}.not{color:#b00020;font-weight:bold}.na{color:#777}figure{margin:1em 0}figcaption{color:#555;font-size:90%}</style></head><body>");
     h.push_str("<h1>Visualizing and Understanding Convolutional Networks — reproduced</h1>");
     h.push_str(&format!(
-        "<p>Zeiler &amp; Fergus, ECCV 2014. Profile <b>{}</b> ({}); data: {}; seed {}; wall time {:.1} min on {}; zfnet revision {}.</p>",
+        "<p>Zeiler &amp; Fergus, ECCV 2014. Profile <b>{}</b> ({}); data: {}; seed {}; all stages {:.1} min (this invocation {:.1} min) on {}; zfnet revision {}.</p>",
         esc(p.name),
         esc(p.rationale),
         esc(about["data"].as_str().unwrap_or("")),
         run.opts.seed,
+        run.times.iter().map(|t| t.seconds).sum::<f64>() / 60.0,
         wall / 60.0,
         esc(&machine()),
         esc(about["revision"].as_str().unwrap_or(""))

@@ -41,8 +41,13 @@ pub struct Profile {
     /// Images of Fig. 5, Fig. 7 and Table 1.
     pub invariance_images: usize,
     pub occlusion_images: usize,
+    /// The gray square's side and stride (the paper's 48 and 8 at 224 pixels, scaled with the
+    /// input size).
+    pub occlusion_size: usize,
     pub occlusion_stride: usize,
     pub correspondence_images: usize,
+    /// Side of the square occluding each part (24 at 224 pixels, scaled with the input size).
+    pub correspondence_box: usize,
     /// Table 7: training and test images of the probes.
     pub probe_train: usize,
     pub probe_test: usize,
@@ -72,8 +77,10 @@ impl Profile {
             search: 500,
             invariance_images: 10,
             occlusion_images: 4,
-            occlusion_stride: 8,
+            occlusion_size: 24,
+            occlusion_stride: 4,
             correspondence_images: 10,
+            correspondence_box: 12,
             probe_train: 1000,
             probe_test: 500,
         }
@@ -123,8 +130,10 @@ impl Profile {
             search: 50_000,
             invariance_images: 5,
             occlusion_images: 5,
+            occlusion_size: 48,
             occlusion_stride: 8,
             correspondence_images: 5,
+            correspondence_box: 24,
             probe_train: 3000,
             probe_test: 3000,
         }
@@ -456,7 +465,8 @@ pub fn reproduce(root: &Path, opts: Options) -> Result<PathBuf, String> {
     run.stage("fig7", |r| {
         let mut a = vec![s("occlusion")];
         a.extend(common(r));
-        a.extend([s("--images"), s(p.occlusion_images), s("--stride"), s(p.occlusion_stride)]);
+        a.extend([s("--images"), s(p.occlusion_images), s("--size"), s(p.occlusion_size)]);
+        a.extend([s("--stride"), s(p.occlusion_stride)]);
         a.extend([s("--out"), r.path("fig7").display().to_string()]);
         r.zfnet(&a)
     })?;
@@ -467,7 +477,8 @@ pub fn reproduce(root: &Path, opts: Options) -> Result<PathBuf, String> {
         if generated {
             a.extend([s("--class"), s("face")]);
         }
-        a.extend([s("--images"), s(p.correspondence_images), s("--out"), r.path("table1").display().to_string()]);
+        a.extend([s("--images"), s(p.correspondence_images), s("--box"), s(p.correspondence_box)]);
+        a.extend([s("--out"), r.path("table1").display().to_string()]);
         r.zfnet(&a)
     })?;
     run.stage("table7", |r| {
@@ -489,6 +500,17 @@ pub fn reproduce(root: &Path, opts: Options) -> Result<PathBuf, String> {
     })?;
     let wall = started.elapsed().as_secs_f64();
     let report = crate::report::write_report(&run, wall)?;
+    let claims = crate::report::claims(&crate::report::gather(&run));
+    let held: Vec<&str> = claims.iter().filter(|c| c.held == Some(true)).map(|c| c.id).collect();
+    let total: f64 = run.times.iter().map(|t| t.seconds).sum();
+    eprintln!(
+        "done: all stages {:.1} min (this invocation {:.1} min); {} of {} claims held ({})",
+        total / 60.0,
+        wall / 60.0,
+        held.len(),
+        claims.len(),
+        if held.is_empty() { "none".to_string() } else { held.join(", ") }
+    );
     eprintln!("report: {}", report.join("index.html").display());
     Ok(report)
 }

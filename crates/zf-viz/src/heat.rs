@@ -49,6 +49,22 @@ pub fn overlay(base: &RgbImage, heat: &RgbImage, alpha: f32) -> RgbImage {
     })
 }
 
+/// `heat` blended over `base` with opacity `alpha`, its top-left corner at `(x, y)` (clipped to
+/// `base`), unscaled: for maps whose cells sit at known pixel positions (an occluder's centres).
+pub fn overlay_at(base: &RgbImage, heat: &RgbImage, x: i64, y: i64, alpha: f32) -> RgbImage {
+    let mut out = base.clone();
+    for (hx, hy, p) in heat.enumerate_pixels() {
+        let (bx, by) = (x + hx as i64, y + hy as i64);
+        if bx < 0 || by < 0 || bx >= base.width() as i64 || by >= base.height() as i64 {
+            continue;
+        }
+        let a = out.get_pixel(bx as u32, by as u32).0;
+        let blended = [0, 1, 2].map(|k| (a[k] as f32 * (1.0 - alpha) + p.0[k] as f32 * alpha).round() as u8);
+        out.put_pixel(bx as u32, by as u32, Rgb(blended));
+    }
+    out
+}
+
 /// A distinct colour per class index (a fixed palette of 20, then repeating).
 pub fn class_colour(class: usize) -> [u8; 3] {
     const P: [[u8; 3]; 20] = [
@@ -106,5 +122,7 @@ mod tests {
         let base = RgbImage::from_pixel(4, 4, Rgb([0, 0, 0]));
         let heat = RgbImage::from_pixel(2, 2, Rgb([200, 100, 0]));
         assert_eq!(overlay(&base, &heat, 0.5).get_pixel(1, 1).0, [100, 50, 0]);
+        let at = overlay_at(&base, &heat, 3, 3, 0.5);
+        assert_eq!((at.get_pixel(3, 3).0, at.get_pixel(2, 2).0), ([100, 50, 0], [0, 0, 0]));
     }
 }

@@ -10,7 +10,7 @@ use candle_core::{Device, Tensor};
 use zf_model::{Point, ZfNet};
 use zf_probe::invariance::Sweep;
 use zf_probe::{OcclusionConfig, ProbeConfig};
-use zf_viz::heat::{class_colour, class_map, heatmap, overlay, range};
+use zf_viz::heat::{class_colour, class_map, heatmap, overlay_at, range};
 use zf_viz::plot::{BarPlot, LinePlot};
 use zf_viz::{font, projection_image, save_png, save_text, stack, Direction, Grid};
 
@@ -23,7 +23,7 @@ use crate::progress::bar;
 /// probable class.
 ///
 /// Writes OUT/occlusion.png (one row per image: image, (b) and (d) as heat-map overlays, (c),
-/// (e) as a class map with its legend), OUT/occlusion.safetensors (`feature_map`, `true_prob`,
+/// (e) as a class map with its legend; each map cell is drawn where the square's centre was), OUT/occlusion.safetensors (`feature_map`, `true_prob`,
 /// `top_label`, each [N, R, R], and `projection` [N, 3, S, S]) and OUT/occlusion.json.
 #[derive(Debug, clap::Args)]
 #[command(
@@ -60,11 +60,14 @@ pub fn occlusion(args: OcclusionArgs, device: &Device) -> Result<()> {
             zf_probe::occlusion(net, &img.tensor, img.label, cfg, &mut |d, _| pb.set_position((k * per + d) as u64))?;
         let proj = zf_probe::occlusion::projection(net, &img.tensor, occ.map)?.to_device(&Device::Cpu)?;
         let r = occ.side();
-        let cell = (s / r).max(1) as u32;
+        // Each cell is drawn where the square's centre was: `stride` pixels wide, starting half a
+        // square (less half a stride) from the corner.
+        let cell = args.stride as u32;
+        let at = args.size as i64 / 2 - args.stride as i64 / 2;
         let base = &img.picture;
-        let fmap = overlay(base, &heatmap(&occ.feature_map, r, r, range(&occ.feature_map), cell), 0.6);
-        let prob = overlay(base, &heatmap(&occ.true_prob, r, r, (0.0, 1.0), cell), 0.6);
-        let cmap = class_map(&occ.top_label, r, r, cell);
+        let fmap = overlay_at(base, &heatmap(&occ.feature_map, r, r, range(&occ.feature_map), cell), at, at, 0.6);
+        let prob = overlay_at(base, &heatmap(&occ.true_prob, r, r, (0.0, 1.0), cell), at, at, 0.6);
+        let cmap = overlay_at(base, &class_map(&occ.top_label, r, r, cell), at, at, 0.85);
         let mut grid = Grid::new(s as u32, s as u32, 5);
         let name = classes.get(img.label).cloned().unwrap_or_else(|| img.label.to_string());
         grid.push(base.clone(), Some(format!("(a) {name}, p={:.2}", occ.clean_prob)));
