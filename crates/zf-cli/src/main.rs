@@ -51,6 +51,7 @@ enum Command {
     Filters(cmd::probes::FiltersArgs),
     Evolution(cmd::probes::EvolutionArgs),
     ProbeLayers(cmd::probes::ProbeArgs),
+    Convert(cmd::convert::Args),
     Bench(cmd::bench::Args),
 }
 
@@ -81,6 +82,7 @@ fn main() -> std::process::ExitCode {
             Command::Filters(a) => cmd::probes::filters(a, &device),
             Command::Evolution(a) => cmd::probes::evolution(a, &device),
             Command::ProbeLayers(a) => cmd::probes::probe_layers(a, &device),
+            Command::Convert(a) => cmd::convert::run(a, &device),
             Command::Bench(a) => cmd::bench::run(a, &device),
         }
     })();

@@ -576,3 +576,41 @@ fn the_analysis_commands_write_figures_and_numbers() {
     assert_eq!(layers.len(), 7);
     assert_eq!(layers[6]["layer"], "fc7");
 }
+
+#[test]
+fn convert_imports_imgclsmob_weights_under_our_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../zf-model/tests/imgclsmob");
+    let out = dir.path().join("imagenet/model.safetensors");
+    ok(&[
+        "convert",
+        "--from",
+        "imgclsmob",
+        fixtures.join("zfnet_small.pth").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    // Every tensor is the original one under our key; the config and the mean image come along.
+    let ours = candle_core::safetensors::load(&out, &candle_core::Device::Cpu).unwrap();
+    let theirs =
+        candle_core::safetensors::load(fixtures.join("zfnet_small.orig.safetensors"), &candle_core::Device::Cpu)
+            .unwrap();
+    for (t, o) in zf_model::convert::IMGCLSMOB_KEYS {
+        let d = (&ours[o] - &theirs[t]).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert_eq!(d, 0.0, "{o}");
+    }
+    let cfg = zf_model::WeightsFile::read(&out).unwrap().config().unwrap().unwrap();
+    assert_eq!(cfg.order, zf_model::Order::Imgclsmob);
+    let mean = zf_data::MeanImage::load(&out.with_file_name("mean.safetensors")).unwrap();
+    assert_eq!(mean.side, 256);
+    assert!((mean.values[0] - 0.485 * 255.0).abs() < 1e-3 && (mean.values[2 * 256 * 256] - 0.406 * 255.0).abs() < 1e-3);
+    let e = fails(&[
+        "convert",
+        "--from",
+        "imgclsmob",
+        fixtures.join("make_fixture.py").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(e.contains("not a readable PyTorch checkpoint"), "{e}");
+}

@@ -11,7 +11,9 @@
 //! - **filter**: the transposed convolution with the layer's own weights, stride and padding,
 //!   restoring the layer's exact input size (`zf_model::conv::conv_transpose2d`: one matrix
 //!   product and a col2im on the CPU, candle's `conv_transpose2d` elsewhere); no biases. LRN is
-//!   passed through unchanged.
+//!   passed through unchanged — so in imgclsmob's order (conv → ReLU → LRN → pool,
+//!   `zf_model::Order::Imgclsmob`) the projection is the same path: unpool with the switches the
+//!   forward pool recorded (taken on the normalized maps), then rectify and filter.
 //!
 //! [`Deconvnet::project`] projects many units of one layer — of one image or of many — in one
 //! batched call from one recorded forward pass ([`zf_model::Trace`]). [`receptive_field`] gives

@@ -123,11 +123,35 @@ pub struct ZfConfig {
     /// with it are always run with it.
     #[serde(default = "one")]
     pub input_scale: f64,
+    /// The order of ReLU, LRN and pooling in stages 1-2 (and pool5's rounding).
+    #[serde(default)]
+    pub order: Order,
+    /// Per-channel (R, G, B) input multipliers applied after `input_scale`: imgclsmob's ZFNet
+    /// divides mean-subtracted pixels by 255 times ImageNet's standard deviations.
+    #[serde(default)]
+    pub input_channel_scale: Option<[f64; 3]>,
 }
 
 fn one() -> f64 {
     1.0
 }
+
+/// Where the LRN sits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    /// The paper's Fig. 3: conv → ReLU → max-pool → LRN; pool5 rounds down.
+    #[default]
+    Paper,
+    /// osmr/imgclsmob's (pytorchcv) ZFNet: conv → ReLU → LRN → max-pool, every pool in ceil
+    /// mode (pool5 included; at 224 pixels its size is the same either way).
+    Imgclsmob,
+}
+
+/// ImageNet's per-channel mean and standard deviation of pixels in 0..1 (R, G, B), which
+/// imgclsmob's models expect.
+pub const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
+pub const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
 
 /// The paper's widths, before any width multiplier.
 const PAPER_CHANNELS: [usize; 5] = [96, 256, 384, 384, 256];
@@ -143,7 +167,7 @@ pub const POOL5: PoolGeometry = PoolGeometry::new(3, 2, false);
 pub const CONV345: ConvGeometry = ConvGeometry::new(3, 1, 1);
 
 /// Names of the named presets, for `--config` help texts.
-pub const PRESETS: &[&str] = &["paper", "alexnet", "small", "tiny"];
+pub const PRESETS: &[&str] = &["paper", "alexnet", "small", "tiny", "imgclsmob"];
 
 impl ZfConfig {
     /// ZFNet exactly as the paper's Fig. 3 (and DESIGN.md's table): 1000 classes, 224x224 input.
@@ -157,7 +181,26 @@ impl ZfConfig {
             input_size: PAPER_INPUT,
             dropout: PAPER_DROPOUT,
             input_scale: 1.0,
+            order: Order::Paper,
+            input_channel_scale: None,
         }
+    }
+
+    /// osmr/imgclsmob's ImageNet-trained ZFNet (`zfnet-1727-d010ddca.pth`, pytorchcv's `zfnet`):
+    /// the paper's widths, but conv → ReLU → LRN → pool ([`Order::Imgclsmob`]) and inputs
+    /// normalized with ImageNet's mean and std: with the mean image of
+    /// [`ZfConfig::imgclsmob_mean`] subtracted, the channels are divided by 255 std.
+    pub fn imgclsmob() -> Self {
+        Self {
+            order: Order::Imgclsmob,
+            input_channel_scale: Some(IMAGENET_STD.map(|s| 1.0 / (255.0 * s))),
+            ..Self::paper()
+        }
+    }
+
+    /// The per-channel mean, in pixel units (0..255), that imgclsmob's preprocessing subtracts.
+    pub fn imgclsmob_mean() -> [f64; 3] {
+        IMAGENET_MEAN.map(|m| 255.0 * m)
     }
 
     /// The paper's network with the AlexNet-style first layers (11x11 stride 4) of Sec. 4.1.
@@ -182,6 +225,7 @@ impl ZfConfig {
             "alexnet" => Self::alexnet(),
             "small" => Self::small(),
             "tiny" => Self::tiny(),
+            "imgclsmob" => Self::imgclsmob(),
             other => bail!("unknown network config `{other}`: expected one of {}", PRESETS.join(", ")),
         })
     }
@@ -267,26 +311,46 @@ impl ZfConfig {
             *side = o;
             Ok(())
         };
+        let before = self.order == Order::Imgclsmob;
+        let norm = |rows: &mut Vec<LayerRow>, name: &'static str, maps: usize, side: usize| {
+            if self.lrn.is_some() {
+                rows.push(LayerRow { name, shape: vec![maps, side, side], params: 0, macs: 0 });
+            }
+        };
         conv(&mut rows, "conv1", g1, self.channels[0], &mut side, &mut maps)?;
+        if before {
+            norm(&mut rows, "norm1", maps, side);
+        }
         pool(&mut rows, "pool1", POOL12, &mut side, maps)?;
-        if self.lrn.is_some() {
-            rows.push(LayerRow { name: "norm1", shape: vec![maps, side, side], params: 0, macs: 0 });
+        if !before {
+            norm(&mut rows, "norm1", maps, side);
         }
         conv(&mut rows, "conv2", g2, self.channels[1], &mut side, &mut maps)?;
+        if before {
+            norm(&mut rows, "norm2", maps, side);
+        }
         pool(&mut rows, "pool2", POOL12, &mut side, maps)?;
-        if self.lrn.is_some() {
-            rows.push(LayerRow { name: "norm2", shape: vec![maps, side, side], params: 0, macs: 0 });
+        if !before {
+            norm(&mut rows, "norm2", maps, side);
         }
         conv(&mut rows, "conv3", CONV345, self.channels[2], &mut side, &mut maps)?;
         conv(&mut rows, "conv4", CONV345, self.channels[3], &mut side, &mut maps)?;
         conv(&mut rows, "conv5", CONV345, self.channels[4], &mut side, &mut maps)?;
-        pool(&mut rows, "pool5", POOL5, &mut side, maps)?;
+        pool(&mut rows, "pool5", self.pool5(), &mut side, maps)?;
         let mut features = maps * side * side;
         for (name, out) in [("fc6", self.fc_units), ("fc7", self.fc_units), ("fc8", self.classes)] {
             rows.push(LayerRow { name, shape: vec![out], params: features * out + out, macs: (features * out) as u64 });
             features = out;
         }
         Ok(LayerTable { rows })
+    }
+
+    /// pool5's geometry: floor mode in the paper's order, ceil mode in imgclsmob's.
+    pub fn pool5(&self) -> PoolGeometry {
+        match self.order {
+            Order::Paper => POOL5,
+            Order::Imgclsmob => POOL12,
+        }
     }
 
     /// Number of input features of fc6 (the flattened pool5 output).

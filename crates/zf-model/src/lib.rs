@@ -40,6 +40,7 @@ macro_rules! bail {
 
 pub mod config;
 pub mod conv;
+pub mod convert;
 pub mod device;
 pub mod hub;
 pub mod init;
@@ -48,7 +49,7 @@ pub mod net;
 pub mod pool;
 pub mod weights;
 
-pub use config::{FirstLayer, LayerRow, LayerTable, LrnConfig, PoolGeometry, ZfConfig};
+pub use config::{FirstLayer, LayerRow, LayerTable, LrnConfig, Order, PoolGeometry, ZfConfig};
 pub use device::parse_device;
 pub use net::{Dropout, NoTap, Point, Tap, Trace, ZfNet};
 pub use pool::Switches;

@@ -10,7 +10,7 @@ use candle_core::{DType, Module, ModuleT, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
 use rand::{Rng, SeedableRng};
 
-use crate::config::{ConvGeometry, ZfConfig, CONV345, POOL12, POOL5};
+use crate::config::{ConvGeometry, Order, ZfConfig, CONV345, POOL12};
 use crate::pool::Switches;
 
 /// A point in the network where a value can be observed, in forward order.
@@ -365,32 +365,45 @@ impl ZfNet {
             }};
         }
         let scaled;
-        let xs = if self.config.input_scale == 1.0 {
+        let xs = if self.config.input_scale == 1.0 && self.config.input_channel_scale.is_none() {
             xs
         } else {
-            scaled = (xs * self.config.input_scale)?;
+            let mut x = (xs * self.config.input_scale)?;
+            if let Some(k) = self.config.input_channel_scale {
+                let k =
+                    Tensor::from_vec(k.map(|v| v as f32).to_vec(), (1, 3, 1, 1), xs.device())?.to_dtype(xs.dtype())?;
+                x = x.broadcast_mul(&k)?;
+            }
+            scaled = x;
             &scaled
         };
         let (g1, g2) = self.config.first_layer.geometry();
         let conv = |c: &Conv2d, x: &Tensor, g: ConvGeometry| crate::conv::conv2d(x, c.weight(), c.bias(), g)?.relu();
-        let x = emit!(Point::Conv1, conv(&self.conv1, xs, g1)?);
+        let before = self.config.order == Order::Imgclsmob;
+        let mut x = emit!(Point::Conv1, conv(&self.conv1, xs, g1)?);
+        if let (true, Some(lrn)) = (before, &self.config.lrn) {
+            x = emit!(Point::Norm1, lrn.forward(&x)?);
+        }
         let (x, sw) = POOL12.forward_with_switches(&x)?;
         tap.switches(Point::Pool1, &sw)?;
         let mut x = emit!(Point::Pool1, x);
-        if let Some(lrn) = &self.config.lrn {
+        if let (false, Some(lrn)) = (before, &self.config.lrn) {
             x = emit!(Point::Norm1, lrn.forward(&x)?);
         }
-        let x = emit!(Point::Conv2, conv(&self.conv2, &x, g2)?);
+        let mut x = emit!(Point::Conv2, conv(&self.conv2, &x, g2)?);
+        if let (true, Some(lrn)) = (before, &self.config.lrn) {
+            x = emit!(Point::Norm2, lrn.forward(&x)?);
+        }
         let (x, sw) = POOL12.forward_with_switches(&x)?;
         tap.switches(Point::Pool2, &sw)?;
         let mut x = emit!(Point::Pool2, x);
-        if let Some(lrn) = &self.config.lrn {
+        if let (false, Some(lrn)) = (before, &self.config.lrn) {
             x = emit!(Point::Norm2, lrn.forward(&x)?);
         }
         let x = emit!(Point::Conv3, conv(&self.conv3, &x, CONV345)?);
         let x = emit!(Point::Conv4, conv(&self.conv4, &x, CONV345)?);
         let x = emit!(Point::Conv5, conv(&self.conv5, &x, CONV345)?);
-        let (x, sw) = POOL5.forward_with_switches(&x)?;
+        let (x, sw) = self.config.pool5().forward_with_switches(&x)?;
         tap.switches(Point::Pool5, &sw)?;
         let x = emit!(Point::Pool5, x).flatten_from(1)?;
         let mut rng = match dropout {

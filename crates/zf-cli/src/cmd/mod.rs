@@ -2,6 +2,7 @@
 
 pub mod analysis;
 pub mod bench;
+pub mod convert;
 pub mod data;
 pub mod forward;
 pub mod info;

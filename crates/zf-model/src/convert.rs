@@ -1,0 +1,98 @@
+//! Importing other projects' ZFNet weights: osmr/imgclsmob's (pytorchcv) ImageNet-trained
+//! `zfnet` (`zfnet-1727-d010ddca.pth`, 62,357,608 parameters).
+//!
+//! [`from_imgclsmob`] maps pytorchcv's key names to ours, infers the widths from the shapes,
+//! checks every shape against [`ZfConfig::imgclsmob`]'s layer table, and returns the config
+//! (conv → ReLU → LRN → pool, ImageNet normalization; see [`crate::config::Order`]) with the
+//! renamed tensors. [`read_checkpoint`] reads a PyTorch `.pth` (a pickled state dict) or a
+//! safetensors file.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{Result, Tensor};
+
+use crate::config::{FirstLayer, ZfConfig};
+use crate::weights::expected_shapes;
+
+/// pytorchcv's key -> ours.
+pub const IMGCLSMOB_KEYS: [(&str, &str); 16] = [
+    ("features.stage1.unit1.conv.weight", "conv1.weight"),
+    ("features.stage1.unit1.conv.bias", "conv1.bias"),
+    ("features.stage2.unit1.conv.weight", "conv2.weight"),
+    ("features.stage2.unit1.conv.bias", "conv2.bias"),
+    ("features.stage3.unit1.conv.weight", "conv3.weight"),
+    ("features.stage3.unit1.conv.bias", "conv3.bias"),
+    ("features.stage3.unit2.conv.weight", "conv4.weight"),
+    ("features.stage3.unit2.conv.bias", "conv4.bias"),
+    ("features.stage3.unit3.conv.weight", "conv5.weight"),
+    ("features.stage3.unit3.conv.bias", "conv5.bias"),
+    ("output.fc1.fc.weight", "fc6.weight"),
+    ("output.fc1.fc.bias", "fc6.bias"),
+    ("output.fc2.fc.weight", "fc7.weight"),
+    ("output.fc2.fc.bias", "fc7.bias"),
+    ("output.fc3.weight", "fc8.weight"),
+    ("output.fc3.bias", "fc8.bias"),
+];
+
+/// The tensors of a PyTorch checkpoint (`.pth`, `.pt`: a pickled state dict, possibly under a
+/// `state_dict` key) or a safetensors file.
+pub fn read_checkpoint(path: &Path) -> Result<HashMap<String, Tensor>> {
+    let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
+    if is_safetensors {
+        return candle_core::safetensors::load(path, &candle_core::Device::Cpu)
+            .map_err(|e| candle_core::Error::Msg(format!("{}: not a readable safetensors file: {e}", path.display())));
+    }
+    let mut tensors = candle_core::pickle::read_all_with_key(path, None)
+        .or_else(|_| candle_core::pickle::read_all_with_key(path, Some("state_dict")))
+        .map_err(|e| candle_core::Error::Msg(format!("{}: not a readable PyTorch checkpoint: {e}", path.display())))?;
+    Ok(tensors.drain(..).collect())
+}
+
+/// Renames imgclsmob's tensors to ours and checks them; see the module docs. The input size
+/// stays 224 (the size the network was trained at).
+pub fn from_imgclsmob(mut tensors: HashMap<String, Tensor>) -> Result<(ZfConfig, Vec<(String, Tensor)>)> {
+    let mut problems = Vec::new();
+    let mut out = Vec::new();
+    for (theirs, ours) in IMGCLSMOB_KEYS {
+        match tensors.remove(theirs) {
+            Some(t) => out.push((ours.to_string(), t)),
+            None => problems.push(format!("missing `{theirs}` (our {ours})")),
+        }
+    }
+    let mut extra: Vec<String> = tensors.into_keys().collect();
+    extra.sort();
+    problems.extend(extra.iter().map(|k| format!("unexpected `{k}`")));
+    if !problems.is_empty() {
+        bail!("not imgclsmob's ZFNet (pytorchcv `zfnet`): {}", problems.join("; "))
+    }
+    let dim = |name: &str, i: usize| -> usize {
+        out.iter().find(|(k, _)| k == name).and_then(|(_, t)| t.dims().get(i).copied()).unwrap_or(0)
+    };
+    let mut config = ZfConfig::imgclsmob();
+    config.channels = ["conv1", "conv2", "conv3", "conv4", "conv5"].map(|c| dim(&format!("{c}.weight"), 0));
+    config.fc_units = dim("fc6.weight", 0);
+    config.classes = dim("fc8.weight", 0);
+    if dim("conv1.weight", 2) != 7 {
+        bail!(
+            "conv1 has {}x{} filters: imgclsmob's ZFNet has 7x7 (FirstLayer::Zf)",
+            dim("conv1.weight", 2),
+            dim("conv1.weight", 3)
+        )
+    }
+    config.first_layer = FirstLayer::Zf;
+    let want = expected_shapes(&config)?;
+    let mut bad = Vec::new();
+    for (key, shape) in &want {
+        if let Some((_, t)) = out.iter().find(|(k, _)| k == key) {
+            if t.dims() != shape.as_slice() {
+                bad.push(format!("`{key}` is {:?}, expected {shape:?}", t.dims()));
+            }
+        }
+    }
+    if !bad.is_empty() {
+        bail!("the shapes do not fit a ZFNet at 224 pixels: {}", bad.join("; "))
+    }
+    let out = out.into_iter().map(|(k, t)| Ok((k, t.to_dtype(candle_core::DType::F32)?))).collect::<Result<_>>()?;
+    Ok((config, out))
+}
