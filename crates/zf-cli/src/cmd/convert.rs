@@ -8,12 +8,16 @@ use candle_nn::VarBuilder;
 use zf_data::MeanImage;
 use zf_model::{ZfConfig, ZfNet};
 
+/// ImageNet's 1000 class names in class-index order (data/imagenet/SOURCES.md).
+const IMAGENET_CLASSES: &str = include_str!("../../../../data/imagenet/classes.txt");
+
 /// Convert osmr/imgclsmob's ImageNet-trained ZFNet (pytorchcv's `zfnet`,
 /// `zfnet-1727-d010ddca.pth`: 39.79% top-1 / 17.27% top-5 error) to zfnet's format: maps the key
 /// names, checks every shape, and writes OUT with the network config in the metadata (the
 /// `imgclsmob` preset: conv → ReLU → LRN → pool, ImageNet normalization) and, beside it,
-/// mean.safetensors (ImageNet's channel means as a 256x256 mean image), so that `--weights OUT`
-/// works with every command without `--mean`.
+/// mean.safetensors (ImageNet's channel means as a 256x256 mean image) and, for 1000 classes,
+/// classes.txt (ImageNet's class names), so that `--weights OUT` works with every command
+/// without `--mean` and `zfnet predict` prints names.
 ///
 /// IN is the PyTorch checkpoint (a pickled state dict) or a safetensors file with pytorchcv's
 /// key names. A file that is not that network is an error listing what did not match.
@@ -51,6 +55,10 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
         ZfConfig::imgclsmob_mean().iter().flat_map(|&m| std::iter::repeat_n(m as f32, side * side)).collect();
     let mean_path = args.out.with_file_name("mean.safetensors");
     MeanImage { side, values, count: 0 }.save(&mean_path)?;
+    if config.classes == IMAGENET_CLASSES.lines().count() {
+        let names: Vec<String> = IMAGENET_CLASSES.lines().map(String::from).collect();
+        zf_data::folder::write_classes(&args.out.with_file_name(zf_data::folder::CLASSES_FILE), &names)?;
+    }
     tracing::info!(
         "wrote {} ({} parameters, imgclsmob order: conv, ReLU, LRN, pool) and {}",
         args.out.display(),
@@ -58,4 +66,18 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
         mean_path.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imagenet_names_are_in_class_index_order() {
+        let names: Vec<&str> = IMAGENET_CLASSES.lines().collect();
+        assert_eq!(names.len(), 1000);
+        // Landmarks of the ILSVRC-2012 index order (Keras' imagenet_class_index.json).
+        assert_eq!((names[0], names[281], names[999]), ("tench", "tabby", "toilet_tissue"));
+        assert!(names.iter().all(|n| !n.trim().is_empty() && !n.contains(',')));
+    }
 }
