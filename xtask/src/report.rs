@@ -381,7 +381,11 @@ pub fn departures(run: &Run, r: &Value) -> Vec<String> {
             p.clutter, p.per_class, p.val_per_class
         ));
     }
-    if p.name != "paper" {
+    if let Some(w) = &run.opts.weights {
+        d.push(format!(
+            "Network: the given weights {w} (their config from the file's metadata), not trained here; the training-dependent stages (Fig. 4, the Fig. 6 ablations) are skipped."
+        ));
+    } else if p.name != "paper" {
         if let Some(w) = c["model"]["channels"].as_array() {
             d.push(format!(
                 "Network: the paper's layer structure at reduced width (conv maps {:?}, fc units {}) on {}-pixel inputs, so that it trains on a CPU; the layer table is otherwise Fig. 3's.",
@@ -446,9 +450,10 @@ pub fn write_report(run: &Run, wall: f64) -> Result<PathBuf, String> {
     h.push_str("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>zfnet: Visualizing and Understanding Convolutional Networks, reproduced</title><style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}img{max-width:100%;border:1px solid #ddd;margin:4px 0}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}.held{color:#17702a;font-weight:bold}.not{color:#b00020;font-weight:bold}.na{color:#777}figure{margin:1em 0}figcaption{color:#555;font-size:90%}</style></head><body>");
     h.push_str("<h1>Visualizing and Understanding Convolutional Networks — reproduced</h1>");
     h.push_str(&format!(
-        "<p>Zeiler &amp; Fergus, ECCV 2014. Profile <b>{}</b> ({}); data: {}; seed {}; all stages {:.1} min (this invocation {:.1} min) on {}; zfnet revision {}.</p>",
+        "<p>Zeiler &amp; Fergus, ECCV 2014. Profile <b>{}</b> ({}); network: {}; data: {}; seed {}; all stages {:.1} min (this invocation {:.1} min) on {}; zfnet revision {}.</p>",
         esc(p.name),
         esc(p.rationale),
+        esc(&run.opts.weights.clone().unwrap_or_else(|| "trained by this run (runs/zfnet)".into())),
         esc(about["data"].as_str().unwrap_or("")),
         run.opts.seed,
         run.times.iter().map(|t| t.seconds).sum::<f64>() / 60.0,

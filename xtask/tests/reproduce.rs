@@ -69,9 +69,27 @@ fn quick_profile_writes_a_complete_report_and_resumes() {
     assert_eq!(md.lines().count(), 2 + 13);
 
     // A second run skips every finished stage and rewrites the same claims.
-    reproduce(&root, opts).unwrap();
+    reproduce(&root, opts.clone()).unwrap();
     let again: serde_json::Value =
         serde_json::from_slice(&std::fs::read(report.join("results.json")).unwrap()).unwrap();
     assert_eq!(again["claims"], results["claims"]);
     assert!(again["about"]["stages"].as_array().unwrap().iter().all(|s| s["skipped"] == true));
+
+    // Given weights and a data folder: the analyses only, and the report names the network.
+    let weights = opts.out.join("runs/zfnet/model.safetensors").display().to_string();
+    let given = Options {
+        out: dir.path().join("given"),
+        data: Some(opts.out.join("data")),
+        weights: Some(weights.clone()),
+        ..opts
+    };
+    let report = reproduce(&root, given.clone()).unwrap();
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results["about"]["weights"], weights.as_str());
+    let stages: Vec<&str> =
+        results["about"]["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
+    assert_eq!(stages, ["eval", "fig2", "fig5", "fig6", "fig7", "table1", "table7"]);
+    assert!(!given.out.join("runs").exists(), "nothing was trained");
+    assert!(std::fs::read_to_string(report.join("index.html")).unwrap().contains(&weights));
 }
