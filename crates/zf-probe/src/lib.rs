@@ -2,19 +2,19 @@
 //! part of an image it uses, what it is invariant to, whether it finds parts consistently, how
 //! healthy its first layer is, how its weights settled, and how discriminative each layer is.
 //!
-//! - [`occlusion`] — Fig. 7: a gray square slid over the image; per position the total activation
+//! - [`occlusion`](mod@occlusion) — Fig. 7: a gray square slid over the image; per position the total activation
 //!   of the strongest conv5 map, the probability of the true class and the most probable class.
-//! - [`invariance`] — Fig. 5: vertical translation, scale and rotation sweeps; per step the
+//! - [`invariance`](mod@invariance) — Fig. 5: vertical translation, scale and rotation sweeps; per step the
 //!   Euclidean distance of layer-1 and layer-7 features to the untransformed image's and the
 //!   probability of the true class.
-//! - [`correspondence`] — Sec. 4.3, Table 1: Δ_l, the mean Hamming distance between the sign
+//! - [`correspondence`](mod@correspondence) — Sec. 4.3, Table 1: Δ_l, the mean Hamming distance between the sign
 //!   patterns of the feature changes that occluding the same part causes in different images,
 //!   against occluding random regions.
-//! - [`filters`] — Fig. 6: dead filters, spectral energy by frequency band and the dominance of
+//! - [`filters`](mod@filters) — Fig. 6: dead filters, spectral energy by frequency band and the dominance of
 //!   the largest filter in a conv1 filter bank.
-//! - [`evolution`] — Fig. 4: how much each layer's weights still move between training
+//! - [`evolution`](mod@evolution) — Fig. 4: how much each layer's weights still move between training
 //!   snapshots.
-//! - [`linear_probe`] — Table 7: a softmax classifier fitted on one frozen layer's pooled
+//! - [`linear_probe`](mod@linear_probe) — Table 7: a softmax classifier fitted on one frozen layer's pooled
 //!   features.
 //!
 //! Every function takes a [`zf_model::ZfNet`] and preprocessed images (`[3, S, S]` or
