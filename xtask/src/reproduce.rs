@@ -41,12 +41,12 @@ pub struct Profile {
     /// Images of Fig. 5, Fig. 7 and Table 1.
     pub invariance_images: usize,
     pub occlusion_images: usize,
-    /// The gray square's side and stride (the paper's 48 and 8 at 224 pixels, scaled with the
-    /// input size).
+    /// The gray square's side and stride at 224 pixels (the paper's 48 and 8), scaled with the
+    /// network's input size when run.
     pub occlusion_size: usize,
     pub occlusion_stride: usize,
     pub correspondence_images: usize,
-    /// Side of the square occluding each part (24 at 224 pixels, scaled with the input size).
+    /// Side of the square occluding each part at 224 pixels, scaled with the input size.
     pub correspondence_box: usize,
     /// Table 7: training and test images of the probes.
     pub probe_train: usize,
@@ -77,10 +77,10 @@ impl Profile {
             search: 500,
             invariance_images: 10,
             occlusion_images: 4,
-            occlusion_size: 24,
-            occlusion_stride: 4,
+            occlusion_size: 48,
+            occlusion_stride: 8,
             correspondence_images: 10,
-            correspondence_box: 12,
+            correspondence_box: 24,
             probe_train: 1000,
             probe_test: 500,
         }
@@ -102,7 +102,7 @@ impl Profile {
             search: 30,
             invariance_images: 10,
             occlusion_images: 1,
-            occlusion_stride: 16,
+            occlusion_stride: 32,
             correspondence_images: 3,
             probe_train: 60,
             probe_test: 30,
@@ -213,6 +213,19 @@ impl Run {
         }
     }
 
+    /// The main network's input size: from the run's run.json, or from the `zfnet.config`
+    /// metadata in the weights file's safetensors header.
+    pub fn input_size(&self) -> Option<usize> {
+        if let Some(w) = &self.opts.weights {
+            let config = safetensors_metadata(Path::new(w), "zfnet.config")?;
+            let v: serde_json::Value = serde_json::from_str(&config).ok()?;
+            return v["input_size"].as_u64().map(|v| v as usize);
+        }
+        let run: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.path("runs/zfnet/run.json")).ok()?).ok()?;
+        run["config"]["model"]["input_size"].as_u64().map(|v| v as usize)
+    }
+
     pub fn trains(&self) -> bool {
         self.opts.weights.is_none()
     }
@@ -258,6 +271,23 @@ impl Run {
         self.times.push(StageTime { name: name.into(), seconds, skipped: false });
         Ok(())
     }
+}
+
+/// A metadata entry of a safetensors file (its header: an 8-byte little-endian length, then
+/// JSON with `__metadata__`).
+pub fn safetensors_metadata(path: &Path, key: &str) -> Option<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).ok()?;
+    let len = u64::from_le_bytes(len);
+    if len > 100_000_000 {
+        return None;
+    }
+    let mut header = vec![0u8; len as usize];
+    f.read_exact(&mut header).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&header).ok()?;
+    v["__metadata__"][key].as_str().map(String::from)
 }
 
 /// Writes a file, creating its folder.
@@ -462,11 +492,16 @@ pub fn reproduce(root: &Path, opts: Options) -> Result<PathBuf, String> {
         }
         Ok(())
     })?;
+    // Pixel sizes are given at 224 and scaled to the network's input.
+    let px = |r: &Run, v: usize| -> usize {
+        let size = r.input_size().unwrap_or(224);
+        ((v * size) as f64 / 224.0).round().max(1.0) as usize
+    };
     run.stage("fig7", |r| {
         let mut a = vec![s("occlusion")];
         a.extend(common(r));
-        a.extend([s("--images"), s(p.occlusion_images), s("--size"), s(p.occlusion_size)]);
-        a.extend([s("--stride"), s(p.occlusion_stride)]);
+        a.extend([s("--images"), s(p.occlusion_images), s("--size"), s(px(r, p.occlusion_size))]);
+        a.extend([s("--stride"), s(px(r, p.occlusion_stride))]);
         a.extend([s("--out"), r.path("fig7").display().to_string()]);
         r.zfnet(&a)
     })?;
@@ -477,7 +512,7 @@ pub fn reproduce(root: &Path, opts: Options) -> Result<PathBuf, String> {
         if generated {
             a.extend([s("--class"), s("face")]);
         }
-        a.extend([s("--images"), s(p.correspondence_images), s("--box"), s(p.correspondence_box)]);
+        a.extend([s("--images"), s(p.correspondence_images), s("--box"), s(px(r, p.correspondence_box))]);
         a.extend([s("--out"), r.path("table1").display().to_string()]);
         r.zfnet(&a)
     })?;

@@ -91,5 +91,10 @@ fn quick_profile_writes_a_complete_report_and_resumes() {
         results["about"]["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
     assert_eq!(stages, ["eval", "fig2", "fig5", "fig6", "fig7", "table1", "table7"]);
     assert!(!given.out.join("runs").exists(), "nothing was trained");
+    // The occluder is the profile's 48 pixels at 224, scaled to the weights' 112-pixel input
+    // (read from the file's metadata).
+    let occ: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(given.out.join("fig7/occlusion.json")).unwrap()).unwrap();
+    assert_eq!(occ["images"][0]["config"]["size"], 24);
     assert!(std::fs::read_to_string(report.join("index.html")).unwrap().contains(&weights));
 }
