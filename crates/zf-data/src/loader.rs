@@ -102,12 +102,8 @@ pub struct Batch {
 /// Batches of a [`Dataset`] (see the module docs). Bad images are skipped with a warning that
 /// names them, once, and counted ([`Loader::skipped`]); the loader never stops on them.
 pub struct Loader {
-    dataset: Arc<dyn Dataset>,
-    mean: Option<Arc<Vec<f32>>>,
-    config: LoaderConfig,
-    pool: Arc<rayon::ThreadPool>,
-    bad: Arc<Mutex<HashSet<usize>>>,
-    cache: Arc<Cache>,
+    /// Shared with the thread that prepares an epoch's batches.
+    work: Arc<Work>,
 }
 
 /// Decoded images by index, up to a byte budget.
@@ -135,7 +131,7 @@ impl Cache {
 
 impl std::fmt::Debug for Loader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Loader").field("len", &self.dataset.len()).field("config", &self.config).finish()
+        f.debug_struct("Loader").field("len", &self.work.dataset.len()).field("config", &self.work.config).finish()
     }
 }
 
@@ -165,36 +161,37 @@ impl Loader {
             .thread_name(|i| format!("zf-data-{i}"))
             .build()
             .map_err(|e| DataError::Invalid(format!("cannot start loader threads: {e}")))?;
-        let cache = Arc::new(Cache { images: Mutex::default(), budget: config.cache_bytes });
-        Ok(Self {
+        let cache = Cache { images: Mutex::default(), budget: config.cache_bytes };
+        let work = Work {
             dataset,
-            mean: mean.map(|m| Arc::new(m.values.clone())),
+            mean: mean.map(|m| m.values.clone()),
             config,
-            pool: Arc::new(pool),
-            bad: Arc::new(Mutex::new(HashSet::new())),
+            pool,
+            bad: Mutex::new(HashSet::new()),
             cache,
-        })
+        };
+        Ok(Self { work: Arc::new(work) })
     }
 
     pub fn dataset(&self) -> &Arc<dyn Dataset> {
-        &self.dataset
+        &self.work.dataset
     }
 
     pub fn config(&self) -> &LoaderConfig {
-        &self.config
+        &self.work.config
     }
 
     /// Batches per epoch (counting a smaller last batch).
     pub fn batches_per_epoch(&self) -> usize {
-        self.dataset.len().div_ceil(self.config.batch)
+        self.work.dataset.len().div_ceil(self.work.config.batch)
     }
 
     /// The order of the data set's indices in `epoch`: a permutation from (seed, epoch), or
     /// the identity without shuffling.
     pub fn order(&self, epoch: usize) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.dataset.len()).collect();
-        if self.config.shuffle {
-            order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(self.config.seed, epoch as u64, u64::MAX)));
+        let mut order: Vec<usize> = (0..self.work.dataset.len()).collect();
+        if self.work.config.shuffle {
+            order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(self.work.config.seed, epoch as u64, u64::MAX)));
         }
         order
     }
@@ -202,17 +199,17 @@ impl Loader {
     /// The crop image `index` gives in `epoch` (with [`Crops::Random`], drawn from (seed,
     /// epoch, index), so it does not depend on threads or batch size).
     pub fn crop_for(&self, epoch: usize, index: usize) -> Crop {
-        match self.config.crops {
-            Crops::Random => {
-                Crop(ChaCha8Rng::seed_from_u64(mix(self.config.seed, epoch as u64, index as u64)).random_range(0..10))
-            }
+        match self.work.config.crops {
+            Crops::Random => Crop(
+                ChaCha8Rng::seed_from_u64(mix(self.work.config.seed, epoch as u64, index as u64)).random_range(0..10),
+            ),
             Crops::Centre | Crops::Ten => Crop::CENTRE,
         }
     }
 
     /// Distinct images that failed to load so far.
     pub fn skipped(&self) -> usize {
-        self.bad.lock().map(|b| b.len()).unwrap_or(0)
+        self.work.bad.lock().map(|b| b.len()).unwrap_or(0)
     }
 
     /// The batches of `epoch`, prepared by a background thread up to `prefetch` ahead.
@@ -223,17 +220,10 @@ impl Loader {
 
     /// As [`Loader::epoch`], starting at batch `first` (to resume in the middle of an epoch).
     pub fn epoch_from(&self, epoch: usize, first: usize) -> Epoch {
-        let (tx, rx) = sync_channel(self.config.prefetch);
+        let (tx, rx) = sync_channel(self.work.config.prefetch);
         let order = self.order(epoch);
         let crops: Vec<Crop> = order.iter().map(|&i| self.crop_for(epoch, i)).collect();
-        let work = Work {
-            dataset: self.dataset.clone(),
-            mean: self.mean.clone(),
-            config: self.config.clone(),
-            pool: self.pool.clone(),
-            bad: self.bad.clone(),
-            cache: self.cache.clone(),
-        };
+        let work = self.work.clone();
         let handle = std::thread::Builder::new()
             .name("zf-data-batches".into())
             .spawn(move || {
@@ -288,13 +278,14 @@ impl Iterator for Epoch {
     }
 }
 
+/// A loader's state: what the batch thread needs.
 struct Work {
     dataset: Arc<dyn Dataset>,
-    mean: Option<Arc<Vec<f32>>>,
+    mean: Option<Vec<f32>>,
     config: LoaderConfig,
-    pool: Arc<rayon::ThreadPool>,
-    bad: Arc<Mutex<HashSet<usize>>>,
-    cache: Arc<Cache>,
+    pool: rayon::ThreadPool,
+    bad: Mutex<HashSet<usize>>,
+    cache: Cache,
 }
 
 impl Work {
@@ -324,7 +315,7 @@ impl Work {
                         for (k, c) in which.into_iter().enumerate() {
                             pre.crop_into(
                                 &sample.image,
-                                self.mean.as_deref().map(|m| m.as_slice()),
+                                self.mean.as_deref(),
                                 c,
                                 &mut out[k * crop_len..(k + 1) * crop_len],
                             );
