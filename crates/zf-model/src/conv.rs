@@ -1,8 +1,9 @@
 //! 2D convolution on the CPU as im2col + one large matrix product, differentiable through
 //! candle's `matmul`: the weight gradient and the input gradient are matrix products too (the
 //! latter folded back by col2im), instead of candle's direct-loop `conv_transpose2d` that its
-//! own conv2d backward uses. Other devices, and forward passes that need no gradient, use
-//! candle's `conv2d`.
+//! own conv2d backward uses. It is also faster than candle's tiled conv2d for forward passes
+//! without gradients (measured: paper network at batch 16, 14.0 -> 17.9 images/s; quarter
+//! width 50 -> 70), so the CPU always takes it. Other devices use candle's `conv2d`.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -20,10 +21,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: ConvGeometry) -> Re
     if wc != c || kh != g.kernel || kw != g.kernel {
         bail!("conv2d: input has {c} channels, weight has shape {:?} for a {}x{} kernel", w.dims(), g.kernel, g.kernel)
     }
-    // Without gradients to compute, candle's own conv2d (also im2col + gemm) is a little faster;
-    // with them, ours avoids candle's direct-loop conv_transpose2d in the backward pass.
-    let needs_grad = x.track_op() || w.track_op();
-    let out = if x.device().is_cpu() && needs_grad {
+    let out = if x.device().is_cpu() {
         let (Some(ho), Some(wo)) = (g.output_size(h), g.output_size(wd)) else {
             bail!("conv2d: a {}x{} kernel does not fit a {h}x{wd} input with padding {}", g.kernel, g.kernel, g.padding)
         };
@@ -228,6 +226,9 @@ mod tests {
                 .unwrap();
             let d = max_abs_diff(&ours, &theirs);
             assert!(d < 1e-4, "{g:?}: forward differs by {d}");
+            // Without gradients to track (inference) the same path gives the same numbers.
+            let plain = conv2d(&x.as_tensor().detach(), &w.as_tensor().detach(), Some(&b), g).unwrap();
+            assert!(max_abs_diff(&plain, &theirs) < 1e-4, "{g:?}: inference forward differs");
             // Gradients of a weighted sum.
             let r = Tensor::randn(0f32, 1.0, ours.shape(), &Device::Cpu).unwrap();
             let ga = (ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
