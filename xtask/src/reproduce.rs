@@ -506,11 +506,28 @@ pub fn reproduce(root: &Path, opts: Options) -> Result<PathBuf, String> {
         r.zfnet(&a)
     })?;
     let generated = run.opts.data.is_none();
+    // Table 1 needs part boxes: the generated faces' annotations, or DATA/boxes.json for a
+    // folder (`zfnet correspondence --help` gives its format); without them it is skipped.
+    let boxes = run.data_dir().join("boxes.json");
+    let has_parts =
+        generated || boxes.is_file() || run.data_dir().join("val").is_dir() && has_annotations(&run.val_dir());
+    if !has_parts {
+        eprintln!(
+            "== table1: skipped — {} has no part annotations (add {} to run it)",
+            run.data_dir().display(),
+            boxes.display()
+        );
+    }
     run.stage("table1", |r| {
+        if !has_parts {
+            return Ok(());
+        }
         let mut a = vec![s("correspondence")];
         a.extend(common(r));
         if generated {
             a.extend([s("--class"), s("face")]);
+        } else if boxes.is_file() {
+            a.extend([s("--boxes"), boxes.display().to_string()]);
         }
         a.extend([s("--images"), s(p.correspondence_images), s("--box"), s(px(r, p.correspondence_box))]);
         a.extend([s("--out"), r.path("table1").display().to_string()]);
@@ -548,6 +565,16 @@ pub fn reproduce(root: &Path, opts: Options) -> Result<PathBuf, String> {
     );
     eprintln!("report: {}", report.join("index.html").display());
     Ok(report)
+}
+
+/// Whether an image folder carries part annotations (`<image>.json` side files, as
+/// `zfnet data generate` writes them) in its first class folder.
+fn has_annotations(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .ok()
+        .and_then(|mut classes| classes.find_map(|c| c.ok().filter(|c| c.path().is_dir())))
+        .and_then(|c| std::fs::read_dir(c.path()).ok())
+        .is_some_and(|mut files| files.any(|f| f.is_ok_and(|f| f.path().extension().is_some_and(|e| e == "json"))))
 }
 
 /// Builds zfnet in release mode through `$CARGO` and returns its path.
