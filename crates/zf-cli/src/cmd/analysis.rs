@@ -196,3 +196,23 @@ pub fn write_tensors(path: &Path, tensors: Vec<(&str, Tensor)>) -> Result<()> {
     let named: Vec<(String, Tensor)> = tensors.into_iter().map(|(k, t)| (k.to_string(), t)).collect();
     Ok(zf_model::weights::save_tensors(&named, Default::default(), path)?)
 }
+
+/// The centre crops of images `indices` of `set`, mean subtracted, as `[N, 3, S, S]` on
+/// `device`, with their labels.
+pub fn centre_crops(
+    set: &dyn Dataset,
+    indices: &[usize],
+    mean: &zf_data::MeanImage,
+    device: &Device,
+) -> Result<(Tensor, Vec<u32>)> {
+    let pre = set.preprocess();
+    let s = pre.crop;
+    let mut x = vec![0f32; indices.len() * 3 * s * s];
+    let mut labels = Vec::with_capacity(indices.len());
+    for (k, &i) in indices.iter().enumerate() {
+        let sample = set.get(i)?;
+        pre.crop_into(&sample.image, Some(&mean.values), Crop::CENTRE, &mut x[k * 3 * s * s..(k + 1) * 3 * s * s]);
+        labels.push(sample.label as u32);
+    }
+    Ok((Tensor::from_vec(x, (indices.len(), 3, s, s), device)?, labels))
+}

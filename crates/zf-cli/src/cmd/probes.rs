@@ -14,7 +14,7 @@ use zf_viz::heat::{class_colour, class_map, heatmap, overlay_at, range};
 use zf_viz::plot::{BarPlot, LinePlot};
 use zf_viz::{font, projection_image, save_png, save_text, stack, Direction, Grid};
 
-use super::analysis::{out_dir, write_json, write_tensors, Source};
+use super::analysis::{centre_crops, out_dir, write_json, write_tensors, Source};
 use crate::progress::bar;
 
 /// Occlusion sensitivity (the paper's Fig. 7): a gray square (0 after mean subtraction) slid over
@@ -473,14 +473,7 @@ pub fn evolution(args: EvolutionArgs, device: &Device) -> Result<()> {
     let set = zf_data::ImageFolder::open(&dir, pre)?;
     use zf_data::Dataset;
     let n = set.len().min(args.limit);
-    let mut x = Vec::with_capacity(n * 3 * s * s);
-    for i in 0..n {
-        let sample = set.get(i)?;
-        let mut v = vec![0f32; 3 * s * s];
-        pre.crop_into(&sample.image, Some(&mean.values), zf_data::Crop::CENTRE, &mut v);
-        x.extend(v);
-    }
-    let images = Tensor::from_vec(x, (n, 3, s, s), device)?;
+    let (images, _) = centre_crops(&set, &(0..n).collect::<Vec<_>>(), &mean, device)?;
     out_dir(&args.out)?;
     let layers = [Point::Conv1, Point::Conv2, Point::Conv3, Point::Conv4, Point::Conv5];
     let pb = bar((layers.len() * nets.len()) as u64, "evolution");
@@ -589,16 +582,7 @@ pub fn probe_layers(args: ProbeArgs, device: &Device) -> Result<()> {
         // Spread the subset over the classes: every k-th image.
         let step = (set.len() / limit.max(1)).max(1);
         let idx: Vec<usize> = (0..set.len()).step_by(step).take(limit).collect();
-        let mut x = Vec::with_capacity(idx.len() * 3 * s * s);
-        let mut y = Vec::new();
-        for &i in &idx {
-            let sample = set.get(i)?;
-            let mut v = vec![0f32; 3 * s * s];
-            pre.crop_into(&sample.image, Some(&mean.values), zf_data::Crop::CENTRE, &mut v);
-            x.extend(v);
-            y.push(sample.label as u32);
-        }
-        Ok((Tensor::from_vec(x, (idx.len(), 3, s, s), device)?, y))
+        centre_crops(&set, &idx, &mean, device)
     };
     let (xa, ya) = load("train", args.train_size)?;
     let (xb, yb) = load("val", args.test_size)?;
