@@ -378,27 +378,41 @@ impl ZfNet {
             &scaled
         };
         let (g1, g2) = self.config.first_layer.geometry();
-        let conv = |c: &Conv2d, x: &Tensor, g: ConvGeometry| crate::conv::conv2d(x, c.weight(), c.bias(), g)?.relu();
+        // On the CPU in f32 each layer is one fused op (crate::kernels); elsewhere candle's ops.
+        let fused = xs.device().is_cpu() && xs.dtype() == DType::F32;
+        let conv = |c: &Conv2d, x: &Tensor, g: ConvGeometry| match (fused, c.bias()) {
+            (true, Some(b)) => crate::kernels::conv2d(x, c.weight(), b, g, true),
+            _ => crate::conv::conv2d(x, c.weight(), c.bias(), g)?.relu(),
+        };
+        let linear = |l: &Linear, x: &Tensor, relu: bool| match (fused, l.bias()) {
+            (true, Some(b)) => crate::kernels::linear(x, l.weight(), b, relu),
+            _ if relu => l.forward(x)?.relu(),
+            _ => l.forward(x),
+        };
+        let norm = |lrn: &crate::config::LrnConfig, x: &Tensor| match fused {
+            true => crate::kernels::lrn(x, lrn),
+            false => lrn.forward(x),
+        };
         let before = self.config.order == Order::Imgclsmob;
         let mut x = emit!(Point::Conv1, conv(&self.conv1, xs, g1)?);
         if let (true, Some(lrn)) = (before, &self.config.lrn) {
-            x = emit!(Point::Norm1, lrn.forward(&x)?);
+            x = emit!(Point::Norm1, norm(lrn, &x)?);
         }
         let (x, sw) = POOL12.forward_with_switches(&x)?;
         tap.switches(Point::Pool1, &sw)?;
         let mut x = emit!(Point::Pool1, x);
         if let (false, Some(lrn)) = (before, &self.config.lrn) {
-            x = emit!(Point::Norm1, lrn.forward(&x)?);
+            x = emit!(Point::Norm1, norm(lrn, &x)?);
         }
         let mut x = emit!(Point::Conv2, conv(&self.conv2, &x, g2)?);
         if let (true, Some(lrn)) = (before, &self.config.lrn) {
-            x = emit!(Point::Norm2, lrn.forward(&x)?);
+            x = emit!(Point::Norm2, norm(lrn, &x)?);
         }
         let (x, sw) = POOL12.forward_with_switches(&x)?;
         tap.switches(Point::Pool2, &sw)?;
         let mut x = emit!(Point::Pool2, x);
         if let (false, Some(lrn)) = (before, &self.config.lrn) {
-            x = emit!(Point::Norm2, lrn.forward(&x)?);
+            x = emit!(Point::Norm2, norm(lrn, &x)?);
         }
         let x = emit!(Point::Conv3, conv(&self.conv3, &x, CONV345)?);
         let x = emit!(Point::Conv4, conv(&self.conv4, &x, CONV345)?);
@@ -410,11 +424,11 @@ impl ZfNet {
             Dropout::Seeded(seed) => Some(rand_chacha::ChaCha8Rng::seed_from_u64(seed)),
             _ => None,
         };
-        let x = emit!(Point::Fc6, self.fc6.forward(&x)?.relu()?);
+        let x = emit!(Point::Fc6, linear(&self.fc6, &x, true)?);
         let x = self.dropout(&x, dropout, rng.as_mut())?;
-        let x = emit!(Point::Fc7, self.fc7.forward(&x)?.relu()?);
+        let x = emit!(Point::Fc7, linear(&self.fc7, &x, true)?);
         let x = self.dropout(&x, dropout, rng.as_mut())?;
-        let logits = emit!(Point::Fc8, self.fc8.forward(&x)?);
+        let logits = emit!(Point::Fc8, linear(&self.fc8, &x, false)?);
         if last == Some(Point::Prob) || tap.wants(Point::Prob) {
             emit!(Point::Prob, candle_nn::ops::softmax_last_dim(&logits)?);
         }

@@ -2,8 +2,9 @@
 //!
 //! candle's own max-pool has no ceil mode and no indices, and its backward refuses
 //! kernel != stride, so this op is ours. The switches are computed first (a fused kernel on the
-//! CPU, candle ops on other devices); the pooled values are then gathered through them, so the
-//! backward pass is candle's `gather` backward: each output's gradient goes to its switch.
+//! CPU, candle ops on other devices); the pooled values are then gathered through them
+//! ([`crate::kernels::pool_values`] on the CPU, candle's `gather` elsewhere), so the backward
+//! pass sends each output's gradient to its switch.
 
 use candle_core::{CpuStorage, CustomOp1, Device, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
@@ -39,7 +40,11 @@ impl PoolGeometry {
             bail!("max pool {k}x{k} stride {s} does not fit a {h}x{w} input", k = self.kernel, s = self.stride)
         };
         let indices = self.switches(xs, ho, wo)?;
-        let values = xs.flatten_from(2)?.gather(&indices.flatten_from(2)?, 2)?.reshape((n, c, ho, wo))?;
+        let values = if xs.device().is_cpu() && xs.dtype() == candle_core::DType::F32 {
+            crate::kernels::pool_values(xs, &indices)?
+        } else {
+            xs.flatten_from(2)?.gather(&indices.flatten_from(2)?, 2)?.reshape((n, c, ho, wo))?
+        };
         Ok((values, Switches { indices, input_hw: (h, w), geometry: *self }))
     }
 
