@@ -1,6 +1,6 @@
 //! SGD with momentum in the Caffe / cuda-convnet form, and the paper's filter renormalization.
 
-use candle_core::{Result, Tensor, Var, D};
+use candle_core::{CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Result, Tensor, Var, D};
 
 /// `v = momentum * v - lr * (g + weight_decay * w); w = w + v` for every parameter.
 #[derive(Debug)]
@@ -17,13 +17,86 @@ impl Sgd {
         Ok(Self { momentum, weight_decay, velocity })
     }
 
-    /// One update with learning rate `lr`; `grads` in the order of `params`.
+    /// One update with learning rate `lr`; `grads` in the order of `params`. On the CPU in f32
+    /// both buffers are updated in place, one pass each (no temporaries: the fc6 weight alone
+    /// is 151 MB in the paper's network); elsewhere with candle's ops.
     pub fn step(&mut self, params: &[(String, Var)], grads: &[Tensor], lr: f64) -> Result<()> {
-        for (((_, w), g), v) in params.iter().zip(grads).zip(self.velocity.iter_mut()) {
-            let g = if self.weight_decay > 0.0 { (g + (w.as_tensor() * self.weight_decay)?)? } else { g.clone() };
+        for (((_, var), g), v) in params.iter().zip(grads).zip(self.velocity.iter_mut()) {
+            let w = var.as_tensor();
+            let in_place = [w, g, &*v].iter().all(|t| t.device().is_cpu() && t.dtype() == DType::F32);
+            if in_place && w.shape() == g.shape() && w.shape() == v.shape() {
+                let update =
+                    Velocity { momentum: self.momentum as f32, lr: lr as f32, weight_decay: self.weight_decay as f32 };
+                v.inplace_op3(&g.contiguous()?, w, &update)?;
+                w.inplace_op2(&*v, &AddAssign)?;
+                continue;
+            }
+            let g = if self.weight_decay > 0.0 { (g + (w * self.weight_decay)?)? } else { g.clone() };
             let new_v = ((&*v * self.momentum)? - (g * lr)?)?;
-            w.set(&(w.as_tensor() + &new_v)?)?;
+            var.set(&(w + &new_v)?)?;
             *v = new_v;
+        }
+        Ok(())
+    }
+}
+
+/// Mutable contiguous f32 data, or an error naming the op.
+fn data_mut<'a>(s: &'a mut CpuStorage, l: &Layout, op: &str) -> Result<&'a mut [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => Ok(&mut v[a..b]),
+        _ => Err(candle_core::Error::Msg(format!("{op}: expects contiguous f32 tensors"))),
+    }
+}
+
+fn data<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
+        _ => Err(candle_core::Error::Msg(format!("{op}: expects contiguous f32 tensors"))),
+    }
+}
+
+/// `v <- momentum v - lr (g + weight_decay w)`, in place on `v`.
+struct Velocity {
+    momentum: f32,
+    lr: f32,
+    weight_decay: f32,
+}
+
+impl InplaceOp3 for Velocity {
+    fn name(&self) -> &'static str {
+        "sgd-velocity"
+    }
+
+    fn cpu_fwd(
+        &self,
+        vs: &mut CpuStorage,
+        vl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<()> {
+        let (v, g, w) = (data_mut(vs, vl, self.name())?, data(gs, gl, self.name())?, data(ws, wl, self.name())?);
+        let Self { momentum, lr, weight_decay } = *self;
+        for ((v, &g), &w) in v.iter_mut().zip(g).zip(w) {
+            *v = momentum * *v - lr * (g + weight_decay * w);
+        }
+        Ok(())
+    }
+}
+
+/// `w <- w + v`, in place on `w`.
+struct AddAssign;
+
+impl InplaceOp2 for AddAssign {
+    fn name(&self) -> &'static str {
+        "sgd-add"
+    }
+
+    fn cpu_fwd(&self, ws: &mut CpuStorage, wl: &Layout, vs: &CpuStorage, vl: &Layout) -> Result<()> {
+        let (w, v) = (data_mut(ws, wl, self.name())?, data(vs, vl, self.name())?);
+        for (w, &v) in w.iter_mut().zip(v) {
+            *w += v;
         }
         Ok(())
     }
@@ -80,5 +153,24 @@ mod tests {
         let mut sgd = Sgd::new(&p, 0.0, 0.5).unwrap();
         sgd.step(&p, &[Tensor::new(&[0f32], &Device::Cpu).unwrap()], 0.1).unwrap();
         assert!((p[0].1.as_tensor().to_vec1::<f32>().unwrap()[0] - 0.95).abs() < 1e-6);
+    }
+
+    #[test]
+    fn in_place_update_equals_the_tensor_formula() {
+        // f32 takes the in-place kernels, f64 candle's ops: three steps each, same numbers.
+        let w0 = Tensor::randn(0f32, 1.0, (3, 5), &Device::Cpu).unwrap();
+        let gs: Vec<Tensor> = (0..3).map(|_| Tensor::randn(0f32, 1.0, (3, 5), &Device::Cpu).unwrap()).collect();
+        let run = |dtype: DType| {
+            let p = vec![("w".to_string(), Var::from_tensor(&w0.to_dtype(dtype).unwrap()).unwrap())];
+            let mut sgd = Sgd::new(&p, 0.9, 0.01).unwrap();
+            for g in &gs {
+                sgd.step(&p, &[g.to_dtype(dtype).unwrap()], 0.05).unwrap();
+            }
+            p[0].1.as_tensor().to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        };
+        let (a, b) = (run(DType::F32), run(DType::F64));
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-5, "{x} vs {y}");
+        }
     }
 }
