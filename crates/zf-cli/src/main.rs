@@ -15,6 +15,22 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay` (15 in both its v2 and v3 headers; the Rust bindings name
+/// the options around it but not this one).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Freed memory is kept for reuse instead of purged back to the kernel after mimalloc's default
+/// 10 ms: training frees and re-allocates the same large activations every step, and each
+/// purge costs a page fault and a page clear per 4 KiB on the next step (measured: training
+/// 10% faster at batch 16). Memory held stays at the peak of a step. `MIMALLOC_PURGE_DELAY` in
+/// the environment still wins.
+fn keep_freed_memory() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets one of mimalloc's global options; allowed at any time.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+    }
+}
+
 /// Train ZFNet (Zeiler & Fergus 2014), look inside it with the deconvnet, and re-run the paper's
 /// analyses.
 ///
@@ -56,6 +72,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
