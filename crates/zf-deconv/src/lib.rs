@@ -161,7 +161,7 @@ impl<'a> Deconvnet<'a> {
             if op < 0 || op as usize >= g.stride.max(1) {
                 bail!("{current}: no output padding restores a {input}-pixel input from {out} (got {op})")
             }
-            x = x.relu()?.conv_transpose2d(conv.weight(), g.padding, op as usize, g.stride, 1)?;
+            x = zf_model::conv::conv_transpose2d(&x.relu()?, conv.weight(), g, (input, input))?;
             let (next, pool) = below(current);
             if let Some(pool) = pool {
                 let sw = trace
@@ -214,6 +214,9 @@ pub fn unpool(xs: &Tensor, indices: &Tensor, input_hw: (usize, usize)) -> Result
         bail!("unpool: values have shape {:?}, switches {:?}", xs.dims(), indices.dims())
     }
     let (h, w) = input_hw;
+    if xs.device().is_cpu() && xs.dtype() == DType::F32 {
+        return zf_model::kernels::unpool(xs, indices, input_hw);
+    }
     Tensor::zeros((n, c, h * w), xs.dtype(), xs.device())?
         .scatter(&indices.flatten_from(2)?.contiguous()?, &xs.flatten_from(2)?.contiguous()?, 2)?
         .reshape((n, c, h, w))

@@ -744,6 +744,53 @@ impl CustomOp2 for PoolValues {
     }
 }
 
+/// Switch unpooling (the deconvnet's): each value to its switch in a zero map, no backward.
+#[derive(Clone, Copy, Debug)]
+struct Unpool {
+    h: usize,
+    w: usize,
+}
+
+/// Switch unpooling: `[N, C, Ho, Wo]` values and `u32` switches (flat in `H x W`) to a zero
+/// `[N, C, H, W]` map holding each value at its switch; where two windows share a switch the
+/// later one (row-major) wins, as PyTorch's `max_unpool2d` does on the CPU.
+pub fn unpool(xs: &Tensor, indices: &Tensor, (h, w): (usize, usize)) -> Result<Tensor> {
+    if xs.dims() != indices.dims() || indices.dtype() != DType::U32 {
+        bail!("unpool: values {:?} and switches {:?} ({:?}) do not fit", xs.dims(), indices.dims(), indices.dtype())
+    }
+    xs.dims4()?;
+    xs.contiguous()?.apply_op2_no_bwd(&indices.contiguous()?, &Unpool { h, w })
+}
+
+impl CustomOp2 for Unpool {
+    fn name(&self) -> &'static str {
+        "zf-unpool"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, is: &CpuStorage, il: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_arg(xs, xl, "unpool")?;
+        let (CpuStorage::U32(idx), Some((a, b))) = (is, il.contiguous_offsets()) else {
+            bail!("unpool: expects contiguous u32 switches")
+        };
+        let idx = &idx[a..b];
+        let (n, c, ho, wo) = xl.shape().dims4()?;
+        let hw = self.h * self.w;
+        if let Some(&bad) = idx.iter().find(|&&k| k as usize >= hw) {
+            bail!("unpool: switch {bad} outside a {}x{} map", self.h, self.w)
+        }
+        let mut out = vec![0f32; n * c * hw];
+        if hw > 0 && ho * wo > 0 {
+            out.par_chunks_mut(hw).enumerate().for_each(|(p, plane)| {
+                let range = p * ho * wo..(p + 1) * ho * wo;
+                for (&k, &v) in idx[range.clone()].iter().zip(&x[range]) {
+                    plane[k as usize] = v;
+                }
+            });
+        }
+        Ok((CpuStorage::F32(out), Shape::from((n, c, self.h, self.w))))
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -867,5 +914,22 @@ mod tests {
             .reshape(sw.indices.shape())
             .unwrap();
         check("pool values", &[&x], ours, theirs, 1e-6);
+    }
+
+    #[test]
+    fn unpool_agrees_with_scatter_and_rejects_bad_switches() {
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 7, 7), &Device::Cpu).unwrap();
+        let g = crate::config::PoolGeometry { kernel: 3, stride: 2, ceil_mode: true };
+        let (v, sw) = g.forward_with_switches(&x).unwrap();
+        let ours = unpool(&v, &sw.indices, (7, 7)).unwrap();
+        let theirs = Tensor::zeros((2, 3, 49), DType::F32, &Device::Cpu)
+            .unwrap()
+            .scatter(&sw.indices.flatten_from(2).unwrap(), &v.flatten_from(2).unwrap(), 2)
+            .unwrap()
+            .reshape((2, 3, 7, 7))
+            .unwrap();
+        assert_eq!(max_rel_diff(&ours, &theirs), 0.0);
+        let bad = (sw.indices.ones_like().unwrap() * 49.0).unwrap();
+        assert!(unpool(&v, &bad, (7, 7)).is_err());
     }
 }
