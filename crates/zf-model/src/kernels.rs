@@ -60,20 +60,21 @@ fn cpu_tensor(data: Vec<f32>, shape: impl Into<Shape>) -> Result<Tensor> {
 thread_local! {
     /// Per-thread scratch (im2col columns, masked gradients), reused across calls. Taken out
     /// while in use, so a re-entrant call (rayon work stealing) simply allocates its own.
-    static SCRATCH: Cell<(Vec<f32>, Vec<f32>)> = const { Cell::new((Vec::new(), Vec::new())) };
+    static SCRATCH: Cell<[Vec<f32>; 3]> = const { Cell::new([Vec::new(), Vec::new(), Vec::new()]) };
 }
 
-/// Runs `f` with two scratch buffers of at least `a` and `b` elements (contents unspecified).
-fn with_scratch<R>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
-    let (mut x, mut y) = SCRATCH.with(|s| s.take());
+/// Runs `f` with two scratch buffers of at least `a` and `b` elements (contents unspecified)
+/// and a third for [`ConvShape::im2col`].
+fn with_scratch<R>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32], &mut Vec<f32>) -> R) -> R {
+    let [mut x, mut y, mut z] = SCRATCH.with(|s| s.take());
     if x.len() < a {
         x.resize(a, 0.0);
     }
     if y.len() < b {
         y.resize(b, 0.0);
     }
-    let r = f(&mut x[..a], &mut y[..b]);
-    SCRATCH.with(|s| s.set((x, y)));
+    let r = f(&mut x[..a], &mut y[..b], &mut z);
+    SCRATCH.with(|s| s.set([x, y, z]));
     r
 }
 
@@ -206,29 +207,46 @@ impl ConvShape {
 
     /// `[C, H, W]` -> `[C k k, Ho Wo]`: row `(c, i, j)` holds input `(c, oy s - p + i, ox s - p + j)`
     /// for every output position, zero in the padding.
-    pub(crate) fn im2col(&self, src: &[f32], dst: &mut [f32]) {
-        let Self { g, h, w, ho, wo, .. } = *self;
-        let k = g.kernel;
+    ///
+    /// With stride `s > 1` the input rows are first split into their `s` phases (columns
+    /// `q s + r`), so that every row of the result is copied from contiguous memory; `phases`
+    /// is scratch for that.
+    pub(crate) fn im2col(&self, src: &[f32], dst: &mut [f32], phases: &mut Vec<f32>) {
+        let Self { g, c, h, w, ho, wo } = *self;
+        let (k, s) = (g.kernel, g.stride);
+        let wq = w.div_ceil(s);
+        if s > 1 {
+            phases.clear();
+            phases.resize(c * s * h * wq, 0.0);
+            for ch in 0..c {
+                for y in 0..h {
+                    let line = &src[(ch * h + y) * w..][..w];
+                    for r in 0..s {
+                        let out = &mut phases[((ch * s + r) * h + y) * wq..][..wq];
+                        for (q, v) in line.iter().skip(r).step_by(s).enumerate() {
+                            out[q] = *v;
+                        }
+                    }
+                }
+            }
+        }
         for (row, dst) in dst.chunks_exact_mut(ho * wo).enumerate() {
             let (ch, i, j) = (row / (k * k), row / k % k, row % k);
-            let plane = &src[ch * h * w..(ch + 1) * h * w];
             let (lo, hi) = self.valid(j, wo, w);
             let (ylo, yhi) = self.valid(i, ho, h);
             dst[..ylo * wo].fill(0.0);
             dst[yhi * wo..].fill(0.0);
+            // The first column read, as (phase, index in the phase).
+            let x0 = lo * s + j - g.padding;
+            let (r, q0) = (x0 % s, x0 / s);
             for oy in ylo..yhi {
-                let line = &plane[(oy * g.stride + i - g.padding) * w..][..w];
+                let iy = oy * s + i - g.padding;
                 let d = &mut dst[oy * wo..(oy + 1) * wo];
                 d[..lo].fill(0.0);
                 d[hi..].fill(0.0);
-                let x0 = lo * g.stride + j - g.padding;
-                if g.stride == 1 {
-                    d[lo..hi].copy_from_slice(&line[x0..x0 + hi - lo]);
-                } else {
-                    for (t, v) in d[lo..hi].iter_mut().enumerate() {
-                        *v = line[x0 + t * g.stride];
-                    }
-                }
+                let line =
+                    if s == 1 { &src[(ch * h + iy) * w..][..w] } else { &phases[((ch * s + r) * h + iy) * wq..][..wq] };
+                d[lo..hi].copy_from_slice(&line[q0..q0 + hi - lo]);
             }
         }
     }
@@ -311,8 +329,8 @@ impl CustomOp3 for Conv {
         let (rows, pos) = (s.rows(), s.positions());
         let mut out = vec![0f32; n * o * pos];
         let image = |i: usize, y: &mut [f32], par: Parallelism| {
-            with_scratch(rows * pos, 0, |cols, _| {
-                s.im2col(&x[i * c * h * wd..(i + 1) * c * h * wd], cols);
+            with_scratch(rows * pos, 0, |cols, _, phases| {
+                s.im2col(&x[i * c * h * wd..(i + 1) * c * h * wd], cols, phases);
                 for (line, &bias) in y.chunks_exact_mut(pos).zip(b) {
                     line.fill(bias);
                 }
@@ -347,13 +365,13 @@ impl CustomOp3 for Conv {
             // One image: its weight and bias gradients into `acc`, its input gradient into `dx`.
             let image = |i: usize, dx: Option<&mut [f32]>, acc: &mut [f32], par: Parallelism| {
                 let (dw, db) = acc.split_at_mut(o * rows);
-                with_scratch(rows * pos, o * pos, |cols, gm| {
+                with_scratch(rows * pos, o * pos, |cols, gm, phases| {
                     let range = i * o * pos..(i + 1) * o * pos;
                     relu_mask(gm, &grad[range.clone()], &res[range], self.relu);
                     for (d, line) in db.iter_mut().zip(gm.chunks_exact(pos)) {
                         *d += line.iter().sum::<f32>();
                     }
-                    s.im2col(&x[i * chw..(i + 1) * chw], cols);
+                    s.im2col(&x[i * chw..(i + 1) * chw], cols, phases);
                     gemm(dw, Mat::new(gm, o, pos), Mat::new(cols, rows, pos).t(), true, par);
                     if let Some(dx) = dx {
                         gemm(cols, Mat::new(w, o, rows).t(), Mat::new(gm, o, pos), false, par);
@@ -445,7 +463,7 @@ impl CustomOp2 for ConvTranspose {
         let (rows, pos, chw) = (s.rows(), s.positions(), s.c * s.h * s.w);
         let mut out = vec![0f32; n * chw];
         let image = |i: usize, dst: &mut [f32], par: Parallelism| {
-            with_scratch(rows * pos, 0, |cols, _| {
+            with_scratch(rows * pos, 0, |cols, _, _| {
                 gemm(cols, Mat::new(w, o, rows).t(), Mat::new(&x[i * o * pos..(i + 1) * o * pos], o, pos), false, par);
                 s.col2im(cols, dst);
             })
@@ -610,7 +628,7 @@ impl CustomOp1 for Lrn {
         let mut y = vec![0f32; n * chw];
         if chw > 0 {
             y.par_chunks_mut(chw).enumerate().for_each(|(i, y)| {
-                with_scratch(chw, chw, |scale, pow| {
+                with_scratch(chw, chw, |scale, pow, _| {
                     let x = &x[i * chw..(i + 1) * chw];
                     self.scales(x, c, hw, scale, pow);
                     for ((y, &x), &p) in y.iter_mut().zip(x).zip(pow.iter()) {
@@ -635,7 +653,7 @@ impl CustomOp1 for Lrn {
                 return Ok(dx);
             }
             dx.par_chunks_mut(chw).enumerate().for_each(|(i, dx)| {
-                with_scratch(chw, chw, |scale, pow| {
+                with_scratch(chw, chw, |scale, pow, _| {
                     let (x, g) = (&x[i * chw..(i + 1) * chw], &grad[i * chw..(i + 1) * chw]);
                     self.scales(x, c, hw, scale, pow);
                     // scale <- t_j = g_j x_j s_j^-b / s_j
@@ -865,7 +883,7 @@ mod tests {
             let x: Vec<f32> = (0..2 * 11 * 9).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
             let c: Vec<f32> = (0..s.rows() * s.positions()).map(|i| ((i * 53 % 89) as f32 - 44.0) / 44.0).collect();
             let mut cols = vec![f32::NAN; c.len()];
-            s.im2col(&x, &mut cols);
+            s.im2col(&x, &mut cols, &mut Vec::new());
             let mut back = vec![f32::NAN; x.len()];
             s.col2im(&c, &mut back);
             let lhs: f64 = cols.iter().zip(&c).map(|(a, b)| (a * b) as f64).sum();

@@ -111,42 +111,71 @@ struct SwitchKernel {
     wo: usize,
 }
 
+/// A float type the kernel handles, with its NaN test inlined.
+trait Float: Copy + PartialOrd + Send + Sync {
+    fn nan(self) -> bool;
+}
+
+impl Float for f32 {
+    #[inline(always)]
+    fn nan(self) -> bool {
+        self.is_nan()
+    }
+}
+
+impl Float for f64 {
+    #[inline(always)]
+    fn nan(self) -> bool {
+        self.is_nan()
+    }
+}
+
 impl SwitchKernel {
-    fn run<T: Copy + PartialOrd + Send + Sync>(
-        &self,
-        src: &[T],
-        planes: usize,
-        h: usize,
-        w: usize,
-        is_nan: fn(T) -> bool,
-    ) -> Vec<u32> {
-        let (k, s, ho, wo) = (self.geometry.kernel, self.geometry.stride, self.ho, self.wo);
+    fn run<T: Float>(&self, src: &[T], planes: usize, h: usize, w: usize) -> Vec<u32> {
+        let (ho, wo) = (self.ho, self.wo);
         let mut out = vec![0u32; planes * ho * wo];
+        if ho * wo == 0 {
+            return out;
+        }
         out.par_chunks_mut(ho * wo).enumerate().for_each(|(p, dst)| {
             let plane = &src[p * h * w..(p + 1) * h * w];
-            for oi in 0..ho {
-                let (r0, r1) = (oi * s, (oi * s + k).min(h));
-                for oj in 0..wo {
-                    let (c0, c1) = (oj * s, (oj * s + k).min(w));
-                    let mut arg = r0 * w + c0;
-                    let mut best = plane[arg];
-                    'window: for r in r0..r1 {
-                        for c in c0..c1 {
-                            let v = plane[r * w + c];
-                            if is_nan(best) {
-                                break 'window;
-                            }
-                            if v > best || is_nan(v) {
-                                best = v;
-                                arg = r * w + c;
-                            }
-                        }
-                    }
-                    dst[oi * wo + oj] = arg as u32;
-                }
+            // Planes without NaN (all of them, in practice) take the branch-light loop; a NaN
+            // anywhere sends the plane through the loop that lets it win.
+            if plane.iter().fold(false, |any, v| any | v.nan()) {
+                self.plane::<T, true>(plane, h, w, dst)
+            } else {
+                self.plane::<T, false>(plane, h, w, dst)
             }
         });
         out
+    }
+
+    /// One `H x W` plane's switches into `dst` (`Ho x Wo`). The first maximum in row-major order
+    /// wins; with `NAN`, a NaN wins over any number (the first NaN).
+    #[inline(always)]
+    fn plane<T: Float, const NAN: bool>(&self, plane: &[T], h: usize, w: usize, dst: &mut [u32]) {
+        let (k, s) = (self.geometry.kernel, self.geometry.stride);
+        for (oi, dst) in dst.chunks_exact_mut(self.wo).enumerate() {
+            let (r0, r1) = (oi * s, (oi * s + k).min(h));
+            for (oj, d) in dst.iter_mut().enumerate() {
+                let (c0, c1) = (oj * s, (oj * s + k).min(w));
+                let mut arg = r0 * w + c0;
+                let mut best = plane[arg];
+                'window: for r in r0..r1 {
+                    let row = &plane[r * w..(r + 1) * w];
+                    for (c, &v) in row.iter().enumerate().take(c1).skip(c0) {
+                        if NAN && best.nan() {
+                            break 'window;
+                        }
+                        if v > best || (NAN && v.nan()) {
+                            best = v;
+                            arg = r * w + c;
+                        }
+                    }
+                }
+                *d = arg as u32;
+            }
+        }
     }
 }
 
@@ -162,8 +191,8 @@ impl CustomOp1 for SwitchKernel {
         };
         let planes = n * c;
         let out = match storage {
-            CpuStorage::F32(v) => self.run(&v[start..end], planes, h, w, f32::is_nan),
-            CpuStorage::F64(v) => self.run(&v[start..end], planes, h, w, f64::is_nan),
+            CpuStorage::F32(v) => self.run(&v[start..end], planes, h, w),
+            CpuStorage::F64(v) => self.run(&v[start..end], planes, h, w),
             _ => bail!("max-pool-switches expects an f32 or f64 input"),
         };
         Ok((CpuStorage::U32(out), Shape::from((n, c, self.ho, self.wo))))
