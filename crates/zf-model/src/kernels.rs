@@ -104,13 +104,20 @@ impl<'a> Mat<'a> {
 
 /// `dst = a b` (or `dst += a b` when `accumulate`), `dst` row-major `a.rows x b.cols`.
 fn gemm(dst: &mut [f32], a: Mat<'_>, b: Mat<'_>, accumulate: bool, par: Parallelism) {
-    assert!(a.cols == b.rows && dst.len() == a.rows * b.cols && a.in_bounds() && b.in_bounds());
-    if dst.is_empty() {
+    assert_eq!(dst.len(), a.rows * b.cols);
+    gemm_strided(dst, b.cols, a, b, accumulate, par)
+}
+
+/// [`gemm`] into a `dst` whose rows are `dst_rs` apart (a block of columns of a wider matrix).
+fn gemm_strided(dst: &mut [f32], dst_rs: usize, a: Mat<'_>, b: Mat<'_>, accumulate: bool, par: Parallelism) {
+    assert!(a.cols == b.rows && a.in_bounds() && b.in_bounds() && b.cols <= dst_rs);
+    if a.rows == 0 || b.cols == 0 {
         return;
     }
+    assert!((a.rows - 1) * dst_rs + b.cols <= dst.len());
     if a.cols == 0 {
         if !accumulate {
-            dst.fill(0.0);
+            dst.chunks_mut(dst_rs).for_each(|r| r[..b.cols].fill(0.0));
         }
         return;
     }
@@ -122,7 +129,7 @@ fn gemm(dst: &mut [f32], a: Mat<'_>, b: Mat<'_>, accumulate: bool, par: Parallel
             a.cols,
             dst.as_mut_ptr(),
             1,
-            b.cols as isize,
+            dst_rs as isize,
             accumulate,
             a.data.as_ptr(),
             a.cs as isize,
@@ -205,43 +212,65 @@ impl ConvShape {
         (lo.min(hi), hi)
     }
 
-    /// `[C, H, W]` -> `[C k k, Ho Wo]`: row `(c, i, j)` holds input `(c, oy s - p + i, ox s - p + j)`
-    /// for every output position, zero in the padding.
-    ///
-    /// With stride `s > 1` the input rows are first split into their `s` phases (columns
-    /// `q s + r`), so that every row of the result is copied from contiguous memory; `phases`
-    /// is scratch for that.
-    pub(crate) fn im2col(&self, src: &[f32], dst: &mut [f32], phases: &mut Vec<f32>) {
-        let Self { g, c, h, w, ho, wo } = *self;
-        let (k, s) = (g.kernel, g.stride);
+    /// How many output rows one block of columns holds: about 256 KiB of columns, so that
+    /// im2col writes them and the gemm reads them in cache (conv1's full columns are 7 MB per
+    /// image), but at least 512 positions so that each gemm stays wide.
+    fn block_rows(&self) -> usize {
+        let wo = self.wo.max(1);
+        (64 * 1024 / (self.rows() * wo).max(1)).max(512usize.div_ceil(wo)).clamp(1, self.ho.max(1))
+    }
+
+    /// The output-row blocks, `(oy0, oy1)`.
+    fn blocks(&self) -> impl Iterator<Item = (usize, usize)> {
+        let (step, ho) = (self.block_rows(), self.ho);
+        (0..ho).step_by(step).map(move |y| (y, (y + step).min(ho)))
+    }
+
+    /// With stride `s > 1`: the input's rows split into their `s` phases (columns `q s + r`,
+    /// `phases[c][r][y][q]`), so that every run im2col copies is contiguous.
+    fn split_phases(&self, src: &[f32], phases: &mut Vec<f32>) {
+        let Self { g, c, h, w, .. } = *self;
+        let s = g.stride;
+        if s == 1 {
+            return;
+        }
         let wq = w.div_ceil(s);
-        if s > 1 {
-            phases.clear();
-            phases.resize(c * s * h * wq, 0.0);
-            for ch in 0..c {
-                for y in 0..h {
-                    let line = &src[(ch * h + y) * w..][..w];
-                    for r in 0..s {
-                        let out = &mut phases[((ch * s + r) * h + y) * wq..][..wq];
-                        for (q, v) in line.iter().skip(r).step_by(s).enumerate() {
-                            out[q] = *v;
-                        }
+        phases.clear();
+        phases.resize(c * s * h * wq, 0.0);
+        for ch in 0..c {
+            for y in 0..h {
+                let line = &src[(ch * h + y) * w..][..w];
+                for r in 0..s {
+                    let out = &mut phases[((ch * s + r) * h + y) * wq..][..wq];
+                    for (q, v) in line.iter().skip(r).step_by(s).enumerate() {
+                        out[q] = *v;
                     }
                 }
             }
         }
-        for (row, dst) in dst.chunks_exact_mut(ho * wo).enumerate() {
+    }
+
+    /// Output rows `oy0..oy1` of `[C, H, W]` -> `[C k k, (oy1 - oy0) Wo]`: row `(c, i, j)` holds
+    /// input `(c, oy s - p + i, ox s - p + j)` for those output positions, zero in the padding.
+    /// `phases` is [`Self::split_phases`] of `src` (unused at stride 1).
+    pub(crate) fn im2col(&self, src: &[f32], phases: &[f32], dst: &mut [f32], (oy0, oy1): (usize, usize)) {
+        let Self { g, h, w, ho, wo, .. } = *self;
+        let (k, s) = (g.kernel, g.stride);
+        let wq = w.div_ceil(s);
+        let len = (oy1 - oy0) * wo;
+        for (row, dst) in dst.chunks_exact_mut(len).enumerate() {
             let (ch, i, j) = (row / (k * k), row / k % k, row % k);
             let (lo, hi) = self.valid(j, wo, w);
             let (ylo, yhi) = self.valid(i, ho, h);
-            dst[..ylo * wo].fill(0.0);
-            dst[yhi * wo..].fill(0.0);
+            let (ylo, yhi) = (ylo.clamp(oy0, oy1), yhi.clamp(oy0, oy1));
+            dst[..(ylo - oy0) * wo].fill(0.0);
+            dst[(yhi - oy0) * wo..].fill(0.0);
             // The first column read, as (phase, index in the phase).
             let x0 = lo * s + j - g.padding;
             let (r, q0) = (x0 % s, x0 / s);
             for oy in ylo..yhi {
                 let iy = oy * s + i - g.padding;
-                let d = &mut dst[oy * wo..(oy + 1) * wo];
+                let d = &mut dst[(oy - oy0) * wo..(oy - oy0 + 1) * wo];
                 d[..lo].fill(0.0);
                 d[hi..].fill(0.0);
                 let line =
@@ -251,21 +280,22 @@ impl ConvShape {
         }
     }
 
-    /// The adjoint of [`Self::im2col`]: adds every column back to the input pixel it read
-    /// (`dst` `[C, H, W]` is overwritten).
-    pub(crate) fn col2im(&self, src: &[f32], dst: &mut [f32]) {
+    /// The adjoint of [`Self::im2col`] for output rows `oy0..oy1`: adds every column back to the
+    /// input pixel it read, into `dst` `[C, H, W]`.
+    pub(crate) fn col2im(&self, src: &[f32], dst: &mut [f32], (oy0, oy1): (usize, usize)) {
         let Self { g, h, w, ho, wo, .. } = *self;
         let k = g.kernel;
-        dst.fill(0.0);
+        let len = (oy1 - oy0) * wo;
         for (ch, plane) in dst.chunks_exact_mut(h * w).enumerate() {
             for i in 0..k {
                 let (ylo, yhi) = self.valid(i, ho, h);
+                let (ylo, yhi) = (ylo.clamp(oy0, oy1), yhi.clamp(oy0, oy1));
                 for j in 0..k {
-                    let row = &src[((ch * k + i) * k + j) * ho * wo..][..ho * wo];
+                    let row = &src[((ch * k + i) * k + j) * len..][..len];
                     let (lo, hi) = self.valid(j, wo, w);
                     for oy in ylo..yhi {
                         let line = &mut plane[(oy * g.stride + i - g.padding) * w..][..w];
-                        let r = &row[oy * wo..(oy + 1) * wo];
+                        let r = &row[(oy - oy0) * wo..(oy - oy0 + 1) * wo];
                         let x0 = lo * g.stride + j - g.padding;
                         if g.stride == 1 {
                             add_into(&mut line[x0..x0 + hi - lo], &r[lo..hi]);
@@ -329,12 +359,18 @@ impl CustomOp3 for Conv {
         let (rows, pos) = (s.rows(), s.positions());
         let mut out = vec![0f32; n * o * pos];
         let image = |i: usize, y: &mut [f32], par: Parallelism| {
-            with_scratch(rows * pos, 0, |cols, _, phases| {
-                s.im2col(&x[i * c * h * wd..(i + 1) * c * h * wd], cols, phases);
+            let xi = &x[i * c * h * wd..(i + 1) * c * h * wd];
+            with_scratch(rows * s.block_rows() * s.wo, 0, |cols, _, phases| {
+                s.split_phases(xi, phases);
                 for (line, &bias) in y.chunks_exact_mut(pos).zip(b) {
                     line.fill(bias);
                 }
-                gemm(y, Mat::new(w, o, rows), Mat::new(cols, rows, pos), true, par);
+                for (oy0, oy1) in s.blocks() {
+                    let (p0, len) = (oy0 * s.wo, (oy1 - oy0) * s.wo);
+                    let cols = &mut cols[..rows * len];
+                    s.im2col(xi, phases, cols, (oy0, oy1));
+                    gemm_strided(&mut y[p0..], pos, Mat::new(w, o, rows), Mat::new(cols, rows, len), true, par);
+                }
                 if self.relu {
                     y.iter_mut().for_each(|v| *v = v.max(0.0));
                 }
@@ -365,17 +401,28 @@ impl CustomOp3 for Conv {
             // One image: its weight and bias gradients into `acc`, its input gradient into `dx`.
             let image = |i: usize, dx: Option<&mut [f32]>, acc: &mut [f32], par: Parallelism| {
                 let (dw, db) = acc.split_at_mut(o * rows);
-                with_scratch(rows * pos, o * pos, |cols, gm, phases| {
+                with_scratch(rows * s.block_rows() * s.wo, o * pos, |cols, gm, phases| {
                     let range = i * o * pos..(i + 1) * o * pos;
                     relu_mask(gm, &grad[range.clone()], &res[range], self.relu);
                     for (d, line) in db.iter_mut().zip(gm.chunks_exact(pos)) {
                         *d += line.iter().sum::<f32>();
                     }
-                    s.im2col(&x[i * chw..(i + 1) * chw], cols, phases);
-                    gemm(dw, Mat::new(gm, o, pos), Mat::new(cols, rows, pos).t(), true, par);
-                    if let Some(dx) = dx {
-                        gemm(cols, Mat::new(w, o, rows).t(), Mat::new(gm, o, pos), false, par);
-                        s.col2im(cols, dx);
+                    let xi = &x[i * chw..(i + 1) * chw];
+                    s.split_phases(xi, phases);
+                    let mut dx = dx;
+                    if let Some(dx) = dx.as_deref_mut() {
+                        dx.fill(0.0);
+                    }
+                    for (oy0, oy1) in s.blocks() {
+                        let (p0, len) = (oy0 * s.wo, (oy1 - oy0) * s.wo);
+                        let cols = &mut cols[..rows * len];
+                        let gm_block = Mat { data: &gm[p0..], rows: o, cols: len, rs: pos, cs: 1 };
+                        s.im2col(xi, phases, cols, (oy0, oy1));
+                        gemm(dw, gm_block, Mat::new(cols, rows, len).t(), true, par);
+                        if let Some(dx) = dx.as_deref_mut() {
+                            gemm(cols, Mat::new(w, o, rows).t(), gm_block, false, par);
+                            s.col2im(cols, dx, (oy0, oy1));
+                        }
                     }
                 })
             };
@@ -463,9 +510,16 @@ impl CustomOp2 for ConvTranspose {
         let (rows, pos, chw) = (s.rows(), s.positions(), s.c * s.h * s.w);
         let mut out = vec![0f32; n * chw];
         let image = |i: usize, dst: &mut [f32], par: Parallelism| {
-            with_scratch(rows * pos, 0, |cols, _, _| {
-                gemm(cols, Mat::new(w, o, rows).t(), Mat::new(&x[i * o * pos..(i + 1) * o * pos], o, pos), false, par);
-                s.col2im(cols, dst);
+            let xi = &x[i * o * pos..(i + 1) * o * pos];
+            dst.fill(0.0);
+            with_scratch(rows * s.block_rows() * s.wo, 0, |cols, _, _| {
+                for (oy0, oy1) in s.blocks() {
+                    let (p0, len) = (oy0 * s.wo, (oy1 - oy0) * s.wo);
+                    let cols = &mut cols[..rows * len];
+                    let x_block = Mat { data: &xi[p0..], rows: o, cols: len, rs: pos, cs: 1 };
+                    gemm(cols, Mat::new(w, o, rows).t(), x_block, false, par);
+                    s.col2im(cols, dst, (oy0, oy1));
+                }
             })
         };
         if chw > 0 {
@@ -846,6 +900,8 @@ mod tests {
             (ConvGeometry::new(5, 2, 0), 23, 1),
             (ConvGeometry::new(3, 1, 1), 9, 4),
             (ConvGeometry::new(11, 4, 2), 30, 2),
+            // Big enough for several blocks of output rows (4 rows of 48 per block).
+            (ConvGeometry::new(7, 2, 1), 100, 2),
         ] {
             for relu in [true, false] {
                 let x = var(&[n, 3, side, side], 1.0);
@@ -882,10 +938,23 @@ mod tests {
             let s = ConvShape::new(g, 2, 11, 9).unwrap();
             let x: Vec<f32> = (0..2 * 11 * 9).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
             let c: Vec<f32> = (0..s.rows() * s.positions()).map(|i| ((i * 53 % 89) as f32 - 44.0) / 44.0).collect();
+            let mut phases = Vec::new();
+            s.split_phases(&x, &mut phases);
             let mut cols = vec![f32::NAN; c.len()];
-            s.im2col(&x, &mut cols, &mut Vec::new());
-            let mut back = vec![f32::NAN; x.len()];
-            s.col2im(&c, &mut back);
+            let mut back = vec![0f32; x.len()];
+            // Block by block (two rows, then the rest) must give the whole.
+            let rows = s.rows();
+            for (oy0, oy1) in [(0, 2), (2, s.ho)] {
+                let len = (oy1 - oy0) * s.wo;
+                let mut block = vec![f32::NAN; rows * len];
+                s.im2col(&x, &phases, &mut block, (oy0, oy1));
+                let mut cblock = vec![0f32; rows * len];
+                for r in 0..rows {
+                    cols[r * s.positions() + oy0 * s.wo..][..len].copy_from_slice(&block[r * len..][..len]);
+                    cblock[r * len..][..len].copy_from_slice(&c[r * s.positions() + oy0 * s.wo..][..len]);
+                }
+                s.col2im(&cblock, &mut back, (oy0, oy1));
+            }
             let lhs: f64 = cols.iter().zip(&c).map(|(a, b)| (a * b) as f64).sum();
             let rhs: f64 = x.iter().zip(&back).map(|(a, b)| (a * b) as f64).sum();
             assert!((lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0), "{g:?}: {lhs} vs {rhs}");
