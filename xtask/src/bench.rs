@@ -10,17 +10,32 @@ pub struct Case {
     pub what: &'static str,
     pub width: f64,
     pub batch: usize,
+    /// Whether shared/bench/torch_zfnet.py times the same thing (it has no batched projection).
+    pub torch: bool,
 }
 
-/// The default cases: the paper network's forward at batch 16, a quarter-width forward, and one
-/// deconvnet projection.
-pub const CASES: [Case; 6] = [
-    Case { what: "forward", width: 1.0, batch: 16 },
-    Case { what: "forward", width: 0.25, batch: 16 },
-    Case { what: "train", width: 1.0, batch: 16 },
-    Case { what: "train", width: 0.25, batch: 16 },
-    Case { what: "project", width: 1.0, batch: 1 },
-    Case { what: "occlusion", width: 0.25, batch: 16 },
+const fn case(what: &'static str, width: f64, batch: usize) -> Case {
+    Case { what, width, batch, torch: true }
+}
+
+/// The default cases: forward and training step of the paper's network and of a quarter-width
+/// one at batch 16 and 128; one forward image against one deconvnet projection (a projection
+/// should cost no more than a forward pass), and nine projections from one forward pass; a
+/// quarter-width occlusion map.
+pub const CASES: [Case; 13] = [
+    case("forward", 1.0, 16),
+    case("forward", 0.25, 16),
+    case("train", 1.0, 16),
+    case("train", 0.25, 16),
+    case("forward", 1.0, 128),
+    case("forward", 0.25, 128),
+    case("train", 1.0, 128),
+    case("train", 0.25, 128),
+    case("forward", 1.0, 1),
+    case("project", 1.0, 1),
+    Case { what: "project", width: 1.0, batch: 9, torch: false },
+    case("project", 0.25, 1),
+    case("occlusion", 0.25, 16),
 ];
 
 /// `"images_per_s": 12.5` -> 12.5, from one JSON line (xtask has no JSON dependency).
@@ -106,7 +121,7 @@ pub fn bench(root: &Path, threads: usize, reps: usize, rounds: usize) -> Result<
             let mut cmd = Command::new(&zfnet);
             cmd.env("RAYON_NUM_THREADS", threads.to_string()).arg("bench").args(&common);
             ours.push(run(&mut cmd)?);
-            if let Some((py, script)) = &torch {
+            if let (Some((py, script)), true) = (&torch, case.torch) {
                 let mut cmd = Command::new(py);
                 cmd.arg(script).args(["--threads".to_string(), threads.to_string()]).args(&common);
                 theirs.push(run(&mut cmd)?);

@@ -128,6 +128,28 @@ impl<'a> Deconvnet<'a> {
     /// - `trace`: a forward pass of `[N, 3, S, S]`
     /// - returns: `[K, 3, S, S]` for `K = units.len()`, in the order of `units`
     pub fn project(&self, trace: &Trace, layer: Point, units: &[Unit]) -> Result<Tensor> {
+        let act = activation(trace, layer)?;
+        let (n, c, h, w) = act.dims4()?;
+        for u in units {
+            check_unit(layer, [c, h, w], n, u)?;
+        }
+        if units.is_empty() {
+            bail!("no units to project")
+        }
+        if act.device().is_cpu() && act.dtype() == DType::F32 {
+            return units
+                .iter()
+                .map(|u| self.project_window(trace, layer, u))
+                .collect::<Result<Vec<_>>>()
+                .and_then(|v| Tensor::cat(&v, 0));
+        }
+        self.project_dense(trace, layer, units)
+    }
+
+    /// [`Self::project`] computed over whole maps, all units as one batch: the path for devices
+    /// other than the CPU (and for dtypes other than f32), and the reference that the CPU's
+    /// windowed path is tested against.
+    pub fn project_dense(&self, trace: &Trace, layer: Point, units: &[Unit]) -> Result<Tensor> {
         let config = self.net.config();
         let act = activation(trace, layer)?;
         let (n, c, h, w) = act.dims4()?;
@@ -175,6 +197,58 @@ impl<'a> Deconvnet<'a> {
             }
         }
         Ok(x)
+    }
+
+    /// One unit's projection on the CPU, computed only where it can be non-zero: each layer's
+    /// block is the unit's receptive field there (conv5 -> a 3x3 block of conv4, ..., a patch
+    /// of the image), through [`zf_model::kernels::conv_transpose2d_window`] and
+    /// [`zf_model::kernels::unpool_window`]; the result is the same as [`Self::project_dense`]'s.
+    /// Unpooling also takes the zero-valued pooled positions next to the block, whose windows
+    /// can share a switch with the block's and, coming later, overwrite it with zero as the
+    /// dense unpooling does.
+    fn project_window(&self, trace: &Trace, layer: Point, u: &Unit) -> Result<Tensor> {
+        let config = self.net.config();
+        let act = activation(trace, layer)?;
+        let c = act.dim(1)?;
+        let mut start = vec![0f32; c];
+        start[u.channel] = act.get(u.image)?.get(u.channel)?.get(u.y)?.get(u.x)?.to_scalar::<f32>()?;
+        let mut x = Tensor::from_vec(start, (1, c, 1, 1), act.device())?;
+        let mut origin = (u.y, u.x);
+        let mut current = layer;
+        loop {
+            let conv = self
+                .net
+                .conv(current)
+                .ok_or_else(|| candle_core::Error::Msg(format!("no {current} in the network")))?;
+            let g = conv_geometry(config, current)?;
+            let input = conv_input_side(config, current)?;
+            (x, origin) =
+                zf_model::kernels::conv_transpose2d_window(&x.relu()?, conv.weight(), g, origin, (input, input))?;
+            let (next, pool) = below(current);
+            if let Some(pool) = pool {
+                let sw = trace
+                    .switches_of(pool)
+                    .ok_or_else(|| candle_core::Error::Msg(format!("the trace has no {pool} switches")))?;
+                // Widen the block by the neighbours whose windows overlap its windows.
+                let ext = sw.geometry.kernel.div_ceil(sw.geometry.stride).saturating_sub(1);
+                let (_, _, bh, bw) = x.dims4()?;
+                let (top, left) = (origin.0.min(ext), origin.1.min(ext));
+                let bottom = (input - origin.0 - bh).min(ext);
+                let right = (input - origin.1 - bw).min(ext);
+                x = x.pad_with_zeros(2, top, bottom)?.pad_with_zeros(3, left, right)?;
+                origin = (origin.0 - top, origin.1 - left);
+                let (_, _, bh, bw) = x.dims4()?;
+                let idx = sw.indices.narrow(0, u.image, 1)?.narrow(2, origin.0, bh)?.narrow(3, origin.1, bw)?;
+                (x, origin) = zf_model::kernels::unpool_window(&x, &idx, sw.geometry, origin, sw.input_hw)?;
+            }
+            match next {
+                Some(p) => current = p,
+                None => break,
+            }
+        }
+        let (_, _, bh, bw) = x.dims4()?;
+        let s = config.input_size;
+        x.pad_with_zeros(2, origin.0, s - origin.0 - bh)?.pad_with_zeros(3, origin.1, s - origin.1 - bw)
     }
 }
 

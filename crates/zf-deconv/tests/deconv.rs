@@ -56,6 +56,40 @@ fn projections_from_every_layer_match_pytorch() {
 }
 
 #[test]
+fn the_windowed_projection_equals_the_dense_one() {
+    // The CPU projects each unit over its receptive field only; every unit of these maps (the
+    // corners and edges included, where blocks are clipped) must give the whole-map result.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    for config in [
+        ZfConfig::tiny().with_input_size(96),
+        ZfConfig::tiny().with_first_layer(zf_model::FirstLayer::AlexNet).with_input_size(96),
+    ] {
+        let net = init_net(&config, Init::He, 2, &Device::Cpu).unwrap();
+        let x = Tensor::randn(0f32, 50., (2, 3, 96, 96), &Device::Cpu).unwrap();
+        let trace = net.trace(&x).unwrap();
+        let deconv = Deconvnet::new(&net);
+        for layer in CONVS {
+            let (_, c, h, w) = trace.get(layer).unwrap().dims4().unwrap();
+            let mut units = Vec::new();
+            for (y, x) in [(0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1), (h / 2, 0), (0, w / 2), (h - 1, w / 2)] {
+                units.push(Unit { image: 1, channel: rng.random_range(0..c), y, x });
+            }
+            for _ in 0..8 {
+                let (image, channel) = (rng.random_range(0..2), rng.random_range(0..c));
+                units.push(deconv.strongest(&trace, layer, image, channel).unwrap().0);
+                units.push(Unit { image, channel, y: rng.random_range(0..h), x: rng.random_range(0..w) });
+            }
+            let windowed = deconv.project(&trace, layer, &units).unwrap();
+            let dense = deconv.project_dense(&trace, layer, &units).unwrap();
+            let scale = max_abs(&dense).max(1e-6);
+            let d = max_abs(&(&windowed - &dense).unwrap());
+            assert!(d <= 1e-5 * scale, "{layer}: windowed and dense projections differ by {d} (scale {scale})");
+            assert!(scale > 1e-3, "{layer}: the projections are not all zero");
+        }
+    }
+}
+
+#[test]
 fn a_projection_is_zero_outside_its_receptive_field() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
     for config in [

@@ -186,6 +186,10 @@ struct ConvShape {
     w: usize,
     ho: usize,
     wo: usize,
+    /// Rows and columns of padding before the input: the conv's own padding, or, for a
+    /// window of a transposed conv ([`conv_transpose2d_window`]), what places the window.
+    py: usize,
+    px: usize,
 }
 
 impl ConvShape {
@@ -193,7 +197,7 @@ impl ConvShape {
         let (Some(ho), Some(wo)) = (g.output_size(h), g.output_size(w)) else {
             bail!("conv2d: a {k}x{k} kernel does not fit a {h}x{w} input with padding {}", g.padding, k = g.kernel)
         };
-        Ok(Self { g, c, h, w, ho, wo })
+        Ok(Self { g, c, h, w, ho, wo, py: g.padding, px: g.padding })
     }
 
     fn rows(&self) -> usize {
@@ -205,8 +209,8 @@ impl ConvShape {
     }
 
     /// The range of output columns `ox` whose input column `ox s - p + j` lies in `0..len`.
-    fn valid(&self, j: usize, out: usize, len: usize) -> (usize, usize) {
-        let (s, p) = (self.g.stride, self.g.padding);
+    fn valid(&self, j: usize, out: usize, len: usize, p: usize) -> (usize, usize) {
+        let s = self.g.stride;
         let lo = if j >= p { 0 } else { (p - j).div_ceil(s) };
         let hi = if len + p > j { (len + p - j).div_ceil(s).min(out) } else { 0 };
         (lo.min(hi), hi)
@@ -260,16 +264,20 @@ impl ConvShape {
         let len = (oy1 - oy0) * wo;
         for (row, dst) in dst.chunks_exact_mut(len).enumerate() {
             let (ch, i, j) = (row / (k * k), row / k % k, row % k);
-            let (lo, hi) = self.valid(j, wo, w);
-            let (ylo, yhi) = self.valid(i, ho, h);
+            let (lo, hi) = self.valid(j, wo, w, self.px);
+            let (ylo, yhi) = self.valid(i, ho, h, self.py);
             let (ylo, yhi) = (ylo.clamp(oy0, oy1), yhi.clamp(oy0, oy1));
             dst[..(ylo - oy0) * wo].fill(0.0);
             dst[(yhi - oy0) * wo..].fill(0.0);
+            if lo == hi {
+                dst.fill(0.0);
+                continue;
+            }
             // The first column read, as (phase, index in the phase).
-            let x0 = lo * s + j - g.padding;
+            let x0 = lo * s + j - self.px;
             let (r, q0) = (x0 % s, x0 / s);
             for oy in ylo..yhi {
-                let iy = oy * s + i - g.padding;
+                let iy = oy * s + i - self.py;
                 let d = &mut dst[(oy - oy0) * wo..(oy - oy0 + 1) * wo];
                 d[..lo].fill(0.0);
                 d[hi..].fill(0.0);
@@ -288,15 +296,18 @@ impl ConvShape {
         let len = (oy1 - oy0) * wo;
         for (ch, plane) in dst.chunks_exact_mut(h * w).enumerate() {
             for i in 0..k {
-                let (ylo, yhi) = self.valid(i, ho, h);
+                let (ylo, yhi) = self.valid(i, ho, h, self.py);
                 let (ylo, yhi) = (ylo.clamp(oy0, oy1), yhi.clamp(oy0, oy1));
                 for j in 0..k {
                     let row = &src[((ch * k + i) * k + j) * len..][..len];
-                    let (lo, hi) = self.valid(j, wo, w);
+                    let (lo, hi) = self.valid(j, wo, w, self.px);
+                    if lo == hi {
+                        continue;
+                    }
                     for oy in ylo..yhi {
-                        let line = &mut plane[(oy * g.stride + i - g.padding) * w..][..w];
+                        let line = &mut plane[(oy * g.stride + i - self.py) * w..][..w];
                         let r = &row[(oy - oy0) * wo..(oy - oy0 + 1) * wo];
-                        let x0 = lo * g.stride + j - g.padding;
+                        let x0 = lo * g.stride + j - self.px;
                         if g.stride == 1 {
                             add_into(&mut line[x0..x0 + hi - lo], &r[lo..hi]);
                         } else {
@@ -493,6 +504,41 @@ struct ConvTranspose {
 pub fn conv_transpose2d(x: &Tensor, w: &Tensor, g: ConvGeometry, (h, wd): (usize, usize)) -> Result<Tensor> {
     let (_, c, _, _) = w.dims4()?;
     x.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &ConvTranspose { s: ConvShape::new(g, c, h, wd)? })
+}
+
+/// The transposed convolution restricted to a window: `x` `[N, O, bh, bw]` is the block of a
+/// conv's output starting at `(y0, x0)` (everything outside it zero), `(h, w)` the conv's full
+/// input size. Returns the block of the full result that can be non-zero, `[N, C, BH, BW]`,
+/// and where it starts, `(Y0, X0)`: exactly the values the full [`conv_transpose2d`] has
+/// there (the deconvnet projects one unit, so each layer's non-zero block is the unit's
+/// receptive field at that layer, a small part of the map).
+pub fn conv_transpose2d_window(
+    x: &Tensor,
+    w: &Tensor,
+    g: ConvGeometry,
+    (y0, x0): (usize, usize),
+    (h, wd): (usize, usize),
+) -> Result<(Tensor, (usize, usize))> {
+    let (_, _, bh, bw) = x.dims4()?;
+    let (_, c, _, _) = w.dims4()?;
+    let (Some(ho), Some(wo)) = (g.output_size(h), g.output_size(wd)) else {
+        bail!("conv_transpose2d_window: a {k}x{k} kernel does not fit a {h}x{wd} input", k = g.kernel)
+    };
+    if bh == 0 || bw == 0 || y0 + bh > ho || x0 + bw > wo {
+        bail!("conv_transpose2d_window: a {bh}x{bw} block at ({y0}, {x0}) is not inside the {ho}x{wo} output")
+    }
+    // Input rows (columns) the block reads: from (y0 s - p) to ((y0 + bh - 1) s - p + k), clipped.
+    let span = |start: usize, len: usize, full: usize| {
+        let first = (start * g.stride) as isize - g.padding as isize;
+        let lo = first.max(0) as usize;
+        let hi = ((first + ((len - 1) * g.stride + g.kernel) as isize).min(full as isize)).max(lo as isize) as usize;
+        (lo, hi - lo, (lo as isize - first) as usize)
+    };
+    let (oy, hh, py) = span(y0, bh, h);
+    let (ox, ww, px) = span(x0, bw, wd);
+    let s = ConvShape { g, c, h: hh, w: ww, ho: bh, wo: bw, py, px };
+    let out = x.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &ConvTranspose { s })?;
+    Ok((out, (oy, ox)))
 }
 
 impl CustomOp2 for ConvTranspose {
@@ -819,19 +865,48 @@ impl CustomOp2 for PoolValues {
 /// Switch unpooling (the deconvnet's): each value to its switch in a zero map, no backward.
 #[derive(Clone, Copy, Debug)]
 struct Unpool {
+    /// The output block's size and origin in the full `H x W` map, and that map's width.
     h: usize,
     w: usize,
+    y0: usize,
+    x0: usize,
+    full_w: usize,
 }
 
 /// Switch unpooling: `[N, C, Ho, Wo]` values and `u32` switches (flat in `H x W`) to a zero
 /// `[N, C, H, W]` map holding each value at its switch; where two windows share a switch the
 /// later one (row-major) wins, as PyTorch's `max_unpool2d` does on the CPU.
 pub fn unpool(xs: &Tensor, indices: &Tensor, (h, w): (usize, usize)) -> Result<Tensor> {
+    unpool_into(xs, indices, Unpool { h, w, y0: 0, x0: 0, full_w: w })
+}
+
+/// [`unpool`] of a block: `xs` `[N, C, bh, bw]` are the pooled values at `(y0, x0)..` (zero
+/// elsewhere) with their switches (flat in the full `H x W` pre-pool map of `pool`). Returns
+/// the block of the unpooled map those windows cover, `[N, C, BH, BW]`, and where it starts.
+pub fn unpool_window(
+    xs: &Tensor,
+    indices: &Tensor,
+    pool: crate::config::PoolGeometry,
+    (y0, x0): (usize, usize),
+    (h, w): (usize, usize),
+) -> Result<(Tensor, (usize, usize))> {
+    let (_, _, bh, bw) = xs.dims4()?;
+    if bh == 0 || bw == 0 {
+        bail!("unpool_window: an empty block")
+    }
+    let (oy, ox) = (y0 * pool.stride, x0 * pool.stride);
+    let end = |o: usize, n: usize, full: usize| ((o + n - 1) * pool.stride + pool.kernel).min(full);
+    let (hh, ww) = (end(y0, bh, h).saturating_sub(oy), end(x0, bw, w).saturating_sub(ox));
+    let out = unpool_into(xs, indices, Unpool { h: hh, w: ww, y0: oy, x0: ox, full_w: w })?;
+    Ok((out, (oy, ox)))
+}
+
+fn unpool_into(xs: &Tensor, indices: &Tensor, op: Unpool) -> Result<Tensor> {
     if xs.dims() != indices.dims() || indices.dtype() != DType::U32 {
         bail!("unpool: values {:?} and switches {:?} ({:?}) do not fit", xs.dims(), indices.dims(), indices.dtype())
     }
     xs.dims4()?;
-    xs.contiguous()?.apply_op2_no_bwd(&indices.contiguous()?, &Unpool { h, w })
+    xs.contiguous()?.apply_op2_no_bwd(&indices.contiguous()?, &op)
 }
 
 impl CustomOp2 for Unpool {
@@ -846,16 +921,24 @@ impl CustomOp2 for Unpool {
         };
         let idx = &idx[a..b];
         let (n, c, ho, wo) = xl.shape().dims4()?;
-        let hw = self.h * self.w;
-        if let Some(&bad) = idx.iter().find(|&&k| k as usize >= hw) {
-            bail!("unpool: switch {bad} outside a {}x{} map", self.h, self.w)
+        let Self { h, w, y0, x0, full_w } = *self;
+        let hw = h * w;
+        // A switch's place in the block, if inside.
+        let place = |k: u32| {
+            let (y, x) = (k as usize / full_w.max(1), k as usize % full_w.max(1));
+            (y >= y0 && y < y0 + h && x >= x0 && x < x0 + w).then(|| (y - y0) * w + (x - x0))
+        };
+        if let Some(&bad) = idx.iter().find(|&&k| place(k).is_none()) {
+            bail!("unpool: switch {bad} outside the {h}x{w} block at ({y0}, {x0}) of a map {full_w} wide")
         }
         let mut out = vec![0f32; n * c * hw];
         if hw > 0 && ho * wo > 0 {
             out.par_chunks_mut(hw).enumerate().for_each(|(p, plane)| {
                 let range = p * ho * wo..(p + 1) * ho * wo;
                 for (&k, &v) in idx[range.clone()].iter().zip(&x[range]) {
-                    plane[k as usize] = v;
+                    if let Some(at) = place(k) {
+                        plane[at] = v;
+                    }
                 }
             });
         }

@@ -21,7 +21,8 @@ pub struct Args {
     /// step: forward with dropout, cross-entropy over 1000 classes, backward, the momentum update
     /// and filter renormalization, as the training loop does it); project (the forward
     /// pass of one image to conv5 with switches, then the deconvnet projection of its strongest
-    /// conv5 unit, as shared/bench/torch_zfnet.py times it; images/s = projections/s);
+    /// conv5 unit, as shared/bench/torch_zfnet.py times it; with --batch B > 1, B projections
+    /// of that image's conv5 maps from the one forward pass; images/s = projections/s);
     /// occlusion (one Fig. 7 map of one image: 48-pixel square, stride 8, --batch occluded images
     /// per forward; images/s = occluded images/s, median_s = one map).
     #[arg(long, default_value = "forward", value_name = "LIST")]
@@ -56,14 +57,25 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
                 Ok(())
             })?,
             "project" => median_time(args.reps, || {
+                // One forward pass of one image to conv5, then `--batch` projections from it:
+                // the strongest unit of each of the first `--batch` conv5 maps (batch 1: the
+                // strongest conv5 unit, as shared/bench/torch_zfnet.py does).
                 let one = x.narrow(0, 0, 1)?;
                 let mut trace = zf_model::Trace::default();
                 net.forward_until(&one, false, zf_model::Point::Conv5, &mut trace)?;
-                let act = trace.get(zf_model::Point::Conv5).ok_or_else(|| anyhow::anyhow!("no conv5"))?;
-                let (_, _, h, w) = act.dims4()?;
-                let flat = act.flatten_all()?.argmax(0)?.to_scalar::<u32>()? as usize;
-                let unit = zf_deconv::Unit { image: 0, channel: flat / (h * w), y: flat % (h * w) / w, x: flat % w };
-                let p = zf_deconv::Deconvnet::new(&net).project(&trace, zf_model::Point::Conv5, &[unit])?;
+                let deconv = zf_deconv::Deconvnet::new(&net);
+                let units = if args.batch == 1 {
+                    let act = trace.get(zf_model::Point::Conv5).ok_or_else(|| anyhow::anyhow!("no conv5"))?;
+                    let (_, _, h, w) = act.dims4()?;
+                    let flat = act.flatten_all()?.argmax(0)?.to_scalar::<u32>()? as usize;
+                    vec![zf_deconv::Unit { image: 0, channel: flat / (h * w), y: flat % (h * w) / w, x: flat % w }]
+                } else {
+                    let maps = config.channels[4];
+                    (0..args.batch)
+                        .map(|c| Ok(deconv.strongest(&trace, zf_model::Point::Conv5, 0, c % maps)?.0))
+                        .collect::<Result<Vec<_>>>()?
+                };
+                let p = deconv.project(&trace, zf_model::Point::Conv5, &units)?;
                 device.synchronize()?;
                 drop(p);
                 Ok(())
@@ -88,7 +100,7 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
             }
             other => bail!("unknown benchmark `{other}`: expected forward, train, project or occlusion"),
         };
-        let batch = if what == "project" { 1 } else { args.batch };
+        let batch = args.batch;
         let positions = zf_probe::OcclusionConfig::default().offsets(s)?.len().pow(2);
         let per_run = if what == "occlusion" { positions } else { batch };
         let line = serde_json::json!({
