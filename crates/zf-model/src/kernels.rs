@@ -11,6 +11,14 @@
 //! | [`lrn`] | `x (k + a/n sum x^2)^-b` in one pass per image | the closed-form derivative, one pass per image |
 //! | [`pool_values`] | gathers each window's maximum through the switches | scatters each gradient to its switch |
 //!
+//! and, for the deconvnet (no backward): [`conv_transpose2d`] and [`unpool`] over whole maps,
+//! and [`conv_transpose2d_window`] and [`unpool_window`] over the block where one unit's
+//! projection can be non-zero (its receptive field at that layer).
+//!
+//! The convolutions run im2col and the gemm in blocks of output rows sized to stay in cache
+//! (conv1's full columns are 7 MB per image); with stride > 1 the input rows are first split
+//! into their phases so that every im2col copy is contiguous.
+//!
 //! Each is tested against the plain candle composition it replaces (forward and gradients, in
 //! this module's tests), and the network's golden tests against PyTorch run through them.
 //! Other devices and dtypes keep candle's ops (see `net.rs`), so the CUDA and Metal paths are
@@ -441,7 +449,9 @@ impl CustomOp3 for Conv {
             let mut dx = if need_dx { Some(vec![0f32; n * chw]) } else { None };
             let acc = match per_image(n) {
                 (true, par) => {
-                    let min = n.div_ceil(rayon::current_num_threads());
+                    // At most one accumulator per thread, split at fixed places: the sums (and
+                    // so training) come out the same on every run.
+                    let min = n / rayon::current_num_threads();
                     let add = |mut a: Vec<f32>, b: Vec<f32>| {
                         add_into(&mut a, &b);
                         a
