@@ -148,7 +148,10 @@ fn bench_prints_json_lines_in_the_pytorch_format() {
     let out = ok(&["bench", "--what", "train,project,occlusion", "--width", "0.05", "--batch", "8", "--reps", "1"]);
     let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!((lines[0]["bench"].as_str(), lines[0]["batch"].as_u64()), (Some("train"), Some(8)));
-    assert_eq!((lines[1]["bench"].as_str(), lines[1]["batch"].as_u64()), (Some("project"), Some(1)));
+    // --batch 8 projections from one forward pass: images/s counts projections.
+    assert_eq!((lines[1]["bench"].as_str(), lines[1]["batch"].as_u64()), (Some("project"), Some(8)));
+    let (median, ips) = (lines[1]["median_s"].as_f64().unwrap(), lines[1]["images_per_s"].as_f64().unwrap());
+    assert!((ips - 8.0 / median).abs() <= 0.01 * ips + 0.01, "{}", lines[1]);
     // One occlusion map is 23 x 23 = 529 occluded images.
     let (median, ips) = (lines[2]["median_s"].as_f64().unwrap(), lines[2]["images_per_s"].as_f64().unwrap());
     assert!((ips - 529.0 / median).abs() <= 0.01 * ips + 0.01, "{}", lines[2]);

@@ -395,8 +395,47 @@ impl CustomOp3 for Conv {
                 }
             })
         };
+        // Fewer images than threads (one image for a projection or a prediction): when the
+        // layer has several blocks, the threads take blocks (each a single-threaded gemm into
+        // its own buffer, copied into place), balanced to a multiple of the thread count;
+        // otherwise they share each gemm.
+        let threads = rayon::current_num_threads();
+        let blocks = s.ho.div_ceil(s.block_rows()).next_multiple_of(threads);
+        let block_parallel = blocks >= 2 && s.ho >= blocks;
+        let by_block = |i: usize, y: &mut [f32]| {
+            let xi = &x[i * c * h * wd..(i + 1) * c * h * wd];
+            let mut phases = Vec::new();
+            s.split_phases(xi, &mut phases);
+            let step = s.ho.div_ceil(blocks);
+            let ranges: Vec<(usize, usize)> = (0..s.ho).step_by(step).map(|y0| (y0, (y0 + step).min(s.ho))).collect();
+            let parts: Vec<Vec<f32>> = ranges
+                .par_iter()
+                .map(|&(oy0, oy1)| {
+                    let len = (oy1 - oy0) * s.wo;
+                    let mut part = vec![0f32; o * len];
+                    for (line, &bias) in part.chunks_exact_mut(len).zip(b) {
+                        line.fill(bias);
+                    }
+                    with_scratch(rows * len, 0, |cols, _, _| {
+                        s.im2col(xi, &phases, cols, (oy0, oy1));
+                        gemm(&mut part, Mat::new(w, o, rows), Mat::new(cols, rows, len), true, Parallelism::None);
+                    });
+                    if self.relu {
+                        part.iter_mut().for_each(|v| *v = v.max(0.0));
+                    }
+                    part
+                })
+                .collect();
+            for (&(oy0, oy1), part) in ranges.iter().zip(&parts) {
+                let len = (oy1 - oy0) * s.wo;
+                for (dst, src) in y.chunks_exact_mut(pos).zip(part.chunks_exact(len)) {
+                    dst[oy0 * s.wo..][..len].copy_from_slice(src);
+                }
+            }
+        };
         match per_image(n) {
             (true, par) => out.par_chunks_mut(o * pos).enumerate().for_each(|(i, y)| image(i, y, par)),
+            (false, _) if block_parallel => out.chunks_mut(o * pos).enumerate().for_each(|(i, y)| by_block(i, y)),
             (false, par) => out.chunks_mut(o * pos).enumerate().for_each(|(i, y)| image(i, y, par)),
         }
         Ok((CpuStorage::F32(out), Shape::from((n, o, s.ho, s.wo))))
@@ -993,8 +1032,10 @@ mod tests {
             (ConvGeometry::new(5, 2, 0), 23, 1),
             (ConvGeometry::new(3, 1, 1), 9, 4),
             (ConvGeometry::new(11, 4, 2), 30, 2),
-            // Big enough for several blocks of output rows (4 rows of 48 per block).
+            // Big enough for several blocks of output rows (4 rows of 48 per block), with one
+            // image (the threads split the blocks) and with two.
             (ConvGeometry::new(7, 2, 1), 100, 2),
+            (ConvGeometry::new(7, 2, 1), 100, 1),
         ] {
             for relu in [true, false] {
                 let x = var(&[n, 3, side, side], 1.0);
