@@ -21,7 +21,7 @@ tasks:
           7 and Tables 1 and 7, then a report (index.html, results.json, claims.md) in
           OUT/report. Stages that finished before are skipped (Ctrl-C and rerun to resume;
           --force reruns them). --weights skips training. Default out: target/reproduce/<profile>.
-          The default profile takes about 12 minutes on a 2-core CPU; --quick a minute or two
+          The default profile takes about 10 minutes on a 2-core CPU; --quick a minute or two
   report-screenshot DIR
           render DIR/index.html (a report) in headless Chromium to DIR/screenshot.png; fails
           when the page has a broken image or a script error";

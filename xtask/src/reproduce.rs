@@ -62,12 +62,12 @@ impl Profile {
                         112-pixel crops, He initialization with inputs scaled to unit variance, no dropout and light \
                         clutter, because measured runs of the paper's own init stay at chance for tens of thousands \
                         of images (see the report's departures)",
-            per_class: 500,
-            val_per_class: 50,
+            per_class: 1000,
+            val_per_class: 100,
             clutter: 2,
             train_config: "tiny",
-            epochs: 5,
-            ablation_epochs: 5,
+            epochs: 10,
+            ablation_epochs: 8,
             lr: Some(0.01),
             batch: Some(32),
             dropout: Some(0.0),
