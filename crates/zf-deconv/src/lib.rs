@@ -171,10 +171,7 @@ impl<'a> Deconvnet<'a> {
         let mut x = Tensor::from_vec(start, (units.len(), c, h, w), &device)?.to_dtype(act.dtype())?;
         let mut current = layer;
         loop {
-            let conv = self
-                .net
-                .conv(current)
-                .ok_or_else(|| candle_core::Error::Msg(format!("no {current} in the network")))?;
+            let weight = self.weight(current)?;
             let g = conv_geometry(config, current)?;
             let input = conv_input_side(config, current)?;
             let out = x.dim(3)?;
@@ -183,12 +180,10 @@ impl<'a> Deconvnet<'a> {
             if op < 0 || op as usize >= g.stride.max(1) {
                 bail!("{current}: no output padding restores a {input}-pixel input from {out} (got {op})")
             }
-            x = zf_model::conv::conv_transpose2d(&x.relu()?, conv.weight(), g, (input, input))?;
+            x = zf_model::conv::conv_transpose2d(&x.relu()?, weight, g, (input, input))?;
             let (next, pool) = below(current);
             if let Some(pool) = pool {
-                let sw = trace
-                    .switches_of(pool)
-                    .ok_or_else(|| candle_core::Error::Msg(format!("the trace has no {pool} switches")))?;
+                let sw = switches(trace, pool)?;
                 x = unpool(&x, &sw.indices.index_select(&images, 0)?, sw.input_hw)?;
             }
             match next {
@@ -197,6 +192,12 @@ impl<'a> Deconvnet<'a> {
             }
         }
         Ok(x)
+    }
+
+    /// The weight of conv `layer`, whose transpose filters the projection.
+    fn weight(&self, layer: Point) -> Result<&Tensor> {
+        let conv = self.net.conv(layer).ok_or_else(|| candle_core::Error::Msg(format!("no {layer} in the network")))?;
+        Ok(conv.weight())
     }
 
     /// One unit's projection on the CPU, computed only where it can be non-zero: each layer's
@@ -216,19 +217,13 @@ impl<'a> Deconvnet<'a> {
         let mut origin = (u.y, u.x);
         let mut current = layer;
         loop {
-            let conv = self
-                .net
-                .conv(current)
-                .ok_or_else(|| candle_core::Error::Msg(format!("no {current} in the network")))?;
+            let weight = self.weight(current)?;
             let g = conv_geometry(config, current)?;
             let input = conv_input_side(config, current)?;
-            (x, origin) =
-                zf_model::kernels::conv_transpose2d_window(&x.relu()?, conv.weight(), g, origin, (input, input))?;
+            (x, origin) = zf_model::kernels::conv_transpose2d_window(&x.relu()?, weight, g, origin, (input, input))?;
             let (next, pool) = below(current);
             if let Some(pool) = pool {
-                let sw = trace
-                    .switches_of(pool)
-                    .ok_or_else(|| candle_core::Error::Msg(format!("the trace has no {pool} switches")))?;
+                let sw = switches(trace, pool)?;
                 // Widen the block by the neighbours whose windows overlap its windows.
                 let ext = sw.geometry.kernel.div_ceil(sw.geometry.stride).saturating_sub(1);
                 let (_, _, bh, bw) = x.dims4()?;
@@ -250,6 +245,10 @@ impl<'a> Deconvnet<'a> {
         let s = config.input_size;
         x.pad_with_zeros(2, origin.0, s - origin.0 - bh)?.pad_with_zeros(3, origin.1, s - origin.1 - bw)
     }
+}
+
+fn switches(trace: &Trace, pool: Point) -> Result<&zf_model::Switches> {
+    trace.switches_of(pool).ok_or_else(|| candle_core::Error::Msg(format!("the trace has no {pool} switches")))
 }
 
 fn activation(trace: &Trace, layer: Point) -> Result<&Tensor> {

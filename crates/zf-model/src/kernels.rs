@@ -65,6 +65,13 @@ fn cpu_tensor(data: Vec<f32>, shape: impl Into<Shape>) -> Result<Tensor> {
     Tensor::from_vec(data, shape, &candle_core::Device::Cpu)
 }
 
+/// A three-argument op's gradients as tensors shaped like the arguments, for the arguments
+/// that need one.
+fn gradients(grads: [(&Tensor, Option<Vec<f32>>); 3]) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    let [a, b, c] = grads.map(|(arg, g)| g.filter(|_| arg.track_op()).map(|g| cpu_tensor(g, arg.shape())));
+    Ok((a.transpose()?, b.transpose()?, c.transpose()?))
+}
+
 thread_local! {
     /// Per-thread scratch (im2col columns, masked gradients), reused across calls. Taken out
     /// while in use, so a re-entrant call (rayon work stealing) simply allocates its own.
@@ -534,10 +541,7 @@ impl CustomOp3 for Conv {
             dw.truncate(o * rows);
             Ok((dx, dw, db))
         })?;
-        let dx = dx.map(|d| cpu_tensor(d, x.shape())).transpose()?;
-        let dw = if w.track_op() { Some(cpu_tensor(dw, w.shape())?) } else { None };
-        let db = if b.track_op() { Some(cpu_tensor(db, b.shape())?) } else { None };
-        Ok((dx, dw, db))
+        gradients([(x, dx), (w, Some(dw)), (b, Some(db))])
     }
 }
 
@@ -706,10 +710,7 @@ impl CustomOp3 for Linear {
             }
             Ok((dx, dw, db))
         })?;
-        let dx = dx.map(|d| cpu_tensor(d, x.shape())).transpose()?;
-        let dw = if w.track_op() { Some(cpu_tensor(dw, w.shape())?) } else { None };
-        let db = if b.track_op() { Some(cpu_tensor(db, b.shape())?) } else { None };
-        Ok((dx, dw, db))
+        gradients([(x, dx), (w, Some(dw)), (b, Some(db))])
     }
 }
 
