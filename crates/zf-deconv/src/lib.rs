@@ -128,15 +128,7 @@ impl<'a> Deconvnet<'a> {
     /// - `trace`: a forward pass of `[N, 3, S, S]`
     /// - returns: `[K, 3, S, S]` for `K = units.len()`, in the order of `units`
     pub fn project(&self, trace: &Trace, layer: Point, units: &[Unit]) -> Result<Tensor> {
-        let act = activation(trace, layer)?;
-        let (n, c, h, w) = act.dims4()?;
-        for u in units {
-            check_unit(layer, [c, h, w], n, u)?;
-        }
-        if units.is_empty() {
-            bail!("no units to project")
-        }
-        if act.device().is_cpu() && act.dtype() == DType::F32 {
+        if zf_model::kernels::applies(checked_activation(trace, layer, units)?) {
             return units
                 .iter()
                 .map(|u| self.project_window(trace, layer, u))
@@ -151,14 +143,8 @@ impl<'a> Deconvnet<'a> {
     /// windowed path is tested against.
     pub fn project_dense(&self, trace: &Trace, layer: Point, units: &[Unit]) -> Result<Tensor> {
         let config = self.net.config();
-        let act = activation(trace, layer)?;
-        let (n, c, h, w) = act.dims4()?;
-        for u in units {
-            check_unit(layer, [c, h, w], n, u)?;
-        }
-        if units.is_empty() {
-            bail!("no units to project")
-        }
+        let act = checked_activation(trace, layer, units)?;
+        let (_, c, h, w) = act.dims4()?;
         let device = act.device().clone();
         // The kept activations, one per projection.
         let mut start = vec![0f32; units.len() * c * h * w];
@@ -251,6 +237,19 @@ fn switches(trace: &Trace, pool: Point) -> Result<&zf_model::Switches> {
     trace.switches_of(pool).ok_or_else(|| candle_core::Error::Msg(format!("the trace has no {pool} switches")))
 }
 
+/// `layer`'s activation, once every unit is checked to lie in it (and there is one).
+fn checked_activation<'t>(trace: &'t Trace, layer: Point, units: &[Unit]) -> Result<&'t Tensor> {
+    let act = activation(trace, layer)?;
+    let (n, c, h, w) = act.dims4()?;
+    for u in units {
+        check_unit(layer, [c, h, w], n, u)?;
+    }
+    if units.is_empty() {
+        bail!("no units to project")
+    }
+    Ok(act)
+}
+
 fn activation(trace: &Trace, layer: Point) -> Result<&Tensor> {
     if !layer.is_conv() {
         bail!("the deconvnet projects conv1..conv5 (the paper's layers 1-5), got {layer}")
@@ -287,7 +286,7 @@ pub fn unpool(xs: &Tensor, indices: &Tensor, input_hw: (usize, usize)) -> Result
         bail!("unpool: values have shape {:?}, switches {:?}", xs.dims(), indices.dims())
     }
     let (h, w) = input_hw;
-    if xs.device().is_cpu() && xs.dtype() == DType::F32 {
+    if zf_model::kernels::applies(xs) {
         return zf_model::kernels::unpool(xs, indices, input_hw);
     }
     Tensor::zeros((n, c, h * w), xs.dtype(), xs.device())?

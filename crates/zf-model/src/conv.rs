@@ -3,7 +3,7 @@
 //! direct-loop `conv_transpose2d` that its own conv2d backward uses); elsewhere candle's
 //! `conv2d` and `conv_transpose2d`.
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{Result, Tensor};
 
 use crate::config::ConvGeometry;
 
@@ -18,7 +18,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: ConvGeometry) -> Re
     if wc != c || kh != g.kernel || kw != g.kernel {
         bail!("conv2d: input has {c} channels, weight has shape {:?} for a {}x{} kernel", w.dims(), g.kernel, g.kernel)
     }
-    if fused(x) {
+    if crate::kernels::applies(x) {
         let zeros;
         let b = match b {
             Some(b) => b,
@@ -34,11 +34,6 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: ConvGeometry) -> Re
         Some(b) => out.broadcast_add(&b.reshape((1, o, 1, 1))?),
         None => Ok(out),
     }
-}
-
-/// Whether `x` takes the fused CPU kernels (CPU, f32).
-fn fused(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32
 }
 
 /// The transposed convolution of a conv layer (weights `w` `[O, C, k, k]`, geometry `g`):
@@ -58,7 +53,7 @@ pub fn conv_transpose2d(x: &Tensor, w: &Tensor, g: ConvGeometry, (h, wd): (usize
             w.dims()
         )
     }
-    if fused(x) {
+    if crate::kernels::applies(x) {
         return crate::kernels::conv_transpose2d(x, w, g, (h, wd));
     }
     let op = |side: usize, out: usize| side - ((out - 1) * g.stride + g.kernel - 2 * g.padding);

@@ -53,6 +53,19 @@ fn with_f32<R>(ts: &[&Tensor], f: impl FnOnce(&[&[f32]]) -> Result<R>) -> Result
     f(&slices)
 }
 
+/// Whether `t` takes these kernels: a CPU tensor in f32 (anything else keeps candle's ops).
+pub fn applies(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32
+}
+
+/// The contiguous u32 data (switches) of one custom-op argument.
+fn u32_arg<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [u32]> {
+    match (storage, layout.contiguous_offsets()) {
+        (CpuStorage::U32(v), Some((a, b))) => Ok(&v[a..b]),
+        _ => bail!("{op}: expects contiguous u32 switches"),
+    }
+}
+
 /// The contiguous f32 data of one custom-op argument.
 fn f32_arg<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
     match (storage, layout.contiguous_offsets()) {
@@ -862,10 +875,7 @@ impl CustomOp2 for PoolValues {
 
     fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, is: &CpuStorage, il: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_arg(xs, xl, "pool_values")?;
-        let (CpuStorage::U32(idx), Some((a, b))) = (is, il.contiguous_offsets()) else {
-            bail!("pool_values: expects contiguous u32 switches")
-        };
-        let idx = &idx[a..b];
+        let idx = u32_arg(is, il, "pool_values")?;
         let (_, _, h, w) = xl.shape().dims4()?;
         let (_, _, ho, wo) = il.shape().dims4()?;
         let mut out = vec![0f32; idx.len()];
@@ -966,10 +976,7 @@ impl CustomOp2 for Unpool {
 
     fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, is: &CpuStorage, il: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_arg(xs, xl, "unpool")?;
-        let (CpuStorage::U32(idx), Some((a, b))) = (is, il.contiguous_offsets()) else {
-            bail!("unpool: expects contiguous u32 switches")
-        };
-        let idx = &idx[a..b];
+        let idx = u32_arg(is, il, "unpool")?;
         let (n, c, ho, wo) = xl.shape().dims4()?;
         let Self { h, w, y0, x0, full_w } = *self;
         let hw = h * w;

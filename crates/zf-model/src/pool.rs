@@ -40,7 +40,7 @@ impl PoolGeometry {
             bail!("max pool {k}x{k} stride {s} does not fit a {h}x{w} input", k = self.kernel, s = self.stride)
         };
         let indices = self.switches(xs, ho, wo)?;
-        let values = if xs.device().is_cpu() && xs.dtype() == candle_core::DType::F32 {
+        let values = if crate::kernels::applies(xs) {
             crate::kernels::pool_values(xs, &indices)?
         } else {
             xs.flatten_from(2)?.gather(&indices.flatten_from(2)?, 2)?.reshape((n, c, ho, wo))?

@@ -1,6 +1,6 @@
 //! SGD with momentum in the Caffe / cuda-convnet form, and the paper's filter renormalization.
 
-use candle_core::{CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Result, Tensor, Var, D};
+use candle_core::{CpuStorage, InplaceOp2, InplaceOp3, Layout, Result, Tensor, Var, D};
 
 /// `v = momentum * v - lr * (g + weight_decay * w); w = w + v` for every parameter.
 #[derive(Debug)]
@@ -23,7 +23,7 @@ impl Sgd {
     pub fn step(&mut self, params: &[(String, Var)], grads: &[Tensor], lr: f64) -> Result<()> {
         for (((_, var), g), v) in params.iter().zip(grads).zip(self.velocity.iter_mut()) {
             let w = var.as_tensor();
-            let in_place = [w, g, &*v].iter().all(|t| t.device().is_cpu() && t.dtype() == DType::F32);
+            let in_place = [w, g, &*v].iter().all(|t| zf_model::kernels::applies(t));
             if in_place && w.shape() == g.shape() && w.shape() == v.shape() {
                 let update =
                     Velocity { momentum: self.momentum as f32, lr: lr as f32, weight_decay: self.weight_decay as f32 };
@@ -121,7 +121,7 @@ pub fn renormalize(weight: &Var, radius: f64) -> Result<usize> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use candle_core::{DType, Device};
 
     #[test]
     fn renormalization_above_at_and_below_the_radius() {
