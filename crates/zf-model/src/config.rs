@@ -157,7 +157,8 @@ pub const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
 const PAPER_CHANNELS: [usize; 5] = [96, 256, 384, 384, 256];
 const PAPER_FC_UNITS: usize = 4096;
 const PAPER_CLASSES: usize = 1000;
-const PAPER_INPUT: usize = 224;
+/// The paper's input side.
+pub const PAPER_INPUT: usize = 224;
 const PAPER_DROPOUT: f64 = 0.5;
 
 /// Max pooling of pool1 and pool2 (ceil mode) and pool5 (floor mode).

@@ -4,8 +4,8 @@
 //! [`from_imgclsmob`] maps pytorchcv's key names to ours, infers the widths from the shapes,
 //! checks every shape against [`ZfConfig::imgclsmob`]'s layer table, and returns the config
 //! (conv → ReLU → LRN → pool, ImageNet normalization; see [`crate::config::Order`]) with the
-//! renamed tensors. [`read_checkpoint`] reads a PyTorch `.pth` (a pickled state dict) or a
-//! safetensors file.
+//! renamed tensors. [`read_checkpoint`] reads a PyTorch `.pth` (either `torch.save` format, a
+//! wrapped state dict too) or a safetensors file.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -35,18 +35,20 @@ pub const IMGCLSMOB_KEYS: [(&str, &str); 16] = [
     ("output.fc3.bias", "fc8.bias"),
 ];
 
-/// The tensors of a PyTorch checkpoint (`.pth`, `.pt`: a pickled state dict, possibly under a
-/// `state_dict` key) or a safetensors file.
+/// The tensors of a PyTorch checkpoint (`.pth`, `.pt`, `.tar`: `torch.save`'s zip or legacy
+/// format, a state dict possibly inside a wrapper dict; see [`crate::pth`]) or a safetensors
+/// file. A `module.` prefix on every key (DataParallel) is removed.
 pub fn read_checkpoint(path: &Path) -> Result<HashMap<String, Tensor>> {
     let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
-    if is_safetensors {
-        return candle_core::safetensors::load(path, &candle_core::Device::Cpu)
-            .map_err(|e| candle_core::Error::Msg(format!("{}: not a readable safetensors file: {e}", path.display())));
-    }
-    let mut tensors = candle_core::pickle::read_all_with_key(path, None)
-        .or_else(|_| candle_core::pickle::read_all_with_key(path, Some("state_dict")))
-        .map_err(|e| candle_core::Error::Msg(format!("{}: not a readable PyTorch checkpoint: {e}", path.display())))?;
-    Ok(tensors.drain(..).collect())
+    let tensors = if is_safetensors {
+        let t = candle_core::safetensors::load(path, &candle_core::Device::Cpu).map_err(|e| {
+            candle_core::Error::Msg(format!("{}: not a readable safetensors file: {e}", path.display()))
+        })?;
+        crate::pth::unwrap_state_dict(t.into_iter().collect())
+    } else {
+        crate::pth::read_state_dict(path)?
+    };
+    Ok(tensors.into_iter().collect())
 }
 
 /// Renames imgclsmob's tensors to ours and checks them; see the module docs. The input size

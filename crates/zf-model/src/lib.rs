@@ -48,6 +48,7 @@ pub mod kernels;
 pub mod lrn;
 pub mod net;
 pub mod pool;
+pub mod pth;
 pub mod weights;
 
 pub use config::{FirstLayer, LayerRow, LayerTable, LrnConfig, Order, PoolGeometry, ZfConfig};

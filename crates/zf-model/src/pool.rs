@@ -6,7 +6,7 @@
 //! ([`crate::kernels::pool_values`] on the CPU, candle's `gather` elsewhere), so the backward
 //! pass sends each output's gradient to its switch.
 
-use candle_core::{CpuStorage, CustomOp1, Device, Layout, Result, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
 use crate::config::PoolGeometry;
@@ -65,6 +65,14 @@ impl PoolGeometry {
         // Pad right/bottom with -inf so that every offset can take `s * out` rows (cols).
         let (hp, wp) = ((k - 1) + s * ho, (k - 1) + s * wo);
         let xs = pad_bottom_right(xs, hp, wp, f64::NEG_INFINITY)?;
+        // The flat input index of each window's top-left corner, uploaded once; each offset adds
+        // its own (di * w + dj) on the device. Kept in f32 (exact below 2^24, far above any
+        // plane's size) because candle's where_cond and affine take it on every backend.
+        let corners: Vec<f32> = (0..ho).flat_map(|oi| (0..wo).map(move |oj| ((oi * s) * w + oj * s) as f32)).collect();
+        if (hp * w) as f64 >= f64::from(1u32 << 24) {
+            bail!("max-pool-switches: a {hp}x{w} plane is too large for f32 indices")
+        }
+        let corners = Tensor::from_vec(corners, (1, 1, ho, wo), xs.device())?;
         let mut best: Option<(Tensor, Tensor)> = None;
         for di in 0..k {
             let rows = xs.narrow(2, di, s * ho)?.reshape((n, c, ho, s, wp))?.narrow(3, 0, 1)?.squeeze(3)?;
@@ -72,9 +80,7 @@ impl PoolGeometry {
                 let v = rows.narrow(3, dj, s * wo)?.reshape((n, c, ho, wo, s))?.narrow(4, 0, 1)?.squeeze(4)?;
                 // The flat input index of this offset in every window (past-the-edge offsets are
                 // -inf and never win, so their out-of-range index is never kept).
-                let idx: Vec<u32> =
-                    (0..ho).flat_map(|oi| (0..wo).map(move |oj| ((oi * s + di) * w + oj * s + dj) as u32)).collect();
-                let idx = Tensor::from_vec(idx, (1, 1, ho, wo), xs.device())?.broadcast_as((n, c, ho, wo))?;
+                let idx = corners.affine(1.0, (di * w + dj) as f64)?.broadcast_as((n, c, ho, wo))?;
                 best = Some(match best {
                     None => (v, idx.contiguous()?),
                     Some((bv, bi)) => {
@@ -84,24 +90,36 @@ impl PoolGeometry {
                 });
             }
         }
-        best.map(|(_, i)| i).ok_or_else(|| candle_core::Error::Msg("empty pooling window".into()))
+        let (_, idx) = best.ok_or_else(|| candle_core::Error::Msg("empty pooling window".into()))?;
+        idx.to_dtype(DType::U32)
     }
 }
 
 /// Pads `[N, C, H, W]` at the bottom and right with `value` to `[N, C, hp, wp]`, or crops when
-/// smaller.
+/// smaller. The padding is made in the input's dtype on its device (Metal has no f64).
 fn pad_bottom_right(xs: &Tensor, hp: usize, wp: usize, value: f64) -> Result<Tensor> {
     let (n, c, h, w) = xs.dims4()?;
     let mut xs = xs.narrow(2, 0, h.min(hp))?.narrow(3, 0, w.min(wp))?;
     if hp > h {
-        let pad = Tensor::full(value, (n, c, hp - h, w.min(wp)), xs.device())?.to_dtype(xs.dtype())?;
+        let pad = full(value, (n, c, hp - h, w.min(wp)), xs.dtype(), xs.device())?;
         xs = Tensor::cat(&[&xs, &pad], 2)?;
     }
     if wp > w {
-        let pad = Tensor::full(value, (n, c, hp, wp - w), xs.device())?.to_dtype(xs.dtype())?;
+        let pad = full(value, (n, c, hp, wp - w), xs.dtype(), xs.device())?;
         xs = Tensor::cat(&[&xs, &pad], D::Minus1)?;
     }
     Ok(xs)
+}
+
+/// A tensor of `value` in `dtype`, made on `device` without an f64 intermediate.
+fn full(value: f64, shape: (usize, usize, usize, usize), dtype: DType, device: &Device) -> Result<Tensor> {
+    match dtype {
+        DType::F32 => Tensor::full(value as f32, shape, device),
+        DType::F16 => Tensor::full(half::f16::from_f64(value), shape, device),
+        DType::BF16 => Tensor::full(half::bf16::from_f64(value), shape, device),
+        DType::F64 => Tensor::full(value, shape, device),
+        other => bail!("max pooling takes a float tensor, got {other:?}"),
+    }
 }
 
 /// The CPU kernel: one pass over each `H x W` plane, planes in parallel.
@@ -251,6 +269,14 @@ mod tests {
             let a = geometry.switches(&x, ho, wo).unwrap().flatten_all().unwrap().to_vec1::<u32>().unwrap();
             let b = geometry.switches_generic(&x, ho, wo).unwrap().flatten_all().unwrap().to_vec1::<u32>().unwrap();
             assert_eq!(a, b, "{geometry:?} on {h}x{w}");
+            // The generic path (other devices) in every float dtype: the padding is made in the
+            // input's dtype (Metal rejects f64 tensors), the indices are the same.
+            for dtype in [DType::F16, DType::BF16, DType::F64] {
+                let xd = x.to_dtype(dtype).unwrap();
+                let c =
+                    geometry.switches_generic(&xd, ho, wo).unwrap().flatten_all().unwrap().to_vec1::<u32>().unwrap();
+                assert_eq!(a, c, "{geometry:?} on {h}x{w} in {dtype:?}");
+            }
         }
     }
 

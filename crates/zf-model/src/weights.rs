@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::safetensors::Load;
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 use safetensors::{Dtype, SafeTensors};
@@ -42,14 +41,16 @@ pub fn expected_shapes(config: &ZfConfig) -> Result<Vec<(String, Vec<usize>)>> {
     Ok(out)
 }
 
-/// A weights file read into memory: its tensors, its metadata, and the config it records (if
-/// it was written by this project).
+/// A weights file, memory-mapped: its tensors (dtype, shape and where their bytes are), its
+/// metadata, and the config it records (if it was written by this project). The header is
+/// parsed once; a tensor's bytes are read from the mapping only when it is loaded.
 #[derive(Debug)]
 pub struct WeightsFile {
     pub path: PathBuf,
     pub metadata: HashMap<String, String>,
-    tensors: HashMap<String, (Dtype, Vec<usize>)>,
-    bytes: Vec<u8>,
+    /// Name -> (dtype, shape, byte range in the file).
+    tensors: HashMap<String, (Dtype, Vec<usize>, std::ops::Range<usize>)>,
+    map: memmap2::Mmap,
 }
 
 impl WeightsFile {
@@ -60,18 +61,32 @@ impl WeightsFile {
         Self::read(&path)
     }
 
-    /// Reads a local safetensors file.
+    /// Maps a local safetensors file and parses its header (checked against the file's size).
     pub fn read(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| candle_core::Error::Msg(format!("cannot read weights file {}: {e}", path.display())))?;
-        let st = SafeTensors::deserialize(&bytes)
-            .map_err(|e| candle_core::Error::Msg(format!("{} is not a valid safetensors file: {e}", path.display())))?;
-        let tensors =
-            st.tensors().into_iter().map(|(name, view)| (name, (view.dtype(), view.shape().to_vec()))).collect();
-        let (_, meta) = SafeTensors::read_metadata(&bytes)
-            .map_err(|e| candle_core::Error::Msg(format!("{} is not a valid safetensors file: {e}", path.display())))?;
+        let cannot =
+            |e: std::io::Error| candle_core::Error::Msg(format!("cannot read weights file {}: {e}", path.display()));
+        let invalid = |e: safetensors::SafeTensorError| {
+            candle_core::Error::Msg(format!("{} is not a valid safetensors file: {e}", path.display()))
+        };
+        let file = std::fs::File::open(path).map_err(cannot)?;
+        // SAFETY: the mapping is read-only and private to this value. Another process truncating
+        // or rewriting the file while it is mapped could change or fault the bytes read; zfnet
+        // itself replaces weights files by renaming a new file into place (`save_tensors`),
+        // which leaves this mapping on the old file intact.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(cannot)?;
+        let st = SafeTensors::deserialize(&map).map_err(invalid)?;
+        let base = map.as_ptr() as usize;
+        let tensors = st
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| {
+                let start = view.data().as_ptr() as usize - base;
+                (name, (view.dtype(), view.shape().to_vec(), start..start + view.data().len()))
+            })
+            .collect();
+        let (_, meta) = SafeTensors::read_metadata(&map).map_err(invalid)?;
         let metadata = meta.metadata().clone().unwrap_or_default();
-        Ok(Self { path: path.to_path_buf(), metadata, tensors, bytes })
+        Ok(Self { path: path.to_path_buf(), metadata, tensors, map })
     }
 
     /// The network config the file records, if any.
@@ -87,9 +102,29 @@ impl WeightsFile {
         }
     }
 
+    /// The config the file records, else the one its tensor shapes imply
+    /// ([`config_from_shapes`], with `input_size` if given; logged, since LRN, layer order and
+    /// input scale are assumed).
+    pub fn config_or_inferred(&self, input_size: Option<usize>) -> Result<ZfConfig> {
+        if let Some(c) = self.config()? {
+            return Ok(c);
+        }
+        let shapes: HashMap<String, Vec<usize>> =
+            self.tensors.iter().map(|(k, (_, s, _))| (k.clone(), s.clone())).collect();
+        let c = config_from_shapes(&shapes, input_size).map_err(|e| {
+            candle_core::Error::Msg(format!("{} records no `{CONFIG_KEY}` metadata and {e}", self.path.display()))
+        })?;
+        tracing::info!(
+            "{} records no network config: inferred from its shapes ({}); assumed the paper's LRN, layer order and input scale",
+            self.path.display(),
+            describe(&c)
+        );
+        Ok(c)
+    }
+
     /// Names, dtypes and shapes of every tensor in the file, sorted by name.
     pub fn listing(&self) -> Vec<(String, Dtype, Vec<usize>)> {
-        let mut v: Vec<_> = self.tensors.iter().map(|(n, (d, s))| (n.clone(), *d, s.clone())).collect();
+        let mut v: Vec<_> = self.tensors.iter().map(|(n, (d, s, _))| (n.clone(), *d, s.clone())).collect();
         v.sort();
         v
     }
@@ -103,7 +138,7 @@ impl WeightsFile {
         for (name, shape) in &expected {
             match self.tensors.get(name) {
                 None => problems.push(format!("missing tensor `{name}` (expected shape {shape:?})")),
-                Some((dtype, found)) => {
+                Some((dtype, found, _)) => {
                     if found != shape {
                         problems.push(format!("tensor `{name}` has shape {found:?}, expected {shape:?}"));
                     }
@@ -116,7 +151,7 @@ impl WeightsFile {
         let mut extra: Vec<_> = self.tensors.keys().filter(|k| !expected.iter().any(|(n, _)| n == *k)).collect();
         extra.sort();
         for name in extra {
-            let (dtype, shape) = &self.tensors[name];
+            let (dtype, shape, _) = &self.tensors[name];
             problems.push(format!("unexpected tensor `{name}` ({dtype:?} {shape:?})"));
         }
         if problems.is_empty() {
@@ -139,24 +174,95 @@ impl WeightsFile {
     /// The tensors, checked against `config` (see [`WeightsFile::check`]), on `device`.
     pub fn tensors(&self, config: &ZfConfig, device: &Device) -> Result<HashMap<String, Tensor>> {
         self.check(config)?;
-        let st = SafeTensors::deserialize(&self.bytes).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let mut out = HashMap::new();
-        for (name, view) in st.tensors() {
-            out.insert(name, view.load(device)?);
+        for (name, (dtype, shape, range)) in &self.tensors {
+            let dtype = DType::try_from(*dtype)?;
+            out.insert(name.clone(), Tensor::from_raw_buffer(&self.map[range.clone()], dtype, shape, device)?);
         }
         Ok(out)
     }
 
     /// The network these weights make. `config` overrides the config the file records; with
-    /// neither, the paper's network is assumed.
+    /// neither, the config is inferred from the tensor shapes ([`config_from_shapes`]).
     pub fn into_net(self, config: Option<&ZfConfig>, device: &Device) -> Result<ZfNet> {
         let config = match config {
             Some(c) => c.clone(),
-            None => self.config()?.unwrap_or_else(ZfConfig::paper),
+            None => self.config_or_inferred(None)?,
         };
         let tensors = self.tensors(&config, device)?;
         ZfNet::new(&config, VarBuilder::from_tensors(tensors, DType::F32, device))
     }
+}
+
+/// The network config a set of tensor shapes implies, for weights that record none (e.g.
+/// written from PyTorch with our keys): the first layer from conv1's kernel (7: ZFNet's, 11: the
+/// AlexNet-style one), the widths of conv1..conv5 and fc6/fc7 and the class count from the
+/// weights' output sizes, and the input size from fc6's inputs (224 when it fits, else the
+/// only size that does). LRN, the layer order and the input scale cannot be seen in shapes:
+/// they are the paper's. Every other tensor must then have exactly the shape this config
+/// gives it; a missing conv/fc weight, an impossible size or an input size the shapes do not
+/// decide is an error that says which.
+///
+/// `input_size`, when given, is taken instead of inferred (and must fit).
+pub fn config_from_shapes(shapes: &HashMap<String, Vec<usize>>, input_size: Option<usize>) -> Result<ZfConfig> {
+    let dims = |key: &str, rank: usize| -> Result<&[usize]> {
+        match shapes.get(key) {
+            Some(s) if s.len() == rank => Ok(s.as_slice()),
+            Some(s) => bail!("`{key}` has shape {s:?}, which is not a rank-{rank} tensor"),
+            None => bail!("has no tensor `{key}`, so it is not a ZFNet weights file"),
+        }
+    };
+    let conv1 = dims("conv1.weight", 4)?;
+    let first_layer = match (conv1[2], conv1[3]) {
+        (7, 7) => crate::FirstLayer::Zf,
+        (11, 11) => crate::FirstLayer::AlexNet,
+        (h, w) => bail!("conv1 has {h}x{w} filters: neither ZFNet's 7x7 nor the AlexNet-style 11x11"),
+    };
+    let mut channels = [0; 5];
+    for (i, c) in channels.iter_mut().enumerate() {
+        *c = dims(&format!("conv{}.weight", i + 1), 4)?[0];
+    }
+    let fc6 = dims("fc6.weight", 2)?;
+    let classes = dims("fc8.weight", 2)?[0];
+    let mut config = ZfConfig { first_layer, channels, fc_units: fc6[0], classes, ..ZfConfig::paper() };
+    // fc6 takes pool5 flattened: channels[4] x side x side.
+    let side = (1..=64).find(|s| channels[4] * s * s == fc6[1]);
+    let Some(side) = side else {
+        bail!("fc6 takes {} inputs, which is not conv5's {} maps times a square pool5", fc6[1], channels[4])
+    };
+    let fits = |size: usize| {
+        let c = config.clone().with_input_size(size);
+        c.table().ok().and_then(|t| t.row("pool5").map(|r| r.shape[1] == side)).unwrap_or(false)
+    };
+    let sizes: Vec<usize> = (16..=2048).filter(|&s| fits(s)).collect();
+    config.input_size = if let Some(size) = input_size {
+        if !fits(size) {
+            bail!("a {size}-pixel input does not give the {side}x{side} pool5 that fc6's {} inputs imply", fc6[1])
+        }
+        size
+    } else if fits(crate::config::PAPER_INPUT) {
+        crate::config::PAPER_INPUT
+    } else {
+        match sizes.as_slice() {
+            [] => bail!("no input size gives the {side}x{side} pool5 that fc6's {} inputs imply", fc6[1]),
+            [one] => *one,
+            [a, .., b] => bail!(
+                "the input size is ambiguous: every size from {a} to {b} pixels gives the {side}x{side} pool5 fc6 expects; give the size (--input-size)"
+            ),
+        }
+    };
+    let mut bad = Vec::new();
+    for (key, want) in expected_shapes(&config)? {
+        match shapes.get(&key) {
+            Some(got) if *got == want => {}
+            Some(got) => bad.push(format!("`{key}` is {got:?} where the other shapes imply {want:?}")),
+            None => bad.push(format!("`{key}` is missing")),
+        }
+    }
+    if !bad.is_empty() {
+        bail!("its shapes do not fit one ZFNet: {}", bad.join("; "))
+    }
+    Ok(config)
 }
 
 /// A short description of a config for error messages.

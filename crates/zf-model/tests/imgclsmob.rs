@@ -1,7 +1,9 @@
 //! Importing imgclsmob's (pytorchcv) ZFNet: the fixture from `imgclsmob/make_fixture.py`
-//! (pytorchcv's own model definition, reduced widths, random weights) converts from `.pth` and
-//! from safetensors with the original names, and our forward pass on the converted weights
-//! agrees with pytorchcv's to 1e-4 relative.
+//! (pytorchcv's own model definition, reduced widths, random weights) converts from every form
+//! such weights come in — `torch.save`'s zip format, its legacy (pre-1.6) format, a training
+//! script's wrapped checkpoint with DataParallel's `module.` prefix, safetensors with the
+//! original names — and our forward pass on the converted weights agrees with pytorchcv's to
+//! 1e-4 relative.
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
@@ -32,7 +34,8 @@ fn converted_weights_reproduce_pytorchcv_logits() {
     let x = golden["input"].broadcast_sub(&mean).unwrap();
     let want = golden["logits"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    for file in ["zfnet_small.pth", "zfnet_small.orig.safetensors"] {
+    for file in ["zfnet_small.pth", "zfnet_small.legacy.pth", "zfnet_small.wrapped.pth", "zfnet_small.orig.safetensors"]
+    {
         let got = net_from(file).forward(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         for (a, b) in got.iter().zip(&want) {
             assert!((a - b).abs() <= 1e-4 * scale, "{file}: ours {a}, pytorchcv {b}");
@@ -73,4 +76,31 @@ fn the_full_preset_has_the_papers_parameter_count() {
     // imgclsmob's zfnet: 62,357,608 parameters, the same as the paper's network.
     assert_eq!(ZfConfig::imgclsmob().table().unwrap().total_params(), 62_357_608);
     assert_eq!(ZfConfig::imgclsmob().table().unwrap().row("pool5").unwrap().shape, vec![256, 6, 6]);
+}
+
+#[test]
+fn every_checkpoint_form_holds_the_same_tensors() {
+    let want = read_checkpoint(&dir().join("zfnet_small.orig.safetensors")).unwrap();
+    for file in ["zfnet_small.pth", "zfnet_small.legacy.pth", "zfnet_small.wrapped.pth"] {
+        let got = read_checkpoint(&dir().join(file)).unwrap();
+        let mut keys: Vec<_> = got.keys().collect();
+        keys.sort();
+        let mut want_keys: Vec<_> = want.keys().collect();
+        want_keys.sort();
+        assert_eq!(keys, want_keys, "{file}");
+        for (k, t) in &want {
+            let d = (t - &got[k]).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+            assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0, "{file}: {k}");
+        }
+    }
+}
+
+#[test]
+fn a_truncated_legacy_checkpoint_is_a_clear_error() {
+    let bytes = std::fs::read(dir().join("zfnet_small.legacy.pth")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("cut.pth");
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let e = read_checkpoint(&path).unwrap_err().to_string();
+    assert!(e.contains("cut.pth: not a readable PyTorch checkpoint") && e.contains("truncated"), "{e}");
 }

@@ -127,3 +127,66 @@ fn inputs_of_the_wrong_size_are_errors() {
     let e = net.forward(&x).unwrap_err().to_string();
     assert!(e.contains("input has shape [1, 3, 100, 100], expected [N, 3, 96, 96]"), "{e}");
 }
+
+/// Writes `config`'s tensors without any metadata, as a PyTorch script with our keys would.
+fn write_bare(dir: &Path, name: &str, config: &ZfConfig, edit: impl FnOnce(&mut HashMap<String, Tensor>)) -> String {
+    let mut t = init_tensors(config, Init::Paper, 2, &Device::Cpu).unwrap();
+    edit(&mut t);
+    let path = dir.join(name);
+    save_tensors(&t.into_iter().collect::<Vec<_>>(), HashMap::new(), &path).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn weights_without_a_recorded_config_load_with_the_config_their_shapes_imply() {
+    let dir = tempfile::tempdir().unwrap();
+    // At 224 pixels: widths, classes and the first layer come from the shapes.
+    for config in
+        [ZfConfig::paper().with_width(0.0625).with_classes(7), ZfConfig::alexnet().with_width(0.125).with_classes(3)]
+    {
+        let p = write_bare(dir.path(), "bare.safetensors", &config, |_| {});
+        let net = ZfNet::load(&p, None, &Device::Cpu).unwrap();
+        assert_eq!(net.config(), &config);
+    }
+    // At another size, the size must be given when several fit, and is then checked.
+    let at96 = cfg();
+    let p = write_bare(dir.path(), "at96.safetensors", &at96, |_| {});
+    let e = ZfNet::load(&p, None, &Device::Cpu).unwrap_err().to_string();
+    assert!(
+        e.contains(
+            "at96.safetensors records no `zfnet.config` metadata and the input size is ambiguous: every size from"
+        ) && e.contains("give the size (--input-size)"),
+        "{e}"
+    );
+    let file = WeightsFile::read(Path::new(&p)).unwrap();
+    assert_eq!(file.config_or_inferred(Some(96)).unwrap(), at96);
+    let e = file.config_or_inferred(Some(224)).unwrap_err().to_string();
+    assert!(e.contains("a 224-pixel input does not give the 2x2 pool5 that fc6's 128 inputs imply"), "{e}");
+}
+
+#[test]
+fn shapes_that_fit_no_zfnet_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ZfConfig::paper().with_width(0.0625).with_classes(7);
+    let p = write_bare(dir.path(), "k5.safetensors", &config, |t| {
+        t.insert("conv1.weight".into(), Tensor::zeros((6, 3, 5, 5), DType::F32, &Device::Cpu).unwrap());
+    });
+    let e = ZfNet::load(&p, None, &Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("conv1 has 5x5 filters: neither ZFNet's 7x7 nor the AlexNet-style 11x11"), "{e}");
+    // conv3 disagrees with conv2's width: inconsistent.
+    let p = write_bare(dir.path(), "c3.safetensors", &config, |t| {
+        t.insert("conv3.weight".into(), Tensor::zeros((24, 99, 3, 3), DType::F32, &Device::Cpu).unwrap());
+    });
+    let e = ZfNet::load(&p, None, &Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("its shapes do not fit one ZFNet: `conv3.weight` is [24, 99, 3, 3] where the other shapes imply [24, 16, 3, 3]"), "{e}");
+    let p = write_bare(dir.path(), "nofc6.safetensors", &config, |t| {
+        t.remove("fc6.weight");
+    });
+    let e = ZfNet::load(&p, None, &Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("has no tensor `fc6.weight`, so it is not a ZFNet weights file"), "{e}");
+    let p = write_bare(dir.path(), "fc6.safetensors", &config, |t| {
+        t.insert("fc6.weight".into(), Tensor::zeros((256, 17), DType::F32, &Device::Cpu).unwrap());
+    });
+    let e = ZfNet::load(&p, None, &Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("fc6 takes 17 inputs, which is not conv5's 16 maps times a square pool5"), "{e}");
+}

@@ -7,8 +7,14 @@ Widths are reduced so that the files stay small while every key name stays pytor
 maps [6], [16], [24, 24, 16]; the fc layers (fixed at 4096 in pytorchcv) are replaced by
 Linear layers of 64 units under the same names; 10 classes; 224-pixel input.
 
-Writes, beside this file:
-  zfnet_small.pth                  torch.save(state_dict) — what `zfnet convert` reads
+Writes, beside this file, the three forms in which such weights are found:
+  zfnet_small.pth                  torch.save(state_dict): the zip format (PyTorch >= 1.6)
+  zfnet_small.legacy.pth           the same with _use_new_zipfile_serialization=False: the
+                                   format of every .pth saved before PyTorch 1.6, imgclsmob's
+                                   published zfnet-1727-d010ddca.pth among them
+  zfnet_small.wrapped.pth          a training script's checkpoint: {"state_dict": ..., "epoch",
+                                   "arch", "best_acc1", "optimizer"} with DataParallel's
+                                   `module.` prefix on every key (as PyTorch's ImageNet example)
   zfnet_small.orig.safetensors     the same tensors under pytorchcv's key names
   zfnet_small.golden.safetensors   input [2,3,224,224] (raw pixels 0..255) and logits [2,10] of
                                    pytorchcv's forward on the ImageNet-normalized input
@@ -47,6 +53,11 @@ def main():
         logits = net((x / 255.0 - MEAN) / STD)
     state = {k: v.contiguous() for k, v in net.state_dict().items()}
     torch.save(state, os.path.join(HERE, "zfnet_small.pth"))
+    torch.save(state, os.path.join(HERE, "zfnet_small.legacy.pth"), _use_new_zipfile_serialization=False)
+    wrapped = nn.DataParallel(net)
+    optimizer = torch.optim.SGD(wrapped.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    torch.save({"epoch": 90, "arch": "zfnet", "state_dict": wrapped.state_dict(), "best_acc1": torch.tensor(60.21),
+                "optimizer": optimizer.state_dict()}, os.path.join(HERE, "zfnet_small.wrapped.pth"))
     save_file(state, os.path.join(HERE, "zfnet_small.orig.safetensors"))
     save_file({"input": x, "logits": logits}, os.path.join(HERE, "zfnet_small.golden.safetensors"),
               metadata={"torch": torch.__version__})

@@ -1,0 +1,238 @@
+#!/usr/bin/env python3
+"""ZFNet (Zeiler & Fergus 2014) in PyTorch, built from a zfnet safetensors file, and the
+PyTorch side of `cargo xtask bench`.
+
+As a library:
+
+    from zfnet_torch import load
+    net, config = load("runs/small/model.safetensors")   # honours the file's zfnet.config
+    logits = net(x)   # x: [N, 3, S, S], the training set's per-pixel mean already subtracted
+
+`load` reads the network config zfnet records in the file's metadata (`zfnet.config`: first
+layer, widths, classes, LRN, layer order, input scale, per-channel input scale) and builds the
+same network: conv1..conv5, fc6..fc8 under zfnet's names (the state dict keys are the
+safetensors keys). Files without that metadata are built as the paper's network with the
+widths read from the shapes. `ZFNet.trace(x)` returns every named activation, as `zfnet
+forward` writes them.
+
+As a script (the benchmark peer; one JSON line per measurement):
+
+    python3 zfnet_torch.py [--threads 2] [--width 1.0] [--batch 16] [--reps 5]
+                           [--what forward,train,project,occlusion]
+
+  forward, train: forward passes / SGD steps of a ZFNet of the given width (images/s)
+  project:   one deconvnet projection of the strongest conv5 unit of one image (switch
+             unpooling, ReLU, transposed filters; images_per_s = projections per second)
+  occlusion: the occlusion map of one image (48 px gray square, stride 8: 529 positions) in
+             batches of --batch occluded images (images_per_s = occluded images per second)
+
+Needs torch and, for `load`, safetensors (python/setup-torch.sh makes a virtual environment).
+"""
+import argparse
+import json
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+PAPER = {
+    "first_layer": "zf", "channels": [96, 256, 384, 384, 256], "fc_units": 4096, "classes": 1000,
+    "lrn": {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0}, "input_size": 224, "dropout": 0.5,
+    "input_scale": 1.0, "order": "paper", "input_channel_scale": None,
+}
+# conv1 / conv2 (kernel, stride, padding) for each first layer; conv3-5 are 3x3 stride 1 pad 1.
+FIRST_LAYERS = {"zf": ((7, 2, 1), (5, 2, 0)), "alexnet": ((11, 4, 2), (5, 1, 2))}
+
+
+def config_for_width(width=1.0, classes=1000):
+    """The paper's network with every width multiplied by `width` (as ZfConfig::with_width)."""
+    c = dict(PAPER)
+    c["channels"] = [max(1, round(n * width)) for n in PAPER["channels"]]
+    c["fc_units"] = max(1, round(PAPER["fc_units"] * width))
+    c["classes"] = classes
+    return c
+
+
+def pool_out(n, ceil):
+    """3x3 stride-2 max pooling's output side, as F.max_pool2d computes it."""
+    out = -(-(n - 3) // 2) + 1 if ceil else (n - 3) // 2 + 1
+    if ceil and (out - 1) * 2 >= n:
+        out -= 1
+    return out
+
+
+class ZFNet(nn.Module):
+    """ZFNet as zfnet's config describes it; parameters named as zfnet's safetensors keys."""
+
+    def __init__(self, config=None):
+        super().__init__()
+        c = dict(PAPER, **(config or {}))
+        self.config = c
+        (k1, s1, p1), (k2, s2, p2) = FIRST_LAYERS[c["first_layer"]]
+        ch = c["channels"]
+        self.geometry = [(s1, p1), (s2, p2), (1, 1), (1, 1), (1, 1)]
+        self.conv1 = nn.Conv2d(3, ch[0], k1, s1, p1)
+        self.conv2 = nn.Conv2d(ch[0], ch[1], k2, s2, p2)
+        self.conv3 = nn.Conv2d(ch[1], ch[2], 3, 1, 1)
+        self.conv4 = nn.Conv2d(ch[2], ch[3], 3, 1, 1)
+        self.conv5 = nn.Conv2d(ch[3], ch[4], 3, 1, 1)
+        side = c["input_size"]
+        side = (side + 2 * p1 - k1) // s1 + 1
+        side = pool_out(side, True)
+        side = (side + 2 * p2 - k2) // s2 + 1
+        side = pool_out(side, True)
+        side = pool_out(side, c["order"] == "imgclsmob")
+        self.fc6 = nn.Linear(ch[4] * side * side, c["fc_units"])
+        self.fc7 = nn.Linear(c["fc_units"], c["fc_units"])
+        self.fc8 = nn.Linear(c["fc_units"], c["classes"])
+        lrn = c["lrn"]
+        self.lrn = nn.LocalResponseNorm(lrn["size"], lrn["alpha"], lrn["beta"], lrn["k"]) if lrn else nn.Identity()
+        self.drop = nn.Dropout(c["dropout"])
+        scale = torch.full((1, 3, 1, 1), float(c["input_scale"]))
+        if c.get("input_channel_scale"):
+            scale = scale * torch.tensor(c["input_channel_scale"], dtype=torch.float32).view(1, 3, 1, 1)
+        self.register_buffer("input_scale", scale, persistent=False)
+
+    def trace(self, x):
+        """Every named activation, in forward order (zfnet's tap points)."""
+        t = {}
+        x = x * self.input_scale
+        imgclsmob = self.config["order"] == "imgclsmob"
+        for i, conv in ((1, self.conv1), (2, self.conv2)):
+            x = t[f"conv{i}"] = F.relu(conv(x))
+            if imgclsmob:  # conv -> ReLU -> LRN -> pool
+                x = t[f"norm{i}"] = self.lrn(x)
+                x = t[f"pool{i}"] = F.max_pool2d(x, 3, 2, ceil_mode=True)
+            else:  # conv -> ReLU -> pool -> LRN (the paper's Fig. 3)
+                x = t[f"pool{i}"] = F.max_pool2d(x, 3, 2, ceil_mode=True)
+                x = t[f"norm{i}"] = self.lrn(x)
+        x = t["conv3"] = F.relu(self.conv3(x))
+        x = t["conv4"] = F.relu(self.conv4(x))
+        x = t["conv5"] = F.relu(self.conv5(x))
+        x = t["pool5"] = F.max_pool2d(x, 3, 2, ceil_mode=imgclsmob)
+        x = t["fc6"] = self.drop(F.relu(self.fc6(x.flatten(1))))
+        x = t["fc7"] = self.drop(F.relu(self.fc7(x)))
+        t["fc8"] = self.fc8(x)
+        t["prob"] = F.softmax(t["fc8"], 1)
+        return t
+
+    def forward(self, x):
+        return self.trace(x)["fc8"]
+
+
+def load(path):
+    """(network, config) from a zfnet safetensors file; see the module docs."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(path, "pt") as f:
+        meta = f.metadata() or {}
+    state = load_file(path)
+    if "zfnet.config" in meta:
+        config = json.loads(meta["zfnet.config"])
+    else:
+        k = state["conv1.weight"].shape[-1]
+        config = dict(PAPER, first_layer={7: "zf", 11: "alexnet"}[k],
+                      channels=[state[f"conv{i}.weight"].shape[0] for i in range(1, 6)],
+                      fc_units=state["fc6.weight"].shape[0], classes=state["fc8.weight"].shape[0])
+    net = ZFNet(config)
+    net.load_state_dict(state)
+    return net.eval(), config
+
+
+def project_conv5(net, x):
+    """The deconvnet projection of the strongest conv5 activation of `x` (paper's network)."""
+    h = F.relu(net.conv1(x))
+    size1 = h.shape[-2:]
+    h, sw1 = F.max_pool2d(h, 3, 2, ceil_mode=True, return_indices=True)
+    h = F.relu(net.conv2(net.lrn(h)))
+    size2 = h.shape[-2:]
+    h, sw2 = F.max_pool2d(h, 3, 2, ceil_mode=True, return_indices=True)
+    a = F.relu(net.conv5(F.relu(net.conv4(F.relu(net.conv3(net.lrn(h)))))))
+    keep = torch.zeros_like(a).flatten()
+    i = int(a.flatten().argmax())
+    keep[i] = a.flatten()[i]
+    h = keep.view_as(a)
+    for conv in (net.conv5, net.conv4, net.conv3):  # LRN passes through unchanged
+        h = F.conv_transpose2d(F.relu(h), conv.weight, stride=1, padding=1)
+    h = F.max_unpool2d(h, sw2, 3, 2, output_size=size2)
+    h = F.conv_transpose2d(F.relu(h), net.conv2.weight, stride=2)
+    h = F.max_unpool2d(h, sw1, 3, 2, output_size=size1)
+    return F.conv_transpose2d(F.relu(h), net.conv1.weight, stride=2, padding=1, output_padding=1)
+
+
+def occlusion_map(net, x, label, size=48, stride=8, batch=16):
+    """Probability of `label` with a gray (zero, after the mean) square at each position."""
+    side = x.shape[-1]
+    at = [(i, j) for i in range(0, side - size + 1, stride) for j in range(0, side - size + 1, stride)]
+    probs = []
+    for b in range(0, len(at), batch):
+        chunk = at[b:b + batch]
+        xs = x.repeat(len(chunk), 1, 1, 1)
+        for k, (i, j) in enumerate(chunk):
+            xs[k, :, i:i + size, j:j + size] = 0.0
+        probs.append(F.softmax(net(xs), 1)[:, label])
+    return torch.cat(probs), len(at)
+
+
+def median_time(fn, reps):
+    fn()  # warm-up
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def main():
+    ap = argparse.ArgumentParser(description="ZFNet timings in PyTorch (the peer of `zfnet bench`)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--width", type=float, default=1.0)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--what", default="forward,train")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    net = ZFNet(config_for_width(a.width))
+    x = torch.randn(a.batch, 3, 224, 224) * 50
+    y = torch.randint(0, 1000, (a.batch,))
+
+    def report(bench, seconds, n, batch=a.batch, **extra):
+        print(json.dumps({"bench": bench, "impl": "pytorch " + torch.__version__, "threads": a.threads,
+                          "width": a.width, "batch": batch, **extra, "median_s": round(seconds, 5),
+                          "images_per_s": round(n / seconds, 2)}), flush=True)
+
+    for what in a.what.split(","):
+        if what == "forward":
+            net.eval()
+            with torch.no_grad():
+                report("forward", median_time(lambda: net(x), a.reps), a.batch)
+        elif what == "train":
+            net.train()
+            opt = torch.optim.SGD(net.parameters(), lr=1e-2, momentum=0.9)
+
+            def step():
+                opt.zero_grad()
+                F.cross_entropy(net(x), y).backward()
+                opt.step()
+
+            report("train", median_time(step, a.reps), a.batch)
+        elif what == "project":
+            net.eval()
+            with torch.no_grad():
+                report("project", median_time(lambda: project_conv5(net, x[:1]), a.reps), 1, batch=1)
+        elif what == "occlusion":
+            net.eval()
+            with torch.no_grad():
+                n = occlusion_map(net, x[:1], 0, batch=a.batch)[1]
+                t = median_time(lambda: occlusion_map(net, x[:1], 0, batch=a.batch), max(1, a.reps // 3))
+            report("occlusion", t, n, positions=n)
+        else:
+            ap.error(f"unknown --what {what}: expected forward, train, project or occlusion")
+
+
+if __name__ == "__main__":
+    main()
