@@ -78,7 +78,17 @@ impl NetArgs {
     /// else the one the file records.
     pub fn load(&self, weights: &str, device: &Device) -> Result<ZfNet> {
         let file = WeightsFile::open(weights)?;
-        let config = if self.any() { Some(self.resolve(file.config()?)?) } else { None };
+        let config = if self.any() {
+            // Flags adjust the recorded config, else the one the shapes imply (unless a preset
+            // is named, which replaces both).
+            let base = match &self.config {
+                Some(_) => None,
+                None => Some(file.config_or_inferred(self.input_size)?),
+            };
+            Some(self.resolve(base)?)
+        } else {
+            None
+        };
         Ok(file.into_net(config.as_ref(), device)?)
     }
 }
@@ -95,16 +105,18 @@ pub struct ModelInput {
     /// `input`, [3,S,S] or [N,3,S,S], already preprocessed (per-pixel mean subtracted).
     #[arg(long, value_name = "FILE")]
     pub input: PathBuf,
-    /// The training set's per-pixel mean image (`zfnet data mean`), for image inputs.
+    /// The training set's per-pixel mean image (`zfnet data mean`), for image inputs: a path or
+    /// hf://owner/repo[@revision]/file.
     #[arg(long, value_name = "FILE")]
-    pub mean: Option<PathBuf>,
+    pub mean: Option<String>,
 }
 
 impl ModelInput {
     /// The network and the input `[N, 3, S, S]`.
     pub fn load(&self, device: &Device) -> Result<(ZfNet, Tensor)> {
         let net = self.net.load(&self.weights, device)?;
-        let x = read_input(&self.input, net.config().input_size, self.mean.as_deref(), device)?;
+        let mean = self.mean.as_deref().map(file_arg).transpose()?;
+        let x = read_input(&self.input, net.config().input_size, mean.as_deref(), device)?;
         Ok((net, x))
     }
 }
@@ -155,20 +167,52 @@ pub fn read_input(path: &Path, size: usize, mean: Option<&Path>, device: &Device
     Ok(x.to_dtype(DType::F32)?)
 }
 
-/// `mean.safetensors` beside a weights path (a training run's folder), if it exists.
-pub fn mean_beside(weights: &str) -> Option<PathBuf> {
-    Path::new(weights).parent().map(|d| d.join("mean.safetensors")).filter(|p| p.exists())
+/// A file argument that may also be a hub address (`--mean`, `--classes`): a local path, or
+/// `hf://owner/repo[@revision]/file` through the hub cache.
+pub fn file_arg(spec: &str) -> Result<PathBuf> {
+    if spec.starts_with("hf://") {
+        return Ok(zf_model::hub::HubEnv::from_env().fetch(&zf_model::hub::HubFile::parse(spec)?)?);
+    }
+    let p = PathBuf::from(spec);
+    if !p.is_file() {
+        bail!("{spec} does not exist (give a path or hf://owner/repo[@revision]/file)")
+    }
+    Ok(p)
 }
 
-/// The mean image for `weights`: `mean` when given, else `mean.safetensors` beside the weights.
-pub fn mean_for(weights: &str, mean: Option<&Path>) -> Result<MeanImage> {
+/// `mean.safetensors` beside the weights (a training run's folder, or the same hub repository
+/// and revision), if it is there.
+pub fn mean_beside(weights: &str) -> Option<PathBuf> {
+    zf_model::hub::resolve_beside(weights, "mean.safetensors").ok()
+}
+
+/// The mean image for `weights`: `mean` when given (a path or hf://), else `mean.safetensors`
+/// beside the weights.
+pub fn mean_for(weights: &str, mean: Option<&str>) -> Result<MeanImage> {
     let path = match mean {
-        Some(p) => p.to_path_buf(),
-        None => mean_beside(weights).with_context(|| {
-            format!("no --mean given and no mean.safetensors beside {weights}: pass the training set's mean image")
-        })?,
+        Some(p) => file_arg(p)?,
+        None => zf_model::hub::resolve_beside(weights, "mean.safetensors")
+            .context("no --mean given: pass the training set's mean image")?,
     };
     Ok(MeanImage::load(&path)?)
+}
+
+/// Class names for `weights`: `classes` when given (a path or hf://), else `classes.txt` beside
+/// the weights; `None` when there is none (classes are then shown by index).
+pub fn classes_for(weights: &str, classes: Option<&str>) -> Result<Option<Vec<String>>> {
+    let path = match classes {
+        Some(p) => file_arg(p)?,
+        None => match zf_model::hub::resolve_beside(weights, "classes.txt") {
+            Ok(p) => p,
+            Err(e) => {
+                if weights.starts_with("hf://") {
+                    tracing::warn!("{e}: classes are shown by index");
+                }
+                return Ok(None);
+            }
+        },
+    };
+    Ok(Some(zf_data::folder::read_classes(&path)?))
 }
 
 /// A data set folder's validation split: `DIR/val` when there is one, else `DIR` itself.

@@ -105,6 +105,10 @@ fn main() -> std::process::ExitCode {
     })();
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<cmd::train::Interrupted>().is_some() => {
+            // Ctrl-C, handled (a checkpoint was written): the shell's status for SIGINT.
+            std::process::ExitCode::from(130)
+        }
         Err(e) => {
             // candle attaches a backtrace to its errors when RUST_BACKTRACE is set; the message
             // alone says what went wrong.

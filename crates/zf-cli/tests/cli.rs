@@ -406,6 +406,142 @@ fn train_then_eval_and_predict() {
         lines[0].contains("chelsea.jpg: ") && zf_data::Class::ALL.iter().any(|c| lines[0].contains(c.name())),
         "{out}"
     );
+
+    // The same model shared on the hub (model, mean and class names in one repository, as the
+    // README says), found offline in a cache laid out as huggingface_hub lays it out.
+    let cache = dir.path().join("hub-cache");
+    let snap = cache.join("models--me--zfnet-tiny/snapshots/0123456789abcdef0123456789abcdef01234567");
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(cache.join("models--me--zfnet-tiny/refs")).unwrap();
+    std::fs::write(cache.join("models--me--zfnet-tiny/refs/main"), "0123456789abcdef0123456789abcdef01234567").unwrap();
+    for f in ["model.safetensors", "mean.safetensors", "classes.txt"] {
+        std::fs::copy(run.join(f), snap.join(f)).unwrap();
+    }
+    let hub_predict = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_zfnet"))
+            .args(["predict", "--weights", "hf://me/zfnet-tiny/model.safetensors", "--top", "2"])
+            .args(extra)
+            .arg(photos.join("chelsea.jpg"))
+            .env("HF_HUB_OFFLINE", "1")
+            .env("HF_HUB_CACHE", &cache)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    };
+    let out = hub_predict(&[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim().split(": ").nth(1), lines[0].split(": ").nth(1));
+    // --mean and --classes take hub addresses too.
+    let out = hub_predict(&[
+        "--mean",
+        "hf://me/zfnet-tiny@main/mean.safetensors",
+        "--classes",
+        "hf://me/zfnet-tiny/classes.txt",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Offline, a file missing from the cache is an error that names it.
+    std::fs::remove_file(snap.join("mean.safetensors")).unwrap();
+    let out = hub_predict(&[]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{e}");
+    assert!(
+        e.contains("no mean.safetensors beside hf://me/zfnet-tiny/model.safetensors")
+            && e.contains("hf://me/zfnet-tiny@main/mean.safetensors is not in the Hugging Face cache")
+            && e.contains("HF_HUB_OFFLINE is set"),
+        "{e}"
+    );
+}
+
+/// A tiny training run's flags (16 images, batch 8: two steps an epoch).
+fn tiny_train(run: &Path, epochs: &str) -> Vec<String> {
+    ["train", "--data", "generated", "--config", "tiny", "--batch", "8", "--train-size", "16", "--val-size", "8"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["--epochs".into(), epochs.into(), "--out".into(), run.to_string_lossy().into_owned()])
+        .collect()
+}
+
+fn same_weights(a: &Path, b: &Path) {
+    let (a, b) = (
+        candle_core::safetensors::load(a, &Device::Cpu).unwrap(),
+        candle_core::safetensors::load(b, &Device::Cpu).unwrap(),
+    );
+    assert_eq!(a.len(), b.len());
+    for (k, t) in &a {
+        let d = (t - &b[k]).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        assert_eq!(d, 0.0, "{k}");
+    }
+}
+
+#[test]
+fn resume_starts_over_without_a_checkpoint_extends_with_more_epochs_and_refuses_other_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_in = |cwd: &Path, args: &[String]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_zfnet")).args(args).current_dir(cwd).output().unwrap();
+        assert!(out.status.success(), "zfnet {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // A finished one-epoch run, started outside any git checkout.
+    let run = dir.path().join("run");
+    run_in(dir.path(), &tiny_train(&run, "1"));
+    let first = dir.path().join("first.safetensors");
+    std::fs::copy(run.join("model.safetensors"), &first).unwrap();
+    // run.json records zfnet's own revision, not the (absent) git of the working directory.
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("run.json")).unwrap()).unwrap();
+    let revision = record["revision"].as_str().unwrap();
+    let ours = Command::new("git")
+        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    match ours {
+        Some(hash) => assert!(revision.starts_with(&hash), "run.json has {revision}, zfnet is {hash}"),
+        None => assert_eq!(revision, format!("v{}", env!("CARGO_PKG_VERSION"))),
+    }
+
+    // Killed before its first checkpoint (only run.json and the mean exist): --resume starts the
+    // run from the beginning with the recorded config and gives the same weights.
+    for f in ["checkpoint.safetensors", "model.safetensors", "metrics.jsonl"] {
+        std::fs::remove_file(run.join(f)).unwrap();
+    }
+    let resume = |extra: &[&str]| -> Vec<String> {
+        ["train", "--out", run.to_str().unwrap(), "--resume"].iter().chain(extra).map(|s| s.to_string()).collect()
+    };
+    let out = run_in(dir.path(), &resume(&[]));
+    assert!(out.contains("1 epochs, 2 steps"), "{out}");
+    same_weights(&first, &run.join("model.safetensors"));
+
+    // Flags that disagree with the recorded run are refused, each named.
+    let out = zfnet(
+        &resume(&["--batch", "4", "--train-size", "16", "--seed", "9", "--epochs", "1"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        e.contains("--batch 4 (the run has 8)")
+            && e.contains("--seed 9 (the run has 0)")
+            && !e.contains("--train-size"),
+        "{e}"
+    );
+    let out = zfnet(&resume(&["--epochs", "0"]).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a run can be extended, not shortened"));
+
+    // More epochs extend the run: the same weights as a run trained for two epochs at once.
+    let out = run_in(dir.path(), &resume(&["--epochs", "2"]));
+    assert!(out.contains("2 epochs, 4 steps"), "{out}");
+    assert!(run.join("snapshots/epoch-002.safetensors").exists());
+    let two = dir.path().join("two");
+    run_in(dir.path(), &tiny_train(&two, "2"));
+    same_weights(&two.join("model.safetensors"), &run.join("model.safetensors"));
+
+    // A folder that holds no run has nothing to resume.
+    let out = zfnet(&["train", "--out", dir.path().join("nothing").to_str().unwrap(), "--resume"]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("nothing to resume") && e.contains("no run.json"), "{e}");
 }
 
 /// Waits until `path` exists (or panics after `secs`).
@@ -458,7 +594,8 @@ fn ctrl_c_checkpoints_and_kill_9_leaves_a_resumable_run() {
     wait_for(&run.join("checkpoint.safetensors"), 120);
     assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Stopped by Ctrl-C: the shell's status for SIGINT (130), not success.
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("interrupted at step") && stdout.contains("--resume"), "{stdout}");
     // kill -9 at some moment after the first checkpoint: the latest checkpoint still loads and
@@ -486,7 +623,7 @@ fn ctrl_c_checkpoints_and_kill_9_leaves_a_resumable_run() {
     std::thread::sleep(std::time::Duration::from_millis(1500));
     assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
     let (_, _, after) = zf_train::RunDir { root: run }.load_checkpoint(&Device::Cpu).unwrap();
     assert!(after.step > state.step, "resumed from step {} and went on to {}", state.step, after.step);
 }

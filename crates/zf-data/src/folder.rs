@@ -124,6 +124,15 @@ pub fn list_images(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// ImageNet's 1000 ILSVRC-2012 class names, one per line in class-index order, as torchvision,
+/// Keras and imgclsmob number them (source: `data/SOURCES.md` in this crate).
+pub const IMAGENET_CLASSES: &str = include_str!("../data/imagenet_classes.txt");
+
+/// [`IMAGENET_CLASSES`] as a list (index = class).
+pub fn imagenet_classes() -> Vec<String> {
+    IMAGENET_CLASSES.lines().map(String::from).collect()
+}
+
 /// Writes the class names, one per line, atomically.
 pub fn write_classes(path: &Path, classes: &[String]) -> Result<()> {
     let mut text = classes.join("\n");

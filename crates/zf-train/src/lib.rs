@@ -23,6 +23,6 @@ pub mod train;
 
 pub use config::TrainConfig;
 pub use error::{Result, TrainError};
-pub use run::{LoopState, RunDir};
+pub use run::{LoopState, RunDir, RunRecord};
 pub use sgd::{renormalize, Sgd};
 pub use train::{evaluate, train, Data, EpochReport, Eval, Observer, Quiet, StepReport, Summary};

@@ -44,7 +44,45 @@ pub struct RunDir {
     pub root: PathBuf,
 }
 
+/// What `run.json` records: how the run was started.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub config: crate::TrainConfig,
+    pub seed: u64,
+    /// zfnet's own source revision (set when zfnet was built).
+    pub revision: String,
+    /// A description of the data sets.
+    pub data: String,
+    /// How to make the data sets again (see [`crate::Data::spec`]).
+    #[serde(default)]
+    pub data_spec: Option<serde_json::Value>,
+    pub train_images: usize,
+    pub val_images: usize,
+    pub device: String,
+    pub zfnet_version: String,
+}
+
 impl RunDir {
+    /// An existing run directory: one with a `run.json`.
+    pub fn open(root: &Path) -> Result<Self> {
+        let dir = Self { root: root.to_path_buf() };
+        if !dir.run_json().is_file() {
+            return Err(TrainError::Run {
+                path: root.to_path_buf(),
+                reason: "is not a training run (no run.json)".into(),
+            });
+        }
+        Ok(dir)
+    }
+
+    /// Reads `run.json`.
+    pub fn record(&self) -> Result<RunRecord> {
+        let path = self.run_json();
+        let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| TrainError::Run { path, reason: format!("not a run record this zfnet can read: {e}") })
+    }
+
     pub fn create(root: &Path) -> Result<Self> {
         std::fs::create_dir_all(root.join("snapshots")).map_err(|e| io(root, e))?;
         Ok(Self { root: root.to_path_buf() })

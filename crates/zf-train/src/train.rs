@@ -87,6 +87,9 @@ pub struct Data {
     pub val: Arc<dyn Dataset>,
     /// A description for run.json.
     pub description: String,
+    /// How to make these sets again (recorded in run.json as `data_spec`, read back by whoever
+    /// resumes the run; the training loop does not interpret it).
+    pub spec: Option<serde_json::Value>,
 }
 
 impl std::fmt::Debug for Data {
@@ -167,9 +170,16 @@ pub fn train(
             reason: "holds a run already: pass --resume to continue it, or choose another output folder".into(),
         });
     }
-    if resume && !dir.checkpoint().exists() {
-        return Err(TrainError::Run { path: run.to_path_buf(), reason: "has no checkpoint to resume from".into() });
-    }
+    // Killed before its first checkpoint (e.g. during the mean-image pass): nothing to continue
+    // from, so the run starts from the beginning, with the config it was started with.
+    let resume = resume && {
+        let has = dir.checkpoint().exists();
+        if !has {
+            tracing::info!("{} has no checkpoint yet: starting the run from the beginning", run.display());
+            dir.truncate_metrics(0)?;
+        }
+        has
+    };
     let config_json = serde_json::to_string(config).map_err(|e| TrainError::Config(e.to_string()))?;
     let pre = data.train.preprocess();
     if pre.crop != config.model.input_size {
@@ -178,6 +188,23 @@ pub fn train(
             pre.crop, config.model.input_size
         )));
     }
+
+    // run.json first, so that a run killed at any point can be resumed with its config.
+    let run_json = crate::RunRecord {
+        config: config.clone(),
+        seed: config.seed,
+        revision: revision.to_string(),
+        data: data.description.clone(),
+        data_spec: data.spec.clone(),
+        train_images: data.train.len(),
+        val_images: data.val.len(),
+        device: format!("{device:?}"),
+        zfnet_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    zf_data::write_atomic(
+        &dir.run_json(),
+        &serde_json::to_vec_pretty(&run_json).map_err(|e| TrainError::Config(e.to_string()))?,
+    )?;
 
     // The per-pixel mean of the training set, computed once per run.
     let mean = if dir.mean().exists() {
@@ -235,16 +262,6 @@ pub fn train(
         })
         .map(|(i, _)| i)
         .collect();
-
-    let run_json = serde_json::json!({
-        "config": config, "seed": config.seed, "revision": revision, "data": data.description,
-        "train_images": data.train.len(), "val_images": data.val.len(), "device": format!("{device:?}"),
-        "zfnet_version": env!("CARGO_PKG_VERSION"),
-    });
-    zf_data::write_atomic(
-        &dir.run_json(),
-        &serde_json::to_vec_pretty(&run_json).map_err(|e| TrainError::Config(e.to_string()))?,
-    )?;
 
     let train_loader = Loader::new(
         data.train.clone(),

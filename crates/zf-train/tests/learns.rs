@@ -52,6 +52,7 @@ fn tiny_network_learns_the_generated_shapes_far_above_chance() {
         train: Arc::new(Generated::split(&gen, "train", 2000).with_preprocess(pre)),
         val: Arc::new(Generated::split(&gen, "val", 300).with_preprocess(pre)),
         description: "generated, no clutter, 64 px".into(),
+        spec: None,
     };
     let mut cfg = TrainConfig::tiny().with_epochs(6);
     cfg.model = cfg.model.with_input_size(64);

@@ -69,6 +69,7 @@ fn data() -> Data {
         train: Arc::new(Generated::split(&cfg, "train", 40).with_preprocess(pre)),
         val: Arc::new(Generated::split(&cfg, "val", 20).with_preprocess(pre)),
         description: "test".into(),
+        spec: None,
     }
 }
 

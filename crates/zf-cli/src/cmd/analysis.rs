@@ -28,9 +28,10 @@ pub struct Source {
     /// The true class of --input (index).
     #[arg(long, value_name = "N", requires = "input")]
     pub label: Option<usize>,
-    /// The training set's per-pixel mean image (default: mean.safetensors beside the weights).
+    /// The training set's per-pixel mean image, a path or hf://... (default: mean.safetensors
+    /// beside the weights).
     #[arg(long, value_name = "FILE")]
-    pub mean: Option<PathBuf>,
+    pub mean: Option<String>,
     /// How many images to pick from --data (one class after another).
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub images: usize,
@@ -71,7 +72,10 @@ impl Source {
             if label >= classes_n {
                 bail!("--label {label}: the network has {classes_n} classes (0..{})", classes_n - 1)
             }
-            let mean = self.mean.clone().or_else(|| mean_beside(&self.weights));
+            let mean = match &self.mean {
+                Some(m) => Some(crate::args::file_arg(m)?),
+                None => mean_beside(&self.weights),
+            };
             let x = read_input(input, size, mean.as_deref(), device)?;
             let mut images = Vec::new();
             for i in 0..x.dim(0)? {

@@ -1,5 +1,5 @@
 //! `zfnet bench`: throughput of the network, printed as JSON lines in the format of
-//! shared/bench/torch_zfnet.py, so that both can be compared side by side.
+//! python/zfnet_torch.py, so that both can be compared side by side.
 
 use std::time::Instant;
 
@@ -21,7 +21,7 @@ pub struct Args {
     /// step: forward with dropout, cross-entropy over 1000 classes, backward, the momentum update
     /// and filter renormalization, as the training loop does it); project (the forward
     /// pass of one image to conv5 with switches, then the deconvnet projection of its strongest
-    /// conv5 unit, as shared/bench/torch_zfnet.py times it; with --batch B > 1, B projections
+    /// conv5 unit, as python/zfnet_torch.py times it; with --batch B > 1, B projections
     /// of that image's conv5 maps from the one forward pass; images/s = projections/s);
     /// occlusion (one Fig. 7 map of one image: 48-pixel square, stride 8, --batch occluded images
     /// per forward; images/s = occluded images/s, median_s = one map).
@@ -59,7 +59,7 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
             "project" => median_time(args.reps, || {
                 // One forward pass of one image to conv5, then `--batch` projections from it:
                 // the strongest unit of each of the first `--batch` conv5 maps (batch 1: the
-                // strongest conv5 unit, as shared/bench/torch_zfnet.py does).
+                // strongest conv5 unit, as python/zfnet_torch.py does).
                 let one = x.narrow(0, 0, 1)?;
                 let mut trace = zf_model::Trace::default();
                 net.forward_until(&one, false, zf_model::Point::Conv5, &mut trace)?;
@@ -89,7 +89,7 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
                 })?
             }
             "occlusion" => {
-                // One map of one image, as shared/bench/torch_zfnet.py times it: a 48-pixel square,
+                // One map of one image, as python/zfnet_torch.py times it: a 48-pixel square,
                 // stride 8 (529 positions at 224), `--batch` occluded images per forward.
                 let cfg = zf_probe::OcclusionConfig { batch: args.batch, ..Default::default() };
                 let one = x.get(0)?;

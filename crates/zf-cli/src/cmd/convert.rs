@@ -5,11 +5,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use candle_nn::VarBuilder;
+use zf_data::folder::IMAGENET_CLASSES;
 use zf_data::MeanImage;
 use zf_model::{ZfConfig, ZfNet};
-
-/// ImageNet's 1000 class names in class-index order (data/imagenet/SOURCES.md).
-const IMAGENET_CLASSES: &str = include_str!("../../../../data/imagenet/classes.txt");
 
 /// Convert osmr/imgclsmob's ImageNet-trained ZFNet (pytorchcv's `zfnet`,
 /// `zfnet-1727-d010ddca.pth`: 39.79% top-1 / 17.27% top-5 error) to zfnet's format: maps the key

@@ -30,9 +30,16 @@ pub fn run(args: Args, _device: &Device) -> Result<()> {
     let (config, source) = match &args.weights {
         Some(w) => {
             let file = WeightsFile::open(w)?;
-            let recorded = file.config()?;
-            let source = if recorded.is_some() { "recorded in the weights file" } else { "assumed" };
-            let config = args.net.resolve(recorded)?;
+            let source = if file.config()?.is_some() {
+                "recorded in the weights file"
+            } else {
+                "inferred from the tensor shapes"
+            };
+            let base = match &args.net.config {
+                Some(_) => None,
+                None => Some(file.config_or_inferred(args.net.input_size)?),
+            };
+            let config = args.net.resolve(base)?;
             file.check(&config)?;
             (config, Some(format!("{w}: all {} tensors match ({source} config)", file.listing().len())))
         }

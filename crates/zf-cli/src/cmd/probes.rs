@@ -554,9 +554,10 @@ pub struct ProbeArgs {
     /// An image folder with train/ and val/ splits.
     #[arg(long, value_name = "DIR")]
     data: PathBuf,
-    /// The training set's mean image (default: mean.safetensors beside the weights).
+    /// The training set's mean image, a path or hf://... (default: mean.safetensors beside the
+    /// weights).
     #[arg(long, value_name = "FILE")]
-    mean: Option<PathBuf>,
+    mean: Option<String>,
     /// Training images used (at most).
     #[arg(long, default_value_t = 1000, value_name = "N")]
     train_size: usize,

@@ -24,12 +24,14 @@ use crate::progress::bar;
     after_help = "Examples:\n  zfnet train --data generated --config tiny --out runs/tiny\n  zfnet train --data generated --config small --epochs 10 --out runs/small\n  zfnet train --data imagenet --config paper --device cuda --out runs/paper\n  zfnet train --out runs/paper --resume"
 )]
 pub struct Args {
-    /// An ImageNet-layout folder with train/ and val/ class folders, or `generated`.
-    #[arg(long, value_name = "DIR", default_value = "generated")]
-    data: String,
-    /// Training preset: paper (batch 128, 70 epochs, the paper's network), small, tiny.
-    #[arg(long, default_value = "small", value_name = "NAME")]
-    config: String,
+    /// An ImageNet-layout folder with train/ and val/ class folders, or `generated` (the
+    /// default).
+    #[arg(long, value_name = "DIR")]
+    data: Option<String>,
+    /// Training preset: paper (batch 128, 70 epochs, the paper's network), small (the
+    /// default), tiny.
+    #[arg(long, value_name = "NAME")]
+    config: Option<String>,
     /// Run directory.
     #[arg(long, value_name = "RUN")]
     out: PathBuf,
@@ -61,19 +63,58 @@ pub struct Args {
     /// Seed of the initialization, data order, crops and dropout.
     #[arg(long)]
     seed: Option<u64>,
-    /// Continue the run in --out from its checkpoint.
+    /// Continue the run in --out from its checkpoint, with the config and data it was started
+    /// with (a run killed before its first checkpoint starts again from the beginning). Flags
+    /// given with --resume must agree with the recorded run, except --epochs N above the
+    /// recorded count, which extends the run.
     #[arg(long)]
     resume: bool,
-    /// Generated data: training images.
-    #[arg(long, default_value_t = 2000, value_name = "N")]
-    train_size: usize,
-    /// Generated data: validation images.
-    #[arg(long, default_value_t = 500, value_name = "N")]
-    val_size: usize,
+    /// Generated data: training images (default 2000).
+    #[arg(long, value_name = "N")]
+    train_size: Option<usize>,
+    /// Generated data: validation images (default 500).
+    #[arg(long, value_name = "N")]
+    val_size: Option<usize>,
     /// Generated data: clutter shapes per image.
     #[arg(long, value_name = "N")]
     clutter: Option<usize>,
 }
+
+/// The data a run trains on, as its flags give it; recorded in run.json (`data_spec`) so that
+/// `--resume` makes the same sets again.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct DataArgs {
+    data: String,
+    train_size: usize,
+    val_size: usize,
+    clutter: Option<usize>,
+}
+
+impl DataArgs {
+    const DEFAULT_TRAIN: usize = 2000;
+    const DEFAULT_VAL: usize = 500;
+
+    fn from_flags(a: &Args) -> Self {
+        Self {
+            data: a.data.clone().unwrap_or_else(|| "generated".into()),
+            train_size: a.train_size.unwrap_or(Self::DEFAULT_TRAIN),
+            val_size: a.val_size.unwrap_or(Self::DEFAULT_VAL),
+            clutter: a.clutter,
+        }
+    }
+}
+
+/// A run ended by Ctrl-C (with its checkpoint written): `zfnet` exits with status 130.
+#[derive(Debug)]
+pub struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "interrupted")
+    }
+}
+
+impl std::error::Error for Interrupted {}
 
 /// The train and validation sets named by `--data`.
 pub fn datasets(data: &str, size: usize, gen: &GeneratedConfig, train_size: usize, val_size: usize) -> Result<Data> {
@@ -86,6 +127,7 @@ pub fn datasets(data: &str, size: usize, gen: &GeneratedConfig, train_size: usiz
                 "generated (seed {}, clutter {}, {train_size} train, {val_size} val)",
                 gen.seed, gen.clutter
             ),
+            spec: None,
         });
     }
     let root = Path::new(data);
@@ -99,7 +141,7 @@ pub fn datasets(data: &str, size: usize, gen: &GeneratedConfig, train_size: usiz
     if train.classes() != val.classes() {
         bail!("{data}: train/ and val/ have different class folders")
     }
-    Ok(Data { description: format!("folder {data}"), train: Arc::new(train), val: Arc::new(val) })
+    Ok(Data { description: format!("folder {data}"), train: Arc::new(train), val: Arc::new(val), spec: None })
 }
 
 struct Bars {
@@ -133,66 +175,147 @@ impl Observer for Bars {
     }
 }
 
-fn revision() -> String {
-    std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into())
+/// zfnet's own source revision, set when it was built (see build.rs), recorded in run.json.
+const REVISION: &str = env!("ZFNET_REVISION");
+
+/// The training config the flags describe, for a new run.
+fn config_from_flags(args: &Args) -> Result<TrainConfig> {
+    let mut c = TrainConfig::preset(args.config.as_deref().unwrap_or("small"))?;
+    if let Some(e) = args.epochs {
+        c = c.with_epochs(e);
+    }
+    if let Some(b) = args.batch {
+        c.batch = b;
+    }
+    if let Some(lr) = args.lr {
+        c.lr = lr;
+    }
+    if let Some(p) = args.patience {
+        c.patience = p;
+    }
+    if let Some(i) = &args.init {
+        c.init = zf_model::init::Init::parse(i)?;
+    }
+    if let Some(s) = args.seed {
+        c.seed = s;
+    }
+    if let Some(p) = args.dropout {
+        if !(0.0..1.0).contains(&p) {
+            bail!("--dropout must be in [0, 1), got {p}")
+        }
+        c.model.dropout = p;
+    }
+    if args.no_renorm {
+        c.renorm = None;
+    }
+    if args.alexnet_first_layer {
+        c.model = c.model.with_first_layer(zf_model::FirstLayer::AlexNet);
+    }
+    if args.centre_crop_eval {
+        c.ten_crop_eval = false;
+    }
+    Ok(c)
+}
+
+/// The recorded run's config and data for `--resume`: every flag given must agree with the
+/// record, except `--epochs` above the recorded count, which extends the run (its learning-rate
+/// schedule continues from the checkpoint; the last epoch gets a snapshot).
+fn resumed(args: &Args, record: zf_train::RunRecord) -> Result<(TrainConfig, DataArgs)> {
+    let mut c = record.config;
+    let recorded_data = match record.data_spec {
+        Some(v) => serde_json::from_value::<DataArgs>(v).context("run.json: `data_spec` is not zfnet train's")?,
+        None => bail!(
+            "{}: run.json does not record how its data was made (a run from an older zfnet): start a new run",
+            args.out.display()
+        ),
+    };
+    let mut clash = Vec::new();
+    let mut differ = |flag: &str, given: String, recorded: String| {
+        if given != recorded {
+            clash.push(format!("{flag} {given} (the run has {recorded})"));
+        }
+    };
+    if let Some(v) = &args.config {
+        differ("--config", v.clone(), c.name.clone());
+    }
+    if let Some(v) = args.batch {
+        differ("--batch", v.to_string(), c.batch.to_string());
+    }
+    if let Some(v) = args.lr {
+        differ("--lr", v.to_string(), c.lr.to_string());
+    }
+    if let Some(v) = args.patience {
+        differ("--patience", v.to_string(), c.patience.to_string());
+    }
+    if let Some(v) = &args.init {
+        differ("--init", format!("{:?}", zf_model::init::Init::parse(v)?), format!("{:?}", c.init));
+    }
+    if let Some(v) = args.seed {
+        differ("--seed", v.to_string(), c.seed.to_string());
+    }
+    if let Some(v) = args.dropout {
+        differ("--dropout", v.to_string(), c.model.dropout.to_string());
+    }
+    if let Some(v) = &args.data {
+        differ("--data", v.clone(), recorded_data.data.clone());
+    }
+    if let Some(v) = args.train_size {
+        differ("--train-size", v.to_string(), recorded_data.train_size.to_string());
+    }
+    if let Some(v) = args.val_size {
+        differ("--val-size", v.to_string(), recorded_data.val_size.to_string());
+    }
+    if let Some(v) = args.clutter {
+        differ("--clutter", v.to_string(), recorded_data.clutter.map_or("the default".into(), |c| c.to_string()));
+    }
+    if args.no_renorm && c.renorm.is_some() {
+        clash.push("--no-renorm (the run renormalizes filters)".into());
+    }
+    if args.alexnet_first_layer && c.model.first_layer != zf_model::FirstLayer::AlexNet {
+        clash.push("--alexnet-first-layer (the run has ZFNet's first layer)".into());
+    }
+    if args.centre_crop_eval && c.ten_crop_eval {
+        clash.push("--centre-crop-eval (the run validates on ten crops)".into());
+    }
+    if let Some(e) = args.epochs {
+        if e < c.epochs {
+            clash.push(format!("--epochs {e} (the run has {}; a run can be extended, not shortened)", c.epochs));
+        } else if e > c.epochs {
+            tracing::info!("extending the run from {} to {e} epochs", c.epochs);
+            c.epochs = e;
+            if !c.snapshots.contains(&e) {
+                c.snapshots.push(e);
+            }
+        }
+    }
+    if !clash.is_empty() {
+        bail!(
+            "--resume continues {} as it was started; these flags disagree with it: {}. Drop them, or start a new run in another folder",
+            args.out.display(),
+            clash.join(", ")
+        )
+    }
+    Ok((c, recorded_data))
 }
 
 #[allow(clippy::print_stdout)]
 pub fn run(args: Args, device: &Device) -> Result<()> {
-    let mut config = if args.resume && args.out.join("run.json").exists() {
-        let run: serde_json::Value = serde_json::from_slice(&std::fs::read(args.out.join("run.json"))?)?;
-        serde_json::from_value(run["config"].clone()).context("run.json holds no training config")?
+    let (mut config, data_args) = if args.resume {
+        let dir = zf_train::RunDir::open(&args.out)
+            .map_err(|e| anyhow::anyhow!("nothing to resume: {e}; start it without --resume"))?;
+        resumed(&args, dir.record()?)?
     } else {
-        let mut c = TrainConfig::preset(&args.config)?;
-        if let Some(e) = args.epochs {
-            c = c.with_epochs(e);
-        }
-        if let Some(b) = args.batch {
-            c.batch = b;
-        }
-        if let Some(lr) = args.lr {
-            c.lr = lr;
-        }
-        if let Some(p) = args.patience {
-            c.patience = p;
-        }
-        if let Some(i) = &args.init {
-            c.init = zf_model::init::Init::parse(i)?;
-        }
-        if let Some(s) = args.seed {
-            c.seed = s;
-        }
-        if let Some(p) = args.dropout {
-            if !(0.0..1.0).contains(&p) {
-                bail!("--dropout must be in [0, 1), got {p}")
-            }
-            c.model.dropout = p;
-        }
-        if args.no_renorm {
-            c.renorm = None;
-        }
-        if args.alexnet_first_layer {
-            c.model = c.model.with_first_layer(zf_model::FirstLayer::AlexNet);
-        }
-        if args.centre_crop_eval {
-            c.ten_crop_eval = false;
-        }
-        c
+        (config_from_flags(&args)?, DataArgs::from_flags(&args))
     };
-    if args.data == "generated" && config.model.classes != zf_data::Class::ALL.len() {
+    if data_args.data == "generated" && config.model.classes != zf_data::Class::ALL.len() {
         config.model = config.model.with_classes(zf_data::Class::ALL.len());
     }
     let mut gen = GeneratedConfig { seed: config.seed, ..Default::default() };
-    if let Some(c) = args.clutter {
+    if let Some(c) = data_args.clutter {
         gen.clutter = c;
     }
-    let data = datasets(&args.data, config.model.input_size, &gen, args.train_size, args.val_size)?;
+    let mut data = datasets(&data_args.data, config.model.input_size, &gen, data_args.train_size, data_args.val_size)?;
+    data.spec = Some(serde_json::to_value(&data_args)?);
     if data.train.classes().len() != config.model.classes {
         config.model = config.model.with_classes(data.train.classes().len());
     }
@@ -214,7 +337,7 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
         config.batch
     );
     let summary =
-        zf_train::train(&config, &data, &args.out, args.resume, &revision(), device, &stop, &mut Bars { bar: None })?;
+        zf_train::train(&config, &data, &args.out, args.resume, REVISION, device, &stop, &mut Bars { bar: None })?;
     if summary.skipped > 0 {
         tracing::warn!("{} images could not be read and were skipped", summary.skipped);
     }
@@ -224,6 +347,7 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
             summary.steps,
             args.out.display()
         );
+        return Err(Interrupted.into());
     } else {
         println!(
             "done in {:.1}s: {} epochs, {} steps; weights in {}",
@@ -248,9 +372,10 @@ pub struct EvalArgs {
     /// A validation folder (class sub-folders; an ImageNet root's val/ is used), or `generated`.
     #[arg(long, value_name = "DIR")]
     data: String,
-    /// The training set's mean image (default: mean.safetensors beside the weights).
+    /// The training set's mean image, a path or hf://... (default: mean.safetensors beside the
+    /// weights).
     #[arg(long, value_name = "FILE")]
-    mean: Option<PathBuf>,
+    mean: Option<String>,
     /// Average the softmax over the ten crops (else the centre crop).
     #[arg(long)]
     ten_crop: bool,
@@ -312,12 +437,13 @@ pub struct PredictArgs {
     images: Vec<PathBuf>,
     #[arg(long, default_value_t = 5, value_name = "K")]
     top: usize,
-    /// Class names, one per line (default: classes.txt beside the weights).
+    /// Class names, one per line, a path or hf://... (default: classes.txt beside the weights).
     #[arg(long, value_name = "FILE")]
-    classes: Option<PathBuf>,
-    /// The training set's mean image (default: mean.safetensors beside the weights).
+    classes: Option<String>,
+    /// The training set's mean image, a path or hf://... (default: mean.safetensors beside the
+    /// weights).
     #[arg(long, value_name = "FILE")]
-    mean: Option<PathBuf>,
+    mean: Option<String>,
 }
 
 #[allow(clippy::print_stdout)]
@@ -326,12 +452,8 @@ pub fn predict(args: PredictArgs, device: &Device) -> Result<()> {
     let size = net.config().input_size;
     let mean = crate::args::mean_for(&args.weights, args.mean.as_deref())?;
     let pre = Preprocess::for_input(size);
-    let classes_file = args
-        .classes
-        .clone()
-        .or_else(|| Path::new(&args.weights).parent().map(|d| d.join("classes.txt")).filter(|p| p.exists()));
-    let names = match classes_file {
-        Some(f) => zf_data::folder::read_classes(&f)?,
+    let names = match crate::args::classes_for(&args.weights, args.classes.as_deref())? {
+        Some(names) => names,
         None => (0..net.config().classes).map(|i| format!("class {i}")).collect(),
     };
     for path in zf_data::folder::list_images(&args.images)? {

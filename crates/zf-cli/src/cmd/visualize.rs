@@ -38,9 +38,10 @@ pub struct Args {
     /// An image folder (one sub-folder per class) or `generated` (its validation split).
     #[arg(long, value_name = "DIR")]
     data: String,
-    /// The training set's per-pixel mean image (default: computed over the searched images).
+    /// The training set's per-pixel mean image, a path or hf://... (default: computed over the
+    /// searched images).
     #[arg(long, value_name = "FILE")]
-    mean: Option<PathBuf>,
+    mean: Option<String>,
     /// Layers, comma-separated: 1..5 or conv1..conv5.
     #[arg(long, default_value = "1,2,3,4,5", value_name = "LIST")]
     layers: String,
@@ -110,7 +111,7 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
         bail!("the data set gives {0}x{0} crops, the network takes {size}x{size}", dataset.preprocess().crop)
     }
     let mean = match &args.mean {
-        Some(p) => MeanImage::load(p)?,
+        Some(p) => MeanImage::load(&crate::args::file_arg(p)?)?,
         None => {
             tracing::info!("no --mean: computing the mean image over the {} searched images", dataset.len());
             MeanImage::compute(dataset.as_ref())?
