@@ -1,5 +1,5 @@
-//! `cargo xtask bench`: zfnet against the PyTorch reference (shared/bench/torch_zfnet.py), side
-//! by side in one run, alternating, with a table of the ratios.
+//! `cargo xtask bench`: zfnet against the PyTorch reference (python/zfnet_torch.py), side by
+//! side in one run, alternating, with a table of the ratios.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,7 +10,7 @@ pub struct Case {
     pub what: &'static str,
     pub width: f64,
     pub batch: usize,
-    /// Whether shared/bench/torch_zfnet.py times the same thing (it has no batched projection).
+    /// Whether python/zfnet_torch.py times the same thing (it has no batched projection).
     pub torch: bool,
 }
 
@@ -48,11 +48,9 @@ pub fn images_per_s(line: &str) -> Option<f64> {
     rest[..end].parse().ok()
 }
 
-/// The reference script beside the checkout, if there.
+/// The reference script in the checkout.
 pub fn torch_script(root: &Path) -> Option<PathBuf> {
-    [root.join("../shared/bench/torch_zfnet.py"), root.join("shared/bench/torch_zfnet.py")]
-        .into_iter()
-        .find(|p| p.is_file())
+    Some(root.join("python/zfnet_torch.py")).filter(|p| p.is_file())
 }
 
 /// A Python that imports torch: `$ZF_TORCH_PYTHON`, `.venv-torch/bin/python` in the checkout,
@@ -96,9 +94,7 @@ pub fn bench(root: &Path, threads: usize, reps: usize, rounds: usize) -> Result<
     let torch = match (torch_script(root), torch_python(root)) {
         (Some(script), Some(py)) => Some((py, script)),
         _ => {
-            eprintln!(
-                "PyTorch not found (set ZF_TORCH_PYTHON, or run shared/bench/setup-torch.sh): timing zfnet alone"
-            );
+            eprintln!("PyTorch not found (set ZF_TORCH_PYTHON, or run python/setup-torch.sh): timing zfnet alone");
             None
         }
     };

@@ -4,13 +4,15 @@
 //! - [`bench`](mod@bench): zfnet against the PyTorch reference, side by side, with ratios.
 //! - [`reproduce`](mod@reproduce): `cargo xtask reproduce-paper`, the whole paper in resumable
 //!   stages, and [`report`](mod@report), its report with the claims table.
+//! - [`gpu`](mod@gpu): `cargo xtask check-gpu`, the CUDA build checked (installing the toolkit).
 //! - [`screenshot`](mod@screenshot): `cargo xtask report-screenshot DIR`, the report rendered in
 //!   headless Chromium, failing on broken images and script errors.
 //!
-//! xtask imports no workspace crate (its only dependency is serde_json): it builds in seconds
+//! xtask imports no workspace crate (its dependencies are serde_json, clap and ctrlc): it builds in seconds
 //! and drives the `zfnet` binary, built through `$CARGO`, when it needs the network.
 
 pub mod bench;
+pub mod gpu;
 pub mod report;
 pub mod reproduce;
 pub mod screenshot;

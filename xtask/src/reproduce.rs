@@ -12,6 +12,28 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+/// The error of a stage stopped by Ctrl-C: the run stops, the stage is not marked done, and
+/// `cargo xtask reproduce-paper` exits with status 130.
+pub const INTERRUPTED: &str = "interrupted by Ctrl-C: run the same command again to resume";
+
+static SIGINT_SEEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether Ctrl-C was pressed (see [`catch_ctrl_c`]).
+pub fn interrupted() -> bool {
+    SIGINT_SEEN.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Lets Ctrl-C reach the running `zfnet` (which writes its checkpoint and exits with 130)
+/// instead of killing this process first: the first Ctrl-C is noted and the stage ends as
+/// [`INTERRUPTED`]; a second one exits at once.
+pub fn catch_ctrl_c() {
+    let _ = ctrlc::set_handler(|| {
+        if SIGINT_SEEN.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    });
+}
+
 /// Everything a profile fixes: data, training and analysis sizes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Profile {
@@ -231,6 +253,8 @@ impl Run {
     }
 
     /// Runs `zfnet args...` with the device flag, inheriting the terminal (progress bars).
+    /// A command stopped by Ctrl-C (exit status 130, or a SIGINT seen here while it ran) is
+    /// [`INTERRUPTED`], so that its stage is not marked done.
     pub fn zfnet(&self, args: &[String]) -> Result<(), String> {
         let mut cmd = Command::new(&self.zfnet);
         cmd.args(args);
@@ -238,6 +262,9 @@ impl Run {
             cmd.args(["--device", d]);
         }
         let status = cmd.status().map_err(|e| format!("cannot run {}: {e}", self.zfnet.display()))?;
+        if status.code() == Some(130) || interrupted() {
+            return Err(INTERRUPTED.into());
+        }
         if status.success() {
             Ok(())
         } else {
@@ -261,7 +288,13 @@ impl Run {
         }
         eprintln!("== {name} ...");
         let t = Instant::now();
-        f(self).map_err(|e| format!("stage {name}: {e}"))?;
+        f(self).map_err(|e| {
+            if e.contains(INTERRUPTED) || interrupted() {
+                INTERRUPTED.to_string()
+            } else {
+                format!("stage {name}: {e}")
+            }
+        })?;
         let seconds = t.elapsed().as_secs_f64();
         write(
             &marker,
