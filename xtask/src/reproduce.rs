@@ -328,10 +328,21 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
     }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    // tempfile's persist, as the crates write: never a half-written marker or report file.
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let cannot = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    let mut tmp = {
+        // An ordinary output file's mode (0o666 less the umask), not a temporary file's 0o600.
+        let mut builder = tempfile::Builder::new();
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+        builder.tempfile_in(dir)
+    }
+    .map_err(cannot)?;
+    std::io::Write::write_all(tmp.as_file_mut(), bytes).map_err(cannot)?;
+    tmp.as_file().sync_all().map_err(cannot)?;
+    tmp.persist(path).map_err(|e| cannot(e.error))?;
+    Ok(())
 }
 
 fn s(v: impl ToString) -> String {

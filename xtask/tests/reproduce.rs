@@ -98,3 +98,37 @@ fn quick_profile_writes_a_complete_report_and_resumes() {
     assert_eq!(occ["images"][0]["config"]["size"], 24);
     assert!(std::fs::read_to_string(report.join("index.html")).unwrap().contains(&weights));
 }
+
+/// A stage whose `zfnet` was stopped by Ctrl-C (exit status 130) ends the run as interrupted
+/// and is not marked done, so that running the command again resumes it.
+#[cfg(unix)]
+#[test]
+fn a_stage_stopped_by_ctrl_c_is_not_marked_done() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let dir = tempfile::tempdir().unwrap();
+    let interrupted = dir.path().join("zfnet-interrupted");
+    std::fs::write(&interrupted, "#!/bin/sh\nexit 130\n").unwrap();
+    std::fs::set_permissions(&interrupted, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let failing = dir.path().join("zfnet-failing");
+    std::fs::write(&failing, "#!/bin/sh\nexit 3\n").unwrap();
+    std::fs::set_permissions(&failing, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let opts = |zfnet: &std::path::Path| Options {
+        profile: Profile::quick(),
+        out: dir.path().join("run"),
+        force: false,
+        data: None,
+        weights: None,
+        zfnet: Some(zfnet.to_path_buf()),
+        seed: 0,
+        device: None,
+    };
+    let e = reproduce(&root, opts(&interrupted)).unwrap_err();
+    assert_eq!(e, xtask::reproduce::INTERRUPTED);
+    let markers = dir.path().join("run/stages");
+    assert!(!markers.join("data.json").exists(), "an interrupted stage was marked done");
+    // A failure is reported as one, naming the stage and the command.
+    let e = reproduce(&root, opts(&failing)).unwrap_err();
+    assert!(e.starts_with("stage data: `zfnet data generate") && e.contains("exit status: 3"), "{e}");
+    assert!(!markers.join("data.json").exists());
+}

@@ -146,15 +146,16 @@ impl<'a> Deconvnet<'a> {
         let act = checked_activation(trace, layer, units)?;
         let (_, c, h, w) = act.dims4()?;
         let device = act.device().clone();
-        // The kept activations, one per projection.
-        let mut start = vec![0f32; units.len() * c * h * w];
-        let plane = act.to_dtype(DType::F32)?;
-        for (k, u) in units.iter().enumerate() {
-            let v = plane.get(u.image)?.get(u.channel)?.get(u.y)?.get(u.x)?.to_scalar::<f32>()?;
-            start[((k * c + u.channel) * h + u.y) * w + u.x] = v;
-        }
+        // The kept activations, one per projection, gathered and placed on the device (one
+        // upload of two index lists; nothing comes back to the host).
+        let at = |image: usize, u: &Unit| (((image * c + u.channel) * h + u.y) * w + u.x) as u32;
+        let from: Vec<u32> = units.iter().map(|u| at(u.image, u)).collect();
+        let to: Vec<u32> = units.iter().enumerate().map(|(k, u)| at(k, u)).collect();
+        let values = act.flatten_all()?.index_select(&Tensor::from_vec(from, units.len(), &device)?, 0)?;
+        let mut x = Tensor::zeros(units.len() * c * h * w, act.dtype(), &device)?
+            .index_add(&Tensor::from_vec(to, units.len(), &device)?, &values, 0)?
+            .reshape((units.len(), c, h, w))?;
         let images = Tensor::from_vec(units.iter().map(|u| u.image as u32).collect::<Vec<_>>(), units.len(), &device)?;
-        let mut x = Tensor::from_vec(start, (units.len(), c, h, w), &device)?.to_dtype(act.dtype())?;
         let mut current = layer;
         loop {
             let weight = self.weight(current)?;

@@ -69,22 +69,29 @@ impl TopK {
             if let Some(&bad) = maps.iter().find(|&&m| m >= c) {
                 bail!("channel {bad} does not exist: {layer} has {c} feature maps (0..{})", c - 1)
             }
-            let flat = act.flatten_from(2)?.to_dtype(DType::F32)?.to_vec3::<f32>()?;
-            for &m in maps {
+            // Only the chosen maps leave the device: [B, M, H*W].
+            let sel = Tensor::from_vec(maps.iter().map(|&m| m as u32).collect::<Vec<_>>(), maps.len(), act.device())?;
+            let chosen = act.index_select(&sel, 1)?.flatten_from(2)?.to_dtype(DType::F32)?;
+            if self.one_per_image {
+                // Each (image, map)'s strongest position, found on the device: two numbers per
+                // plane come back instead of the plane.
+                let (best, value) = strongest_positions(&chosen)?;
+                for (mi, &m) in maps.iter().enumerate() {
+                    let entry = self.hits.entry((*layer, m)).or_default();
+                    for (bi, image) in indices.iter().enumerate() {
+                        let (pos, value) = (best[bi][mi] as usize, value[bi][mi]);
+                        push(entry, Hit { value, image: *image, y: pos / w, x: pos % w }, self.k);
+                    }
+                }
+                continue;
+            }
+            let flat = chosen.to_vec3::<f32>()?;
+            for (mi, &m) in maps.iter().enumerate() {
                 let entry = self.hits.entry((*layer, m)).or_default();
                 for (bi, image) in flat.iter().zip(indices) {
-                    let plane = &bi[m];
-                    if self.one_per_image {
-                        let (pos, value) = plane
-                            .iter()
-                            .enumerate()
-                            .fold((0, f32::NEG_INFINITY), |(bp, bv), (p, &v)| if v > bv { (p, v) } else { (bp, bv) });
-                        push(entry, Hit { value, image: *image, y: pos / w, x: pos % w }, self.k);
-                    } else {
-                        for (pos, &value) in plane.iter().enumerate() {
-                            if entry.len() < self.k || value > entry[entry.len() - 1].value {
-                                push(entry, Hit { value, image: *image, y: pos / w, x: pos % w }, self.k);
-                            }
+                    for (pos, &value) in bi[mi].iter().enumerate() {
+                        if entry.len() < self.k || value > entry[entry.len() - 1].value {
+                            push(entry, Hit { value, image: *image, y: pos / w, x: pos % w }, self.k);
                         }
                     }
                 }
@@ -101,6 +108,31 @@ impl TopK {
             .map(|(l, m)| (l, m, self.hits.get(&(l, m)).cloned().unwrap_or_default()))
             .collect()
     }
+}
+
+/// Per image and map: the strongest position and its value.
+type Strongest = (Vec<Vec<u32>>, Vec<Vec<f32>>);
+
+/// For planes `[B, M, P]`: the first position (row-major) of each plane's maximum, and the
+/// maximum, as `[B][M]` arrays. NaNs never win; a plane with no number reports position 0
+/// and -inf, as a scan from -inf with `>` would.
+fn strongest_positions(planes: &Tensor) -> Result<Strongest> {
+    let (b, m, p) = planes.dims3()?;
+    if p >= 1 << 24 {
+        bail!("top-k: a plane of {p} positions is too large for f32 positions")
+    }
+    let device = planes.device();
+    let neg = Tensor::full(f32::NEG_INFINITY, (b, m, p), device)?;
+    // NaN -> -inf, so that the maximum is a number or -inf.
+    let clean = planes.eq(planes)?.where_cond(planes, &neg)?;
+    let max = clean.max_keepdim(2)?;
+    let pos =
+        Tensor::arange(0u32, p as u32, device)?.to_dtype(DType::F32)?.reshape((1, 1, p))?.broadcast_as((b, m, p))?;
+    let past = Tensor::full(p as f32, (b, m, p), device)?;
+    let first = clean.broadcast_eq(&max)?.where_cond(&pos, &past)?.min(2)?;
+    // An all -inf plane matches everywhere: position 0, as the scan gives.
+    let first = first.to_dtype(DType::U32)?.to_vec2::<u32>()?;
+    Ok((first, max.squeeze(2)?.to_vec2::<f32>()?))
 }
 
 /// Inserts `hit` keeping `v` sorted by value (descending, stable) and at most `k` long.
@@ -130,5 +162,29 @@ mod tests {
             push(&mut v, Hit { value: 1.0, image: i, y: 0, x: 0 }, 2);
         }
         assert_eq!(v.iter().map(|h| h.image).collect::<Vec<_>>(), vec![0, 1]);
+    }
+
+    #[test]
+    fn strongest_positions_scan_like_a_loop() {
+        // Few distinct values (ties are common), a NaN, and a plane of NaNs only.
+        let (b, m, p) = (3, 4, 10);
+        let mut v: Vec<f32> = (0..b * m * p).map(|i| ((i * 7919) % 5) as f32).collect();
+        v[3] = f32::NAN;
+        for x in &mut v[p..2 * p] {
+            *x = f32::NAN;
+        }
+        let t = Tensor::from_vec(v.clone(), (b, m, p), &candle_core::Device::Cpu).unwrap();
+        let (pos, val) = strongest_positions(&t).unwrap();
+        for bi in 0..b {
+            for mi in 0..m {
+                let plane = &v[(bi * m + mi) * p..(bi * m + mi + 1) * p];
+                let (want_p, want_v) =
+                    plane
+                        .iter()
+                        .enumerate()
+                        .fold((0, f32::NEG_INFINITY), |(bp, bv), (i, &x)| if x > bv { (i, x) } else { (bp, bv) });
+                assert_eq!((pos[bi][mi] as usize, val[bi][mi]), (want_p, want_v), "plane {bi},{mi}: {plane:?}");
+            }
+        }
     }
 }

@@ -292,25 +292,27 @@ impl ZfNet {
     }
 }
 
-/// Writes named tensors to `path` as safetensors with `metadata`, atomically.
+/// Writes named tensors to `path` as safetensors with `metadata`, atomically: into a fresh
+/// temporary file beside it (tempfile's, removed if anything fails), synced to disk, then
+/// renamed into place (the rule of `zf_data::write_atomic_with`; zf-model depends on no
+/// workspace crate). A reader or a crash never sees a half-written file.
 pub fn save_tensors(tensors: &[(String, Tensor)], metadata: HashMap<String, String>, path: &Path) -> Result<()> {
-    let tmp = tmp_path(path);
+    let cannot = |e: String| candle_core::Error::Msg(format!("cannot write {}: {e}", path.display()));
     let contiguous: Vec<(String, Tensor)> =
         tensors.iter().map(|(n, t)| Ok((n.clone(), t.contiguous()?))).collect::<Result<_>>()?;
-    let result = safetensors::serialize_to_file(contiguous.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata), &tmp)
-        .map_err(|e| candle_core::Error::Msg(format!("cannot write {}: {e}", path.display())))
-        .and_then(|_| {
-            std::fs::rename(&tmp, path)
-                .map_err(|e| candle_core::Error::Msg(format!("cannot write {}: {e}", path.display())))
-        });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    let bytes = safetensors::serialize(contiguous.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))
+        .map_err(|e| cannot(e.to_string()))?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp = {
+        // An ordinary output file's mode (0o666 less the umask), not a temporary file's 0o600.
+        let mut builder = tempfile::Builder::new();
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+        builder.tempfile_in(dir)
     }
-    result
-}
-
-/// `dir/.name.tmp-<pid>` beside `path`.
-fn tmp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+    .map_err(|e| cannot(e.to_string()))?;
+    std::io::Write::write_all(tmp.as_file_mut(), &bytes).map_err(|e| cannot(e.to_string()))?;
+    tmp.as_file().sync_all().map_err(|e| cannot(e.to_string()))?;
+    tmp.persist(path).map_err(|e| cannot(e.error.to_string()))?;
+    Ok(())
 }

@@ -2,15 +2,14 @@
 
 use image::{imageops::FilterType, Rgb, RgbImage};
 
-/// A perceptually ordered colour map (dark blue -> teal -> yellow, after viridis), `t` in 0..=1.
+/// Viridis (matplotlib's perceptually uniform map: dark blue -> teal -> yellow), `t` in 0..=1;
+/// NaN is the low end. The colour is entry `floor(256 t)` of the 256-colour table, as
+/// matplotlib's colormap lookup picks it (the table from the `colorous` crate).
 pub fn colormap(t: f32) -> [u8; 3] {
-    const STOPS: [[f32; 3]; 5] =
-        [[68.0, 1.0, 84.0], [59.0, 82.0, 139.0], [33.0, 145.0, 140.0], [94.0, 201.0, 98.0], [253.0, 231.0, 37.0]];
-    let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 } * (STOPS.len() - 1) as f32;
-    let i = (t.floor() as usize).min(STOPS.len() - 2);
-    let f = t - i as f32;
-    let mix = |k: usize| (STOPS[i][k] * (1.0 - f) + STOPS[i + 1][k] * f).round() as u8;
-    [mix(0), mix(1), mix(2)]
+    let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 };
+    let i = ((t * 256.0) as usize).min(255);
+    let c = colorous::VIRIDIS.eval_rational(i, 256);
+    [c.r, c.g, c.b]
 }
 
 /// The value range a heat map uses: `(min, max)` of the finite values, or `(0, 1)` when none.
@@ -109,6 +108,13 @@ mod tests {
         assert_eq!(colormap(0.0), [68, 1, 84]);
         assert_eq!(colormap(1.0), [253, 231, 37]);
         assert_eq!(colormap(f32::NAN), colormap(0.0));
+        // Between the ends, matplotlib's `viridis(t)` (independent: printed by matplotlib 3.10,
+        // its float table times 255, rounded; colorous' hex table rounds some of the same floats
+        // down, hence one unit): the exact map, not a few interpolated stops.
+        for (t, want) in [(0.1f32, [72, 36, 117]), (0.5, [33, 145, 140]), (0.75, [94, 201, 98])] {
+            let got = colormap(t);
+            assert!(got.iter().zip(want).all(|(&g, w)| (i32::from(g) - w).abs() <= 1), "{t}: {got:?} vs {want:?}");
+        }
         let h = heatmap(&[0.0, 1.0, 2.0, 3.0], 2, 2, range(&[0.0, 3.0]), 4);
         assert_eq!((h.width(), h.height()), (8, 8));
         assert_eq!(h.get_pixel(0, 0).0, colormap(0.0));

@@ -204,29 +204,39 @@ pub fn stack(images: &[RgbImage], direction: Direction, gap: u32) -> RgbImage {
     out
 }
 
-/// Writes a PNG through a temporary file renamed into place.
+/// Writes a PNG atomically (see [`write_atomic_with`]).
 pub fn save_png(img: &RgbImage, path: &Path) -> std::io::Result<()> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let result = img
-        .save_with_format(&tmp, image::ImageFormat::Png)
-        .map_err(|e| std::io::Error::other(e.to_string()))
-        .and_then(|_| std::fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    write_atomic_with(path, |f| {
+        let mut w = std::io::BufWriter::new(f);
+        img.write_to(&mut w, image::ImageFormat::Png).map_err(|e| std::io::Error::other(e.to_string()))?;
+        std::io::Write::flush(&mut w)
+    })
 }
 
-/// Writes text (an SVG chart, a page) through a temporary file renamed into place.
+/// Writes text (an SVG chart, a page) atomically (see [`write_atomic_with`]).
 pub fn save_text(text: &str, path: &Path) -> std::io::Result<()> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let result = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    write_atomic_with(path, |f| std::io::Write::write_all(f, text.as_bytes()))
+}
+
+/// Writes `path` through `write` into a fresh temporary file beside it (tempfile's), synced,
+/// then renamed into place: never a half-written picture. The same rule as
+/// `zf_data::write_atomic_with` (zf-viz depends on no workspace crate).
+fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp = {
+        // An ordinary output file's mode (0o666 less the umask), not a temporary file's 0o600.
+        let mut builder = tempfile::Builder::new();
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+        builder.tempfile_in(dir)
+    }?;
+    write(tmp.as_file_mut())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 #[cfg(test)]
