@@ -36,6 +36,13 @@ fn every_kind_of_image_decodes_to_rgb() {
     assert_eq!(read("ga.png").get_pixel(0, 0).0, [10, 10, 10]); // alpha dropped
     assert_eq!(read("rgba.png").get_pixel(0, 0).0, [1, 2, 3]);
     assert_eq!(read("rgb16.png").get_pixel(0, 0).0, [0, 128, 255]);
+    // Netpbm, which the folder reader lists: binary PPM (P6) and PGM (P5), written by hand.
+    let mut ppm = b"P6\n2 1\n255\n".to_vec();
+    ppm.extend_from_slice(&[10, 20, 30, 40, 50, 60]);
+    std::fs::write(d.join("c.ppm"), &ppm).unwrap();
+    std::fs::write(d.join("g.pgm"), [b"P5\n2 1\n255\n".as_slice(), &[99, 7]].concat()).unwrap();
+    assert_eq!(read("c.ppm").get_pixel(1, 0).0, [40, 50, 60]);
+    assert_eq!(read("g.pgm").get_pixel(0, 0).0, [99, 99, 99]);
     // CMYK JPEG (made by fixtures/make_fixtures.py): left half red, right half blue.
     let cmyk = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cmyk.jpg");
     let img = decode(&std::fs::read(&cmyk).unwrap(), &cmyk).unwrap();

@@ -239,6 +239,9 @@ pub struct ZfNet {
     pub fc7: Linear,
     pub fc8: Linear,
     config: ZfConfig,
+    /// `input_scale` times `input_channel_scale`, `[1, 3, 1, 1]` on the weights' device (made
+    /// once here, not uploaded on every forward pass); `None` when both are 1.
+    input_multiplier: Option<Tensor>,
 }
 
 fn conv(inputs: usize, outputs: usize, g: ConvGeometry, vb: VarBuilder<'_>) -> Result<Conv2d> {
@@ -271,6 +274,13 @@ impl ZfNet {
             fc7: linear(config.fc_units, config.fc_units, vb.pp("fc7"))?,
             fc8: linear(config.fc_units, config.classes, vb.pp("fc8"))?,
             config: config.clone(),
+            input_multiplier: match config.input_channel_scale {
+                None if config.input_scale == 1.0 => None,
+                k => {
+                    let k = k.unwrap_or([1.0; 3]).map(|v| (v * config.input_scale) as f32);
+                    Some(Tensor::from_vec(k.to_vec(), (1, 3, 1, 1), vb.device())?)
+                }
+            },
         })
     }
 
@@ -365,17 +375,12 @@ impl ZfNet {
             }};
         }
         let scaled;
-        let xs = if self.config.input_scale == 1.0 && self.config.input_channel_scale.is_none() {
-            xs
-        } else {
-            let mut x = (xs * self.config.input_scale)?;
-            if let Some(k) = self.config.input_channel_scale {
-                let k =
-                    Tensor::from_vec(k.map(|v| v as f32).to_vec(), (1, 3, 1, 1), xs.device())?.to_dtype(xs.dtype())?;
-                x = x.broadcast_mul(&k)?;
+        let xs = match &self.input_multiplier {
+            None => xs,
+            Some(k) => {
+                scaled = xs.broadcast_mul(&k.to_dtype(xs.dtype())?)?;
+                &scaled
             }
-            scaled = x;
-            &scaled
         };
         let (g1, g2) = self.config.first_layer.geometry();
         // On the CPU in f32 each layer is one fused op (crate::kernels); elsewhere candle's ops.
