@@ -11,6 +11,8 @@
 //!   numbers (weights, momentum, epoch, step, learning rate; the data order, crops and dropout
 //!   masks are drawn from (seed, epoch, index) and (seed, step), so they need no saved RNG
 //!   state), `model.safetensors`, and snapshots for the feature-evolution figure.
+//! - [`Trainer`]: one update of the recipe (forward with dropout, cross-entropy, backward, SGD,
+//!   renormalization) on a network and its momentum; the loop and `zfnet bench` step through it.
 //! - [`Sgd`] and [`renormalize`], usable on their own.
 //!
 //! Depends on zf-model and zf-data. Used by the `zfnet` binary. Errors are [`TrainError`].
@@ -20,9 +22,11 @@ pub mod error;
 pub mod run;
 pub mod sgd;
 pub mod train;
+pub mod trainer;
 
 pub use config::TrainConfig;
 pub use error::{Result, TrainError};
 pub use run::{LoopState, RunDir, RunRecord};
 pub use sgd::{renormalize, Sgd};
 pub use train::{evaluate, train, Data, EpochReport, Eval, Observer, Quiet, StepReport, Summary};
+pub use trainer::Trainer;

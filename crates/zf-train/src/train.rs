@@ -5,18 +5,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::VarBuilder;
+use candle_core::{DType, Device};
 use serde::Serialize;
 use zf_data::{Crops, Dataset, Loader, LoaderConfig, MeanImage};
-use zf_model::init::init_tensors;
-use zf_model::weights::expected_shapes;
-use zf_model::{Dropout, NoTap, Point, ZfNet};
+use zf_model::{Dropout, NoTap, ZfNet};
 
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
 use crate::run::{LoopState, RunDir};
-use crate::sgd::{renormalize, Sgd};
+use crate::trainer::Trainer;
 
 /// Top-1 and top-5 error of a network on a data set.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -136,14 +133,6 @@ pub fn evaluate(net: &ZfNet, loader: &Loader, device: &Device) -> Result<Eval> {
     })
 }
 
-/// A 64-bit mix (splitmix64) for per-step seeds.
-fn mix(a: u64, b: u64) -> u64 {
-    let mut z = a ^ b.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 /// Trains a network as `config` says, in the run directory `run` (see [`RunDir`]).
 ///
 /// With `resume`, continues from `run`'s checkpoint to the same numbers as an uninterrupted run;
@@ -216,14 +205,15 @@ pub fn train(
         m
     };
 
-    // Parameters (fresh or from the checkpoint), as Vars in key order.
-    let (weights, momentum, mut state) = if resume {
+    // The network and optimizer, fresh or from the checkpoint.
+    let (mut trainer, mut state) = if resume {
         let (w, m, s) = dir.load_checkpoint(device)?;
         tracing::info!("resuming at epoch {}, batch {}, step {}", s.epoch + 1, s.batch, s.step);
         dir.truncate_metrics(s.step)?;
-        (w, Some(m), s)
+        let trainer = Trainer::from_tensors(config, &w, Some(&m), device)
+            .map_err(|e| TrainError::Run { path: dir.checkpoint(), reason: e.to_string() })?;
+        (trainer, s)
     } else {
-        let w = init_tensors(&config.model, config.init, config.seed, device)?;
         let state = LoopState {
             epoch: 0,
             batch: 0,
@@ -234,34 +224,8 @@ pub fn train(
             epoch_loss_sum: 0.0,
             epoch_images: 0,
         };
-        (w, None, state)
+        (Trainer::new(config, device)?, state)
     };
-    let mut params: Vec<(String, Var)> = Vec::new();
-    for (key, _) in expected_shapes(&config.model)? {
-        let t = weights
-            .get(&key)
-            .ok_or_else(|| TrainError::Run { path: dir.checkpoint(), reason: format!("no tensor `{key}`") })?;
-        params.push((key, Var::from_tensor(t)?));
-    }
-    let tensors = params.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
-    let net = ZfNet::new(&config.model, VarBuilder::from_tensors(tensors, DType::F32, device))?;
-    let mut sgd = Sgd::new(&params, config.momentum, config.weight_decay)?;
-    if let Some(m) = momentum {
-        for ((k, _), v) in params.iter().zip(sgd.velocity.iter_mut()) {
-            *v = m
-                .get(k)
-                .cloned()
-                .ok_or_else(|| TrainError::Run { path: dir.checkpoint(), reason: format!("no momentum for `{k}`") })?;
-        }
-    }
-    let conv_keys: Vec<usize> = params
-        .iter()
-        .enumerate()
-        .filter(|(_, (k, _))| {
-            k.ends_with(".weight") && Point::WEIGHTED.iter().any(|p| p.is_conv() && k.starts_with(p.name()))
-        })
-        .map(|(i, _)| i)
-        .collect();
 
     let train_loader = Loader::new(
         data.train.clone(),
@@ -275,9 +239,8 @@ pub fn train(
         LoaderConfig { threads: config.threads, ..LoaderConfig::eval(config.batch, crops) },
     )?;
     let batches = train_loader.batches_per_epoch();
-    let checkpoint = |state: &LoopState, sgd: &Sgd| -> Result<()> {
-        let w: Vec<(String, Tensor)> = params.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
-        dir.save_checkpoint(&w, &sgd.velocity, state, &config_json)
+    let checkpoint = |state: &LoopState, trainer: &Trainer| -> Result<()> {
+        dir.save_checkpoint(&trainer.weights(), trainer.momentum(), state, &config_json)
     };
     let mut last = None;
     let summary = |state: &LoopState, last: Option<EpochReport>, interrupted: bool| Summary {
@@ -296,9 +259,7 @@ pub fn train(
             let t = Instant::now();
             let x = batch.images.to_device(device)?;
             let labels = batch.labels.to_device(device)?;
-            let logits = net.forward_dropout(&x, Dropout::Seeded(mix(config.seed, state.step as u64)), &mut NoTap)?;
-            let loss = candle_nn::loss::cross_entropy(&logits, &labels)?;
-            let lv = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+            let lv = trainer.step(&x, &labels, state.lr, state.step as u64)?;
             if !lv.is_finite() {
                 return Err(TrainError::Diverged {
                     loss: lv,
@@ -306,17 +267,6 @@ pub fn train(
                     epoch: state.epoch + 1,
                     run: run.to_path_buf(),
                 });
-            }
-            let grads = loss.backward()?;
-            let g: Vec<Tensor> = params
-                .iter()
-                .map(|(_, v)| grads.get(v.as_tensor()).cloned().map_or_else(|| v.as_tensor().zeros_like(), Ok))
-                .collect::<candle_core::Result<_>>()?;
-            sgd.step(&params, &g, state.lr)?;
-            if let Some(radius) = config.renorm {
-                for &i in &conv_keys {
-                    renormalize(&params[i].1, radius)?;
-                }
             }
             state.step += 1;
             state.batch += 1;
@@ -336,17 +286,17 @@ pub fn train(
             dir.log(&serde_json::json!({"kind": "step", "step": state.step, "epoch": report.epoch, "loss": lv, "lr": state.lr, "images_per_s": report.images_per_s}))?;
             observer.on_step(&report);
             if state.step % config.checkpoint_every.max(1) == 0 {
-                checkpoint(&state, &sgd)?;
+                checkpoint(&state, &trainer)?;
             }
             if stop.load(Ordering::SeqCst) {
-                checkpoint(&state, &sgd)?;
-                net.save(&dir.model())?;
+                checkpoint(&state, &trainer)?;
+                trainer.net().save(&dir.model())?;
                 tracing::info!("stopped at step {}; resume with --resume", state.step);
                 return Ok(summary(&state, last, true));
             }
         }
         // End of the epoch: validate, anneal on a plateau, write everything.
-        let val = evaluate(&net, &val_loader, device)?;
+        let val = evaluate(trainer.net(), &val_loader, device)?;
         let improved = state.best_val_top1.is_none_or(|b| val.top1_err < b - 1e-12);
         if improved {
             state.best_val_top1 = Some(val.top1_err);
@@ -390,11 +340,11 @@ pub fn train(
         state.batch = 0;
         state.epoch_loss_sum = 0.0;
         state.epoch_images = 0;
-        net.save(&dir.model())?;
+        trainer.net().save(&dir.model())?;
         if config.snapshots.contains(&state.epoch) {
-            net.save(&dir.snapshot(state.epoch))?;
+            trainer.net().save(&dir.snapshot(state.epoch))?;
         }
-        checkpoint(&state, &sgd)?;
+        checkpoint(&state, &trainer)?;
         observer.on_epoch(&report);
         last = Some(report);
     }

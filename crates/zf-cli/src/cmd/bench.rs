@@ -81,9 +81,16 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
                 Ok(())
             })?,
             "train" => {
-                let mut step = train_step(&config, &x, device)?;
+                // The training loop's own step (zf_train::Trainer) with the paper's recipe.
+                let recipe = zf_train::TrainConfig { model: config.clone(), ..zf_train::TrainConfig::paper() };
+                let mut trainer = zf_train::Trainer::new(&recipe, device)?;
+                let n = args.batch as u32;
+                let labels =
+                    Tensor::from_vec((0..n).map(|i| (i * 37) % config.classes as u32).collect(), args.batch, device)?;
+                let mut step = 0u64;
                 median_time(args.reps, || {
-                    step()?;
+                    trainer.step(&x, &labels, recipe.lr, step)?;
+                    step += 1;
                     device.synchronize()?;
                     Ok(())
                 })?
@@ -115,45 +122,6 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
         println!("{line}");
     }
     Ok(())
-}
-
-/// One training step of `config` on the batch `x`, with the paper's recipe (SGD momentum 0.9,
-/// lr 1e-2, dropout, renormalization), as a closure.
-fn train_step<'a>(config: &ZfConfig, x: &'a Tensor, device: &Device) -> Result<impl FnMut() -> Result<()> + 'a> {
-    use candle_core::{DType, Var};
-    let tensors = zf_model::init::init_tensors(config, Init::Paper, 0, device)?;
-    let mut params: Vec<(String, Var)> = Vec::new();
-    for (key, _) in zf_model::weights::expected_shapes(config)? {
-        let t = tensors.get(&key).ok_or_else(|| anyhow::anyhow!("no {key}"))?;
-        params.push((key, Var::from_tensor(t)?));
-    }
-    let named = params.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
-    let net = zf_model::ZfNet::new(config, candle_nn::VarBuilder::from_tensors(named, DType::F32, device))?;
-    let mut sgd = zf_train::Sgd::new(&params, 0.9, 0.0)?;
-    let n = x.dim(0)?;
-    let labels = Tensor::from_vec((0..n as u32).map(|i| (i * 37) % config.classes as u32).collect(), n, device)?;
-    let convs: Vec<usize> = params
-        .iter()
-        .enumerate()
-        .filter(|(_, (k, _))| k.starts_with("conv") && k.ends_with(".weight"))
-        .map(|(i, _)| i)
-        .collect();
-    let mut step = 0u64;
-    Ok(move || -> Result<()> {
-        step += 1;
-        let logits = net.forward_dropout(x, zf_model::Dropout::Seeded(step), &mut zf_model::NoTap)?;
-        let loss = candle_nn::loss::cross_entropy(&logits, &labels)?;
-        let grads = loss.backward()?;
-        let g: Vec<Tensor> = params
-            .iter()
-            .map(|(_, v)| grads.get(v.as_tensor()).cloned().map_or_else(|| v.as_tensor().zeros_like(), Ok))
-            .collect::<candle_core::Result<_>>()?;
-        sgd.step(&params, &g, 1e-2)?;
-        for &i in &convs {
-            zf_train::renormalize(&params[i].1, zf_train::config::PAPER_RENORM_RMS)?;
-        }
-        Ok(())
-    })
 }
 
 /// One warm-up run, then the median of `reps` timed runs, in seconds.

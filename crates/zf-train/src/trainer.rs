@@ -1,0 +1,136 @@
+//! One training step of the paper's recipe, as a value: the network, its parameters and the
+//! optimizer ([`Trainer`]). The training loop ([`crate::train`]) and `zfnet bench --what
+//! train` both step through it, so the benchmark times the loop's own step.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::VarBuilder;
+use zf_model::init::init_tensors;
+use zf_model::weights::expected_shapes;
+use zf_model::{Dropout, NoTap, Point, ZfNet};
+
+use crate::config::TrainConfig;
+use crate::error::{Result, TrainError};
+use crate::sgd::{renormalize, Sgd};
+
+/// The network being trained, its parameters (as `Var`s, in the order of
+/// [`expected_shapes`]) and SGD's momentum.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use zf_train::{Trainer, TrainConfig};
+///
+/// let mut config = TrainConfig::tiny();
+/// config.model = config.model.with_input_size(64);
+/// let mut trainer = Trainer::new(&config, &Device::Cpu)?;
+/// let x = Tensor::randn(0f32, 1.0, (2, 3, 64, 64), &Device::Cpu)?;
+/// let labels = Tensor::new(&[1u32, 7], &Device::Cpu)?;
+/// let loss = trainer.step(&x, &labels, config.lr, 0)?;
+/// assert!(loss.is_finite());
+/// # Ok::<(), zf_train::TrainError>(())
+/// ```
+#[derive(Debug)]
+pub struct Trainer {
+    net: ZfNet,
+    params: Vec<(String, Var)>,
+    sgd: Sgd,
+    /// Indices in `params` of conv1..conv5's weights (the filters renormalization caps).
+    conv_weights: Vec<usize>,
+    renorm: Option<f64>,
+    seed: u64,
+}
+
+impl Trainer {
+    /// A fresh network, initialized as `config` says (its init and seed).
+    pub fn new(config: &TrainConfig, device: &Device) -> Result<Self> {
+        let weights = init_tensors(&config.model, config.init, config.seed, device)?;
+        Self::from_tensors(config, &weights, None, device)
+    }
+
+    /// A network from `weights` (by key) and, when given, SGD's momentum (by key): a resumed
+    /// run. A missing tensor is an error naming it.
+    pub fn from_tensors(
+        config: &TrainConfig,
+        weights: &HashMap<String, Tensor>,
+        momentum: Option<&HashMap<String, Tensor>>,
+        device: &Device,
+    ) -> Result<Self> {
+        let missing = |what: &str, key: &str| TrainError::Config(format!("no {what} `{key}` to train from"));
+        let mut params: Vec<(String, Var)> = Vec::new();
+        for (key, _) in expected_shapes(&config.model)? {
+            let t = weights.get(&key).ok_or_else(|| missing("tensor", &key))?;
+            params.push((key, Var::from_tensor(t)?));
+        }
+        let tensors = params.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+        let net = ZfNet::new(&config.model, VarBuilder::from_tensors(tensors, DType::F32, device))?;
+        let mut sgd = Sgd::new(&params, config.momentum, config.weight_decay)?;
+        if let Some(m) = momentum {
+            for ((k, _), v) in params.iter().zip(sgd.velocity.iter_mut()) {
+                *v = m.get(k).cloned().ok_or_else(|| missing("momentum for", k))?;
+            }
+        }
+        let conv_weights = params
+            .iter()
+            .enumerate()
+            .filter(|(_, (k, _))| {
+                k.ends_with(".weight") && Point::WEIGHTED.iter().any(|p| p.is_conv() && k.starts_with(p.name()))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        Ok(Self { net, params, sgd, conv_weights, renorm: config.renorm, seed: config.seed })
+    }
+
+    /// One update on a batch: forward with dropout (its mask drawn from the run's seed and
+    /// `step`, so a resumed run repeats an uninterrupted one), cross-entropy against `labels`,
+    /// backward, SGD with momentum at learning rate `lr`, then the conv filters renormalized.
+    /// Returns the batch's mean loss; a loss that is not finite is returned without updating
+    /// anything, for the caller to stop on.
+    ///
+    /// # Shapes
+    /// - `x`: `[B, 3, S, S]`; `labels`: `[B]` u32
+    pub fn step(&mut self, x: &Tensor, labels: &Tensor, lr: f64, step: u64) -> Result<f32> {
+        let logits = self.net.forward_dropout(x, Dropout::Seeded(mix(self.seed, step)), &mut NoTap)?;
+        let loss = candle_nn::loss::cross_entropy(&logits, labels)?;
+        let value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        if !value.is_finite() {
+            return Ok(value);
+        }
+        let grads = loss.backward()?;
+        let g: Vec<Tensor> = self
+            .params
+            .iter()
+            .map(|(_, v)| grads.get(v.as_tensor()).cloned().map_or_else(|| v.as_tensor().zeros_like(), Ok))
+            .collect::<candle_core::Result<_>>()?;
+        self.sgd.step(&self.params, &g, lr)?;
+        if let Some(radius) = self.renorm {
+            for &i in &self.conv_weights {
+                renormalize(&self.params[i].1, radius)?;
+            }
+        }
+        Ok(value)
+    }
+
+    /// The network (sharing the parameters being trained).
+    pub fn net(&self) -> &ZfNet {
+        &self.net
+    }
+
+    /// The current weights by key, in [`expected_shapes`] order.
+    pub fn weights(&self) -> Vec<(String, Tensor)> {
+        self.params.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect()
+    }
+
+    /// SGD's momentum buffers, in the order of [`Trainer::weights`].
+    pub fn momentum(&self) -> &[Tensor] {
+        &self.sgd.velocity
+    }
+}
+
+/// A 64-bit mix (splitmix64's finalizer) of `(seed, step)`: the dropout seed of one step.
+fn mix(seed: u64, step: u64) -> u64 {
+    let mut z = seed ^ step.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
