@@ -1,5 +1,5 @@
-//! The tidy check: every crate's dependencies follow DESIGN.md's layering, and every source
-//! file says why it exists in a first `//!` line.
+//! The tidy check: every crate's dependencies follow DESIGN.md's layering, every source file
+//! says why it exists in a first `//!` line, and none is longer than [`MAX_LINES`].
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -17,6 +17,9 @@ pub const LAYERING: &[(&str, &[&str])] = &[
     ("zfnet-tests", &["zf-data", "zf-model", "zf-deconv", "zf-train", "zf-probe", "zf-viz"]),
     ("xtask", &[]),
 ];
+
+/// The longest a source file may be: past it, a file holds more than one idea.
+pub const MAX_LINES: usize = 800;
 
 /// Runs every check on the workspace at `root`; returns one line per violation.
 pub fn check(root: &Path) -> Vec<String> {
@@ -46,9 +49,15 @@ pub fn check(root: &Path) -> Vec<String> {
         for file in rust_files(&root.join(dir)) {
             let text = std::fs::read_to_string(&file).unwrap_or_default();
             let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+            let rel = file.strip_prefix(root).unwrap_or(&file).display().to_string();
             if !first.starts_with("//!") {
-                let rel = file.strip_prefix(root).unwrap_or(&file).display().to_string();
                 problems.push(format!("{rel}: the first line must be a `//!` comment saying why the file exists"));
+            }
+            let lines = text.lines().count();
+            if lines > MAX_LINES {
+                problems.push(format!(
+                    "{rel}: {lines} lines, over {MAX_LINES}: split it into modules that each hold one idea"
+                ));
             }
         }
     }

@@ -69,3 +69,17 @@ fn files_without_a_module_doc_are_rejected() {
     assert_eq!(problems.len(), 2, "{joined}");
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn files_over_the_line_limit_are_rejected() {
+    let root = scratch("long");
+    krate(&root, "zf-model", "", "");
+    let limit = xtask::tidy::MAX_LINES;
+    write(&root.join("crates/zf-model/src/big.rs"), &format!("//! Too much.\n{}", "fn f() {}\n".repeat(limit)));
+    write(&root.join("crates/zf-model/src/fits.rs"), &format!("//! Just fits.\n{}", "fn f() {}\n".repeat(limit - 1)));
+    let problems = xtask::tidy::check(&root);
+    let joined = problems.join("\n");
+    assert!(joined.contains(&format!("crates/zf-model/src/big.rs: {} lines, over {limit}", limit + 1)), "{joined}");
+    assert_eq!(problems.len(), 1, "{joined}");
+    std::fs::remove_dir_all(&root).unwrap();
+}

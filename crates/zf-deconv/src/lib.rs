@@ -128,7 +128,7 @@ impl<'a> Deconvnet<'a> {
     /// - `trace`: a forward pass of `[N, 3, S, S]`
     /// - returns: `[K, 3, S, S]` for `K = units.len()`, in the order of `units`
     pub fn project(&self, trace: &Trace, layer: Point, units: &[Unit]) -> Result<Tensor> {
-        if zf_model::kernels::applies(checked_activation(trace, layer, units)?) {
+        if zf_model::device::fused(checked_activation(trace, layer, units)?) {
             return units
                 .iter()
                 .map(|u| self.project_window(trace, layer, u))
@@ -189,8 +189,8 @@ impl<'a> Deconvnet<'a> {
 
     /// One unit's projection on the CPU, computed only where it can be non-zero: each layer's
     /// block is the unit's receptive field there (conv5 -> a 3x3 block of conv4, ..., a patch
-    /// of the image), through [`zf_model::kernels::conv_transpose2d_window`] and
-    /// [`zf_model::kernels::unpool_window`]; the result is the same as [`Self::project_dense`]'s.
+    /// of the image), through [`zf_model::conv::conv_transpose2d_window`] and
+    /// [`zf_model::pool::unpool_window`]; the result is the same as [`Self::project_dense`]'s.
     /// Unpooling also takes the zero-valued pooled positions next to the block, whose windows
     /// can share a switch with the block's and, coming later, overwrite it with zero as the
     /// dense unpooling does.
@@ -207,7 +207,7 @@ impl<'a> Deconvnet<'a> {
             let weight = self.weight(current)?;
             let g = conv_geometry(config, current)?;
             let input = conv_input_side(config, current)?;
-            (x, origin) = zf_model::kernels::conv_transpose2d_window(&x.relu()?, weight, g, origin, (input, input))?;
+            (x, origin) = zf_model::conv::conv_transpose2d_window(&x.relu()?, weight, g, origin, (input, input))?;
             let (next, pool) = below(current);
             if let Some(pool) = pool {
                 let sw = switches(trace, pool)?;
@@ -221,7 +221,7 @@ impl<'a> Deconvnet<'a> {
                 origin = (origin.0 - top, origin.1 - left);
                 let (_, _, bh, bw) = x.dims4()?;
                 let idx = sw.indices.narrow(0, u.image, 1)?.narrow(2, origin.0, bh)?.narrow(3, origin.1, bw)?;
-                (x, origin) = zf_model::kernels::unpool_window(&x, &idx, sw.geometry, origin, sw.input_hw)?;
+                (x, origin) = zf_model::pool::unpool_window(&x, &idx, sw.geometry, origin, sw.input_hw)?;
             }
             match next {
                 Some(p) => current = p,
@@ -282,17 +282,7 @@ fn conv_input_side(config: &ZfConfig, layer: Point) -> Result<usize> {
 /// - `xs`, `indices`: `[N, C, Ho, Wo]` (`indices` u32 flat positions in each `H x W` plane)
 /// - returns: `[N, C, H, W]` with `(H, W) = input_hw`
 pub fn unpool(xs: &Tensor, indices: &Tensor, input_hw: (usize, usize)) -> Result<Tensor> {
-    let (n, c, ho, wo) = xs.dims4()?;
-    if indices.dims() != [n, c, ho, wo] {
-        bail!("unpool: values have shape {:?}, switches {:?}", xs.dims(), indices.dims())
-    }
-    let (h, w) = input_hw;
-    if zf_model::kernels::applies(xs) {
-        return zf_model::kernels::unpool(xs, indices, input_hw);
-    }
-    Tensor::zeros((n, c, h * w), xs.dtype(), xs.device())?
-        .scatter(&indices.flatten_from(2)?.contiguous()?, &xs.flatten_from(2)?.contiguous()?, 2)?
-        .reshape((n, c, h, w))
+    zf_model::pool::unpool(xs, indices, input_hw)
 }
 
 /// The box of input pixels that unit `(y, x)` of conv `layer` sees, `[x0, y0, x1, y1)`

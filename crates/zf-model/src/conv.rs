@@ -1,5 +1,5 @@
 //! 2D convolution and its transpose, on any device: on the CPU in f32 the fused kernels of
-//! [`crate::kernels`] (im2col + gemm per image, with gemm-based gradients instead of candle's
+//! the fused kernels (`kernels`, private) (im2col + gemm per image, with gemm-based gradients instead of candle's
 //! direct-loop `conv_transpose2d` that its own conv2d backward uses); elsewhere candle's
 //! `conv2d` and `conv_transpose2d`.
 
@@ -39,7 +39,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: ConvGeometry) -> Re
 /// The transposed convolution of a conv layer (weights `w` `[O, C, k, k]`, geometry `g`):
 /// `[N, O, Ho, Wo]` -> `[N, C, H, W]`, where `(H, W)` is the layer's input size (this fixes the
 /// output padding). On the CPU one gemm and a col2im per image
-/// ([`crate::kernels::conv_transpose2d`]); elsewhere candle's `conv_transpose2d`. No bias (the
+/// (`kernels::conv_transpose2d`); elsewhere candle's `conv_transpose2d`. No bias (the
 /// deconvnet uses none).
 pub fn conv_transpose2d(x: &Tensor, w: &Tensor, g: ConvGeometry, (h, wd): (usize, usize)) -> Result<Tensor> {
     let (_, o, ho, wo) = x.dims4()?;
@@ -58,6 +58,25 @@ pub fn conv_transpose2d(x: &Tensor, w: &Tensor, g: ConvGeometry, (h, wd): (usize
     }
     let op = |side: usize, out: usize| side - ((out - 1) * g.stride + g.kernel - 2 * g.padding);
     x.conv_transpose2d(w, g.padding, op(h, ho).max(op(wd, wo)), g.stride, 1)
+}
+
+/// The transposed convolution restricted to the window where one unit's projection can be
+/// non-zero (its receptive field at that layer): `x` `[N, O, bh, bw]` is the block of the
+/// conv's output starting at `origin`, `input_hw` the conv's full input size. Returns the
+/// block of the full [`conv_transpose2d`] result that can be non-zero and where it starts —
+/// exactly the values the full result has there. The deconvnet's CPU path; f32 on the CPU only
+/// (other devices project whole maps).
+pub fn conv_transpose2d_window(
+    x: &Tensor,
+    w: &Tensor,
+    g: ConvGeometry,
+    origin: (usize, usize),
+    input_hw: (usize, usize),
+) -> Result<(Tensor, (usize, usize))> {
+    if !crate::device::fused(x) {
+        bail!("conv_transpose2d_window runs on f32 CPU tensors, got {:?} on {:?}", x.dtype(), x.device())
+    }
+    crate::kernels::conv_transpose2d_window(x, w, g, origin, input_hw)
 }
 
 #[cfg(test)]

@@ -1,6 +1,12 @@
 //! Device choice: `cpu`, `cuda[:N]` or `metal[:N]`, whichever candle was built with.
 
-use candle_core::{Device, Result};
+use candle_core::{DType, Device, Result, Tensor};
+
+/// Whether `t` runs through zfnet's fused CPU kernels (an f32 tensor on the CPU): one op per
+/// layer with its own backward. Anything else (CUDA, Metal, other dtypes) takes candle's ops.
+pub fn fused(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32
+}
 
 /// Parses a device name. `cuda` and `metal` need the crate's `cuda` / `metal` feature; without
 /// it the error says so.

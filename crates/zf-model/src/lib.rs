@@ -44,7 +44,7 @@ pub mod convert;
 pub mod device;
 pub mod hub;
 pub mod init;
-pub mod kernels;
+mod kernels;
 pub mod lrn;
 pub mod net;
 pub mod pool;

@@ -3,7 +3,7 @@
 //! candle's own max-pool has no ceil mode and no indices, and its backward refuses
 //! kernel != stride, so this op is ours. The switches are computed first (a fused kernel on the
 //! CPU, candle ops on other devices); the pooled values are then gathered through them
-//! ([`crate::kernels::pool_values`] on the CPU, candle's `gather` elsewhere), so the backward
+//! (`kernels::pool_values` on the CPU, candle's `gather` elsewhere), so the backward
 //! pass sends each output's gradient to its switch.
 
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor, D};
@@ -215,6 +215,40 @@ impl CustomOp1 for SwitchKernel {
         };
         Ok((CpuStorage::U32(out), Shape::from((n, c, self.ho, self.wo))))
     }
+}
+
+/// Switch unpooling (the deconvnet's): `xs` `[N, C, Ho, Wo]` values and their u32 switches
+/// (flat positions in each `H x W` plane) to a zero `[N, C, H, W]` map holding each value at its
+/// switch; where two windows share a switch the later one (row-major) wins, as PyTorch's
+/// `max_unpool2d` does on the CPU. The fused kernel on the CPU, candle's `scatter` elsewhere.
+pub fn unpool(xs: &Tensor, indices: &Tensor, (h, w): (usize, usize)) -> Result<Tensor> {
+    let (n, c, ho, wo) = xs.dims4()?;
+    if indices.dims() != [n, c, ho, wo] {
+        bail!("unpool: values have shape {:?}, switches {:?}", xs.dims(), indices.dims())
+    }
+    if crate::device::fused(xs) {
+        return crate::kernels::unpool(xs, indices, (h, w));
+    }
+    Tensor::zeros((n, c, h * w), xs.dtype(), xs.device())?
+        .scatter(&indices.flatten_from(2)?.contiguous()?, &xs.flatten_from(2)?.contiguous()?, 2)?
+        .reshape((n, c, h, w))
+}
+
+/// [`unpool`] of a block: `xs` `[N, C, bh, bw]` are the pooled values at `origin` (zero
+/// elsewhere) with their switches (flat in the full `H x W` pre-pool map of `pool`). Returns
+/// the block of the unpooled map those windows cover and where it starts. The deconvnet's CPU
+/// path; f32 on the CPU only.
+pub fn unpool_window(
+    xs: &Tensor,
+    indices: &Tensor,
+    pool: PoolGeometry,
+    origin: (usize, usize),
+    input_hw: (usize, usize),
+) -> Result<(Tensor, (usize, usize))> {
+    if !crate::device::fused(xs) {
+        bail!("unpool_window runs on f32 CPU tensors, got {:?} on {:?}", xs.dtype(), xs.device())
+    }
+    crate::kernels::unpool_window(xs, indices, pool, origin, input_hw)
 }
 
 #[cfg(test)]

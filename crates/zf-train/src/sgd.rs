@@ -23,7 +23,7 @@ impl Sgd {
     pub fn step(&mut self, params: &[(String, Var)], grads: &[Tensor], lr: f64) -> Result<()> {
         for (((_, var), g), v) in params.iter().zip(grads).zip(self.velocity.iter_mut()) {
             let w = var.as_tensor();
-            let in_place = [w, g, &*v].iter().all(|t| zf_model::kernels::applies(t));
+            let in_place = [w, g, &*v].iter().all(|t| zf_model::device::fused(t));
             if in_place && w.shape() == g.shape() && w.shape() == v.shape() {
                 let update =
                     Velocity { momentum: self.momentum as f32, lr: lr as f32, weight_decay: self.weight_decay as f32 };

@@ -1,5 +1,5 @@
 //! One training step of the paper's recipe, as a value: the network, its parameters and the
-//! optimizer ([`Trainer`]). The training loop ([`crate::train`]) and `zfnet bench --what
+//! optimizer ([`Trainer`]). The training loop ([`crate::train()`]) and `zfnet bench --what
 //! train` both step through it, so the benchmark times the loop's own step.
 
 use std::collections::HashMap;

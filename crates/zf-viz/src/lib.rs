@@ -204,7 +204,7 @@ pub fn stack(images: &[RgbImage], direction: Direction, gap: u32) -> RgbImage {
     out
 }
 
-/// Writes a PNG atomically (see [`write_atomic_with`]).
+/// Writes a PNG atomically: into a temporary file beside `path`, synced, then renamed into place.
 pub fn save_png(img: &RgbImage, path: &Path) -> std::io::Result<()> {
     write_atomic_with(path, |f| {
         let mut w = std::io::BufWriter::new(f);
@@ -213,7 +213,7 @@ pub fn save_png(img: &RgbImage, path: &Path) -> std::io::Result<()> {
     })
 }
 
-/// Writes text (an SVG chart, a page) atomically (see [`write_atomic_with`]).
+/// Writes text (an SVG chart, a page) atomically, as [`save_png`] writes pictures.
 pub fn save_text(text: &str, path: &Path) -> std::io::Result<()> {
     write_atomic_with(path, |f| std::io::Write::write_all(f, text.as_bytes()))
 }

@@ -1,0 +1,212 @@
+//! The fused conv layer: conv + bias + ReLU, forward and backward, im2col and gemm in
+//! cache-sized blocks of output rows.
+
+use super::*;
+
+/// `relu(conv2d(x, w) + b)` (or without the ReLU) as one op.
+#[derive(Clone, Copy, Debug)]
+struct Conv {
+    g: ConvGeometry,
+    relu: bool,
+}
+
+/// Convolution with bias and (when `relu`) a ReLU, fused, on the CPU.
+///
+/// # Shapes
+/// - `x`: `[N, C, H, W]`; `w`: `[O, C, k, k]`; `b`: `[O]`
+/// - returns: `[N, O, Ho, Wo]`
+pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, g: ConvGeometry, relu: bool) -> Result<Tensor> {
+    let (_, c, _, _) = x.dims4()?;
+    let (o, wc, kh, kw) = w.dims4()?;
+    if wc != c || kh != g.kernel || kw != g.kernel || b.dims() != [o] {
+        bail!(
+            "conv2d: input has {c} channels, weight {:?} and bias {:?} for a {}x{} kernel",
+            w.dims(),
+            b.dims(),
+            g.kernel,
+            g.kernel
+        )
+    }
+    x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, Conv { g, relu })
+}
+
+impl CustomOp3 for Conv {
+    fn name(&self) -> &'static str {
+        "zf-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, w, b) = (f32_arg(xs, xl, "conv2d")?, f32_arg(ws, wl, "conv2d")?, f32_arg(bs, bl, "conv2d")?);
+        let (n, c, h, wd) = xl.shape().dims4()?;
+        let o = wl.shape().dims4()?.0;
+        let s = ConvShape::new(self.g, c, h, wd)?;
+        let (rows, pos) = (s.rows(), s.positions());
+        let mut out = vec![0f32; n * o * pos];
+        let image = |i: usize, y: &mut [f32], par: Parallelism| {
+            let xi = &x[i * c * h * wd..(i + 1) * c * h * wd];
+            with_scratch(rows * s.block_rows() * s.wo, 0, |cols, _, phases| {
+                s.split_phases(xi, phases);
+                for (line, &bias) in y.chunks_exact_mut(pos).zip(b) {
+                    line.fill(bias);
+                }
+                for (oy0, oy1) in s.blocks() {
+                    let (p0, len) = (oy0 * s.wo, (oy1 - oy0) * s.wo);
+                    let cols = &mut cols[..rows * len];
+                    s.im2col(xi, phases, cols, (oy0, oy1));
+                    gemm_strided(&mut y[p0..], pos, Mat::new(w, o, rows), Mat::new(cols, rows, len), true, par);
+                }
+                if self.relu {
+                    y.iter_mut().for_each(|v| *v = v.max(0.0));
+                }
+            })
+        };
+        // Fewer images than threads (one image for a projection or a prediction): when the
+        // layer has several blocks, the threads take blocks (each a single-threaded gemm into
+        // its own buffer, copied into place), balanced to a multiple of the thread count;
+        // otherwise they share each gemm.
+        let threads = rayon::current_num_threads();
+        let blocks = s.ho.div_ceil(s.block_rows()).next_multiple_of(threads);
+        let block_parallel = blocks >= 2 && s.ho >= blocks;
+        let by_block = |i: usize, y: &mut [f32]| {
+            let xi = &x[i * c * h * wd..(i + 1) * c * h * wd];
+            let mut phases = Vec::new();
+            s.split_phases(xi, &mut phases);
+            let step = s.ho.div_ceil(blocks);
+            let ranges: Vec<(usize, usize)> = (0..s.ho).step_by(step).map(|y0| (y0, (y0 + step).min(s.ho))).collect();
+            let parts: Vec<Vec<f32>> = ranges
+                .par_iter()
+                .map(|&(oy0, oy1)| {
+                    let len = (oy1 - oy0) * s.wo;
+                    let mut part = vec![0f32; o * len];
+                    for (line, &bias) in part.chunks_exact_mut(len).zip(b) {
+                        line.fill(bias);
+                    }
+                    with_scratch(rows * len, 0, |cols, _, _| {
+                        s.im2col(xi, &phases, cols, (oy0, oy1));
+                        gemm(&mut part, Mat::new(w, o, rows), Mat::new(cols, rows, len), true, Parallelism::None);
+                    });
+                    if self.relu {
+                        part.iter_mut().for_each(|v| *v = v.max(0.0));
+                    }
+                    part
+                })
+                .collect();
+            for (&(oy0, oy1), part) in ranges.iter().zip(&parts) {
+                let len = (oy1 - oy0) * s.wo;
+                for (dst, src) in y.chunks_exact_mut(pos).zip(part.chunks_exact(len)) {
+                    dst[oy0 * s.wo..][..len].copy_from_slice(src);
+                }
+            }
+        };
+        match per_image(n) {
+            (true, par) => out.par_chunks_mut(o * pos).enumerate().for_each(|(i, y)| image(i, y, par)),
+            (false, _) if block_parallel => out.chunks_mut(o * pos).enumerate().for_each(|(i, y)| by_block(i, y)),
+            (false, par) => out.chunks_mut(o * pos).enumerate().for_each(|(i, y)| image(i, y, par)),
+        }
+        Ok((CpuStorage::F32(out), Shape::from((n, o, s.ho, s.wo))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, c, h, wd) = x.dims4()?;
+        let o = w.dim(0)?;
+        let s = ConvShape::new(self.g, c, h, wd)?;
+        let (rows, pos, chw) = (s.rows(), s.positions(), c * h * wd);
+        let need_dx = x.track_op();
+        let (dx, dw, db) = with_f32(&[x, w, res, grad], |t| {
+            let (x, w, res, grad) = (t[0], t[1], t[2], t[3]);
+            // One image: its weight and bias gradients into `acc`, its input gradient into `dx`.
+            let image = |i: usize, dx: Option<&mut [f32]>, acc: &mut [f32], par: Parallelism| {
+                let (dw, db) = acc.split_at_mut(o * rows);
+                with_scratch(rows * s.block_rows() * s.wo, o * pos, |cols, gm, phases| {
+                    let range = i * o * pos..(i + 1) * o * pos;
+                    relu_mask(gm, &grad[range.clone()], &res[range], self.relu);
+                    for (d, line) in db.iter_mut().zip(gm.chunks_exact(pos)) {
+                        *d += line.iter().sum::<f32>();
+                    }
+                    let xi = &x[i * chw..(i + 1) * chw];
+                    s.split_phases(xi, phases);
+                    let mut dx = dx;
+                    if let Some(dx) = dx.as_deref_mut() {
+                        dx.fill(0.0);
+                    }
+                    for (oy0, oy1) in s.blocks() {
+                        let (p0, len) = (oy0 * s.wo, (oy1 - oy0) * s.wo);
+                        let cols = &mut cols[..rows * len];
+                        let gm_block = Mat { data: &gm[p0..], rows: o, cols: len, rs: pos, cs: 1 };
+                        s.im2col(xi, phases, cols, (oy0, oy1));
+                        gemm(dw, gm_block, Mat::new(cols, rows, len).t(), true, par);
+                        if let Some(dx) = dx.as_deref_mut() {
+                            gemm(cols, Mat::new(w, o, rows).t(), gm_block, false, par);
+                            s.col2im(cols, dx, (oy0, oy1));
+                        }
+                    }
+                })
+            };
+            let acc_len = o * rows + o;
+            let mut dx = if need_dx { Some(vec![0f32; n * chw]) } else { None };
+            let acc = match per_image(n) {
+                (true, par) => {
+                    // At most one accumulator per thread, split at fixed places: the sums (and
+                    // so training) come out the same on every run.
+                    let min = n / rayon::current_num_threads();
+                    let add = |mut a: Vec<f32>, b: Vec<f32>| {
+                        add_into(&mut a, &b);
+                        a
+                    };
+                    match dx.as_mut() {
+                        Some(dx) => dx
+                            .par_chunks_mut(chw)
+                            .enumerate()
+                            .with_min_len(min)
+                            .fold(
+                                || vec![0f32; acc_len],
+                                |mut acc, (i, d)| {
+                                    image(i, Some(d), &mut acc, par);
+                                    acc
+                                },
+                            )
+                            .reduce(|| vec![0f32; acc_len], add),
+                        None => (0..n)
+                            .into_par_iter()
+                            .with_min_len(min)
+                            .fold(
+                                || vec![0f32; acc_len],
+                                |mut acc, i| {
+                                    image(i, None, &mut acc, par);
+                                    acc
+                                },
+                            )
+                            .reduce(|| vec![0f32; acc_len], add),
+                    }
+                }
+                (false, par) => {
+                    let mut acc = vec![0f32; acc_len];
+                    for i in 0..n {
+                        image(i, dx.as_mut().map(|d| &mut d[i * chw..(i + 1) * chw]), &mut acc, par);
+                    }
+                    acc
+                }
+            };
+            let db = acc[o * rows..].to_vec();
+            let mut dw = acc;
+            dw.truncate(o * rows);
+            Ok((dx, dw, db))
+        })?;
+        gradients([(x, dx), (w, Some(dw)), (b, Some(db))])
+    }
+}

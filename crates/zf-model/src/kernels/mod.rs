@@ -1,0 +1,372 @@
+//! Fused CPU kernels for the network's hot path, each a candle custom op with its own backward.
+//!
+//! candle runs a layer as a chain of small ops (conv, broadcast bias add, ReLU, reshapes), and
+//! its backward allocates a zero tensor and adds into it for every argument of every op. On the
+//! CPU the network instead takes one op per layer:
+//!
+//! | op | forward | backward |
+//! |---|---|---|
+//! | [`conv2d`] | per image: im2col, bias, one gemm, ReLU in place | mask, bias sums, weight gemm over the recomputed columns, input gemm + col2im (skipped when the input needs no gradient) |
+//! | [`linear`] | bias, one gemm `x W^T`, ReLU | mask, `gm W`, `gm^T x`, column sums |
+//! | [`lrn`] | `x (k + a/n sum x^2)^-b` in one pass per image | the closed-form derivative, one pass per image |
+//! | [`pool_values`] | gathers each window's maximum through the switches | scatters each gradient to its switch |
+//!
+//! and, for the deconvnet (no backward): [`conv_transpose2d`] and [`unpool`] over whole maps,
+//! and [`conv_transpose2d_window`] and [`unpool_window`] over the block where one unit's
+//! projection can be non-zero (its receptive field at that layer).
+//!
+//! The convolutions run im2col and the gemm in blocks of output rows sized to stay in cache
+//! (conv1's full columns are 7 MB per image); with stride > 1 the input rows are first split
+//! into their phases so that every im2col copy is contiguous.
+//!
+//! Each is tested against the plain candle composition it replaces (forward and gradients, in
+//! this module's tests), and the network's golden tests against PyTorch run through them.
+//! Other devices and dtypes keep candle's ops (see `net.rs`), so the CUDA and Metal paths are
+//! unchanged.
+//!
+//! Work is spread over the images of a batch when there are at least as many images as rayon
+//! threads (each image's gemm single-threaded, no synchronisation inside a layer); a smaller
+//! batch (one image for a projection) gives the threads to the gemm instead.
+
+use std::cell::Cell;
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use crate::config::{ConvGeometry, LrnConfig};
+
+// ---------------------------------------------------------------------------------------------
+// Plumbing: slices of CPU tensors, scratch buffers, a safe gemm.
+
+/// Calls `f` with the contiguous f32 data of each of `ts` (all on the CPU).
+fn with_f32<R>(ts: &[&Tensor], f: impl FnOnce(&[&[f32]]) -> Result<R>) -> Result<R> {
+    let ts: Vec<Tensor> = ts.iter().map(|t| t.contiguous()).collect::<Result<_>>()?;
+    let guards: Vec<_> = ts.iter().map(|t| t.storage_and_layout()).collect();
+    let mut slices = Vec::with_capacity(ts.len());
+    for (storage, layout) in &guards {
+        let (Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) = (&**storage, layout.contiguous_offsets()) else {
+            bail!("fused CPU kernels take contiguous f32 CPU tensors")
+        };
+        slices.push(&v[a..b]);
+    }
+    f(&slices)
+}
+
+/// Whether `t` takes these kernels: a CPU tensor in f32 (anything else keeps candle's ops).
+pub fn applies(t: &Tensor) -> bool {
+    crate::device::fused(t)
+}
+
+/// The contiguous u32 data (switches) of one custom-op argument.
+fn u32_arg<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [u32]> {
+    match (storage, layout.contiguous_offsets()) {
+        (CpuStorage::U32(v), Some((a, b))) => Ok(&v[a..b]),
+        _ => bail!("{op}: expects contiguous u32 switches"),
+    }
+}
+
+/// The contiguous f32 data of one custom-op argument.
+fn f32_arg<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+    match (storage, layout.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
+        _ => bail!("{op}: expects contiguous f32 tensors"),
+    }
+}
+
+fn cpu_tensor(data: Vec<f32>, shape: impl Into<Shape>) -> Result<Tensor> {
+    Tensor::from_vec(data, shape, &candle_core::Device::Cpu)
+}
+
+/// A three-argument op's gradients as tensors shaped like the arguments, for the arguments
+/// that need one.
+fn gradients(grads: [(&Tensor, Option<Vec<f32>>); 3]) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    let [a, b, c] = grads.map(|(arg, g)| g.filter(|_| arg.track_op()).map(|g| cpu_tensor(g, arg.shape())));
+    Ok((a.transpose()?, b.transpose()?, c.transpose()?))
+}
+
+thread_local! {
+    /// Per-thread scratch (im2col columns, masked gradients), reused across calls. Taken out
+    /// while in use, so a re-entrant call (rayon work stealing) simply allocates its own.
+    static SCRATCH: Cell<[Vec<f32>; 3]> = const { Cell::new([Vec::new(), Vec::new(), Vec::new()]) };
+}
+
+/// Runs `f` with two scratch buffers of at least `a` and `b` elements (contents unspecified)
+/// and a third for [`ConvShape::im2col`].
+fn with_scratch<R>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32], &mut Vec<f32>) -> R) -> R {
+    let [mut x, mut y, mut z] = SCRATCH.with(|s| s.take());
+    if x.len() < a {
+        x.resize(a, 0.0);
+    }
+    if y.len() < b {
+        y.resize(b, 0.0);
+    }
+    let r = f(&mut x[..a], &mut y[..b], &mut z);
+    SCRATCH.with(|s| s.set([x, y, z]));
+    r
+}
+
+/// A row-major view: element `(r, c)` at `data[r * rs + c * cs]`.
+#[derive(Clone, Copy)]
+struct Mat<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> Mat<'a> {
+    fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self { data, rows, cols, rs: cols, cs: 1 }
+    }
+
+    fn t(self) -> Self {
+        Self { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs, ..self }
+    }
+
+    fn in_bounds(&self) -> bool {
+        self.rows == 0 || self.cols == 0 || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < self.data.len()
+    }
+}
+
+/// `dst = a b` (or `dst += a b` when `accumulate`), `dst` row-major `a.rows x b.cols`.
+fn gemm(dst: &mut [f32], a: Mat<'_>, b: Mat<'_>, accumulate: bool, par: Parallelism) {
+    assert_eq!(dst.len(), a.rows * b.cols);
+    gemm_strided(dst, b.cols, a, b, accumulate, par)
+}
+
+/// [`gemm`] into a `dst` whose rows are `dst_rs` apart (a block of columns of a wider matrix).
+fn gemm_strided(dst: &mut [f32], dst_rs: usize, a: Mat<'_>, b: Mat<'_>, accumulate: bool, par: Parallelism) {
+    assert!(a.cols == b.rows && a.in_bounds() && b.in_bounds() && b.cols <= dst_rs);
+    if a.rows == 0 || b.cols == 0 {
+        return;
+    }
+    assert!((a.rows - 1) * dst_rs + b.cols <= dst.len());
+    if a.cols == 0 {
+        if !accumulate {
+            dst.chunks_mut(dst_rs).for_each(|r| r[..b.cols].fill(0.0));
+        }
+        return;
+    }
+    // SAFETY: `gemm::gemm` reads `a` at `a.data[i * a.rs + k * a.cs]` for i < a.rows,
+    // k < a.cols, reads `b` at `b.data[k * b.rs + j * b.cs]` for k < b.rows (= a.cols),
+    // j < b.cols, and writes `dst[i * dst_rs + j]` for i < a.rows, j < b.cols.
+    // - reads of `a` and `b`: `in_bounds` asserted that the largest such offset,
+    //   `(rows - 1) * rs + (cols - 1) * cs`, is inside each slice (and the empty cases returned
+    //   above, so rows and cols are at least 1 here);
+    // - writes of `dst`: asserted `(a.rows - 1) * dst_rs + b.cols <= dst.len()`, the last row's
+    //   end, and `b.cols <= dst_rs`, so rows do not overlap;
+    // - aliasing: `dst` is a `&mut` slice, so it overlaps neither `a` nor `b` (shared slices);
+    // - `read_dst` is `accumulate`: when false gemm overwrites `dst` without reading it.
+    // The pointers stay valid for the call: the slices are borrowed for its whole duration.
+    unsafe {
+        gemm::gemm(
+            a.rows,
+            b.cols,
+            a.cols,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+/// Whether to spread `n` images over the threads (each gemm on one thread) or give the threads
+/// to each gemm.
+fn per_image(n: usize) -> (bool, Parallelism) {
+    let threads = rayon::current_num_threads();
+    if n >= threads {
+        (true, Parallelism::None)
+    } else {
+        (false, Parallelism::Rayon(threads))
+    }
+}
+
+fn relu_mask(dst: &mut [f32], grad: &[f32], out: &[f32], relu: bool) {
+    if relu {
+        for ((d, &g), &y) in dst.iter_mut().zip(grad).zip(out) {
+            *d = if y > 0.0 { g } else { 0.0 };
+        }
+    } else {
+        dst.copy_from_slice(grad);
+    }
+}
+
+fn add_into(acc: &mut [f32], other: &[f32]) {
+    for (a, b) in acc.iter_mut().zip(other) {
+        *a += b;
+    }
+}
+
+/// One image's geometry for a conv layer.
+#[derive(Clone, Copy, Debug)]
+struct ConvShape {
+    g: ConvGeometry,
+    c: usize,
+    h: usize,
+    w: usize,
+    ho: usize,
+    wo: usize,
+    /// Rows and columns of padding before the input: the conv's own padding, or, for a
+    /// window of a transposed conv ([`conv_transpose2d_window`]), what places the window.
+    py: usize,
+    px: usize,
+}
+
+impl ConvShape {
+    fn new(g: ConvGeometry, c: usize, h: usize, w: usize) -> Result<Self> {
+        let (Some(ho), Some(wo)) = (g.output_size(h), g.output_size(w)) else {
+            bail!("conv2d: a {k}x{k} kernel does not fit a {h}x{w} input with padding {}", g.padding, k = g.kernel)
+        };
+        Ok(Self { g, c, h, w, ho, wo, py: g.padding, px: g.padding })
+    }
+
+    fn rows(&self) -> usize {
+        self.c * self.g.kernel * self.g.kernel
+    }
+
+    fn positions(&self) -> usize {
+        self.ho * self.wo
+    }
+
+    /// The range of output columns `ox` whose input column `ox s - p + j` lies in `0..len`.
+    fn valid(&self, j: usize, out: usize, len: usize, p: usize) -> (usize, usize) {
+        let s = self.g.stride;
+        let lo = if j >= p { 0 } else { (p - j).div_ceil(s) };
+        let hi = if len + p > j { (len + p - j).div_ceil(s).min(out) } else { 0 };
+        (lo.min(hi), hi)
+    }
+
+    /// How many output rows one block of columns holds: about 256 KiB of columns, so that
+    /// im2col writes them and the gemm reads them in cache (conv1's full columns are 7 MB per
+    /// image), but at least 512 positions so that each gemm stays wide.
+    fn block_rows(&self) -> usize {
+        let wo = self.wo.max(1);
+        (64 * 1024 / (self.rows() * wo).max(1)).max(512usize.div_ceil(wo)).clamp(1, self.ho.max(1))
+    }
+
+    /// The output-row blocks, `(oy0, oy1)`.
+    fn blocks(&self) -> impl Iterator<Item = (usize, usize)> {
+        let (step, ho) = (self.block_rows(), self.ho);
+        (0..ho).step_by(step).map(move |y| (y, (y + step).min(ho)))
+    }
+
+    /// With stride `s > 1`: the input's rows split into their `s` phases (columns `q s + r`,
+    /// `phases[c][r][y][q]`), so that every run im2col copies is contiguous.
+    fn split_phases(&self, src: &[f32], phases: &mut Vec<f32>) {
+        let Self { g, c, h, w, .. } = *self;
+        let s = g.stride;
+        if s == 1 {
+            return;
+        }
+        let wq = w.div_ceil(s);
+        phases.clear();
+        phases.resize(c * s * h * wq, 0.0);
+        for ch in 0..c {
+            for y in 0..h {
+                let line = &src[(ch * h + y) * w..][..w];
+                for r in 0..s {
+                    let out = &mut phases[((ch * s + r) * h + y) * wq..][..wq];
+                    for (q, v) in line.iter().skip(r).step_by(s).enumerate() {
+                        out[q] = *v;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Output rows `oy0..oy1` of `[C, H, W]` -> `[C k k, (oy1 - oy0) Wo]`: row `(c, i, j)` holds
+    /// input `(c, oy s - p + i, ox s - p + j)` for those output positions, zero in the padding.
+    /// `phases` is [`Self::split_phases`] of `src` (unused at stride 1).
+    pub(crate) fn im2col(&self, src: &[f32], phases: &[f32], dst: &mut [f32], (oy0, oy1): (usize, usize)) {
+        let Self { g, h, w, ho, wo, .. } = *self;
+        let (k, s) = (g.kernel, g.stride);
+        let wq = w.div_ceil(s);
+        let len = (oy1 - oy0) * wo;
+        for (row, dst) in dst.chunks_exact_mut(len).enumerate() {
+            let (ch, i, j) = (row / (k * k), row / k % k, row % k);
+            let (lo, hi) = self.valid(j, wo, w, self.px);
+            let (ylo, yhi) = self.valid(i, ho, h, self.py);
+            let (ylo, yhi) = (ylo.clamp(oy0, oy1), yhi.clamp(oy0, oy1));
+            dst[..(ylo - oy0) * wo].fill(0.0);
+            dst[(yhi - oy0) * wo..].fill(0.0);
+            if lo == hi {
+                dst.fill(0.0);
+                continue;
+            }
+            // The first column read, as (phase, index in the phase).
+            let x0 = lo * s + j - self.px;
+            let (r, q0) = (x0 % s, x0 / s);
+            for oy in ylo..yhi {
+                let iy = oy * s + i - self.py;
+                let d = &mut dst[(oy - oy0) * wo..(oy - oy0 + 1) * wo];
+                d[..lo].fill(0.0);
+                d[hi..].fill(0.0);
+                let line =
+                    if s == 1 { &src[(ch * h + iy) * w..][..w] } else { &phases[((ch * s + r) * h + iy) * wq..][..wq] };
+                d[lo..hi].copy_from_slice(&line[q0..q0 + hi - lo]);
+            }
+        }
+    }
+
+    /// The adjoint of [`Self::im2col`] for output rows `oy0..oy1`: adds every column back to the
+    /// input pixel it read, into `dst` `[C, H, W]`.
+    pub(crate) fn col2im(&self, src: &[f32], dst: &mut [f32], (oy0, oy1): (usize, usize)) {
+        let Self { g, h, w, ho, wo, .. } = *self;
+        let k = g.kernel;
+        let len = (oy1 - oy0) * wo;
+        for (ch, plane) in dst.chunks_exact_mut(h * w).enumerate() {
+            for i in 0..k {
+                let (ylo, yhi) = self.valid(i, ho, h, self.py);
+                let (ylo, yhi) = (ylo.clamp(oy0, oy1), yhi.clamp(oy0, oy1));
+                for j in 0..k {
+                    let row = &src[((ch * k + i) * k + j) * len..][..len];
+                    let (lo, hi) = self.valid(j, wo, w, self.px);
+                    if lo == hi {
+                        continue;
+                    }
+                    for oy in ylo..yhi {
+                        let line = &mut plane[(oy * g.stride + i - self.py) * w..][..w];
+                        let r = &row[(oy - oy0) * wo..(oy - oy0 + 1) * wo];
+                        let x0 = lo * g.stride + j - self.px;
+                        if g.stride == 1 {
+                            add_into(&mut line[x0..x0 + hi - lo], &r[lo..hi]);
+                        } else {
+                            for (t, v) in r[lo..hi].iter().enumerate() {
+                                line[x0 + t * g.stride] += v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+mod conv;
+mod deconv;
+mod linear;
+mod lrn;
+mod pool;
+#[cfg(test)]
+mod tests;
+
+pub use conv::conv2d;
+pub use deconv::{conv_transpose2d, conv_transpose2d_window, unpool, unpool_window};
+pub use linear::linear;
+pub use lrn::lrn;
+pub use pool::pool_values;

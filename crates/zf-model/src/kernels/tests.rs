@@ -1,0 +1,157 @@
+//! Each fused op against the plain candle composition it replaces: forward and gradients.
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use candle_core::{Device, Var};
+
+fn max_rel_diff(a: &Tensor, b: &Tensor) -> f32 {
+    let scale = b.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap().max(1e-6);
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap() / scale
+}
+
+fn var(shape: &[usize], std: f64) -> Var {
+    Var::from_tensor(&Tensor::randn(0f32, std as f32, shape, &Device::Cpu).unwrap()).unwrap()
+}
+
+/// Forward values and the gradients of a random weighted sum agree with candle's ops.
+fn check(name: &str, vars: &[&Var], ours: Tensor, theirs: Tensor, tol: f32) {
+    assert_eq!(ours.dims(), theirs.dims(), "{name}: shapes");
+    let d = max_rel_diff(&ours, &theirs);
+    assert!(d < tol, "{name}: forward differs by {d}");
+    let r = Tensor::randn(0f32, 1.0, ours.shape(), &Device::Cpu).unwrap();
+    let ga = (ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let gb = (theirs * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    for (k, v) in vars.iter().enumerate() {
+        let (a, b) = (ga.get(v.as_tensor()).unwrap(), gb.get(v.as_tensor()).unwrap());
+        let d = max_rel_diff(a, b);
+        assert!(d < tol, "{name}: gradient of argument {k} differs by {d}");
+    }
+}
+
+#[test]
+fn conv_agrees_with_candle_forward_and_backward() {
+    for (g, side, n) in [
+        (ConvGeometry::new(7, 2, 1), 23, 3),
+        (ConvGeometry::new(5, 2, 0), 23, 1),
+        (ConvGeometry::new(3, 1, 1), 9, 4),
+        (ConvGeometry::new(11, 4, 2), 30, 2),
+        // Big enough for several blocks of output rows (4 rows of 48 per block), with one
+        // image (the threads split the blocks) and with two.
+        (ConvGeometry::new(7, 2, 1), 100, 2),
+        (ConvGeometry::new(7, 2, 1), 100, 1),
+    ] {
+        for relu in [true, false] {
+            let x = var(&[n, 3, side, side], 1.0);
+            let w = var(&[4, 3, g.kernel, g.kernel], 0.1);
+            let b = var(&[4], 0.1);
+            let ours = conv2d(x.as_tensor(), w.as_tensor(), b.as_tensor(), g, relu).unwrap();
+            let plain = x
+                .as_tensor()
+                .conv2d(w.as_tensor(), g.padding, g.stride, 1, 1)
+                .unwrap()
+                .broadcast_add(&b.as_tensor().reshape((1, 4, 1, 1)).unwrap())
+                .unwrap();
+            let theirs = if relu { plain.relu().unwrap() } else { plain };
+            check(&format!("{g:?} relu {relu} batch {n}"), &[&x, &w, &b], ours, theirs, 1e-4);
+        }
+    }
+}
+
+#[test]
+fn conv_skips_the_gradient_of_a_constant_input() {
+    let g = ConvGeometry::new(3, 1, 1);
+    let x = Tensor::randn(0f32, 1.0, (2, 3, 8, 8), &Device::Cpu).unwrap();
+    let w = var(&[4, 3, 3, 3], 0.1);
+    let b = var(&[4], 0.1);
+    let grads = conv2d(&x, w.as_tensor(), b.as_tensor(), g, true).unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(grads.get(&x).is_none());
+    assert!(grads.get(w.as_tensor()).is_some() && grads.get(b.as_tensor()).is_some());
+}
+
+#[test]
+fn im2col_and_col2im_are_adjoint() {
+    // <im2col(x), c> = <x, col2im(c)> for random x and c.
+    for g in [ConvGeometry::new(7, 2, 1), ConvGeometry::new(3, 1, 1), ConvGeometry::new(5, 3, 2)] {
+        let s = ConvShape::new(g, 2, 11, 9).unwrap();
+        let x: Vec<f32> = (0..2 * 11 * 9).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+        let c: Vec<f32> = (0..s.rows() * s.positions()).map(|i| ((i * 53 % 89) as f32 - 44.0) / 44.0).collect();
+        let mut phases = Vec::new();
+        s.split_phases(&x, &mut phases);
+        let mut cols = vec![f32::NAN; c.len()];
+        let mut back = vec![0f32; x.len()];
+        // Block by block (two rows, then the rest) must give the whole.
+        let rows = s.rows();
+        for (oy0, oy1) in [(0, 2), (2, s.ho)] {
+            let len = (oy1 - oy0) * s.wo;
+            let mut block = vec![f32::NAN; rows * len];
+            s.im2col(&x, &phases, &mut block, (oy0, oy1));
+            let mut cblock = vec![0f32; rows * len];
+            for r in 0..rows {
+                cols[r * s.positions() + oy0 * s.wo..][..len].copy_from_slice(&block[r * len..][..len]);
+                cblock[r * len..][..len].copy_from_slice(&c[r * s.positions() + oy0 * s.wo..][..len]);
+            }
+            s.col2im(&cblock, &mut back, (oy0, oy1));
+        }
+        let lhs: f64 = cols.iter().zip(&c).map(|(a, b)| (a * b) as f64).sum();
+        let rhs: f64 = x.iter().zip(&back).map(|(a, b)| (a * b) as f64).sum();
+        assert!((lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0), "{g:?}: {lhs} vs {rhs}");
+    }
+}
+
+#[test]
+fn linear_agrees_with_candle_forward_and_backward() {
+    for (n, relu) in [(1, true), (5, true), (3, false)] {
+        let x = var(&[n, 7], 1.0);
+        let w = var(&[6, 7], 0.3);
+        let b = var(&[6], 0.3);
+        let ours = linear(x.as_tensor(), w.as_tensor(), b.as_tensor(), relu).unwrap();
+        let plain = x.as_tensor().matmul(&w.as_tensor().t().unwrap()).unwrap().broadcast_add(b.as_tensor()).unwrap();
+        let theirs = if relu { plain.relu().unwrap() } else { plain };
+        check(&format!("linear batch {n} relu {relu}"), &[&x, &w, &b], ours, theirs, 1e-5);
+    }
+}
+
+#[test]
+fn lrn_agrees_with_candle_forward_and_backward() {
+    for (size, beta) in [(5, 0.75), (3, 0.5), (4, 0.75), (1, 1.0)] {
+        let cfg = LrnConfig { size, alpha: 0.3, beta, k: 2.0 };
+        let x = var(&[2, 6, 3, 4], 2.0);
+        let ours = lrn(x.as_tensor(), &cfg).unwrap();
+        let theirs = cfg.forward(x.as_tensor()).unwrap();
+        check(&format!("lrn size {size} beta {beta}"), &[&x], ours, theirs, 1e-5);
+    }
+}
+
+#[test]
+fn pool_values_agree_with_gather() {
+    let x = var(&[2, 3, 7, 7], 1.0);
+    let g = crate::config::PoolGeometry { kernel: 3, stride: 2, ceil_mode: true };
+    let (_, sw) = g.forward_with_switches(&x.as_tensor().detach()).unwrap();
+    let ours = pool_values(x.as_tensor(), &sw.indices).unwrap();
+    let theirs = x
+        .as_tensor()
+        .flatten_from(2)
+        .unwrap()
+        .gather(&sw.indices.flatten_from(2).unwrap(), 2)
+        .unwrap()
+        .reshape(sw.indices.shape())
+        .unwrap();
+    check("pool values", &[&x], ours, theirs, 1e-6);
+}
+
+#[test]
+fn unpool_agrees_with_scatter_and_rejects_bad_switches() {
+    let x = Tensor::randn(0f32, 1.0, (2, 3, 7, 7), &Device::Cpu).unwrap();
+    let g = crate::config::PoolGeometry { kernel: 3, stride: 2, ceil_mode: true };
+    let (v, sw) = g.forward_with_switches(&x).unwrap();
+    let ours = unpool(&v, &sw.indices, (7, 7)).unwrap();
+    let theirs = Tensor::zeros((2, 3, 49), DType::F32, &Device::Cpu)
+        .unwrap()
+        .scatter(&sw.indices.flatten_from(2).unwrap(), &v.flatten_from(2).unwrap(), 2)
+        .unwrap()
+        .reshape((2, 3, 7, 7))
+        .unwrap();
+    assert_eq!(max_rel_diff(&ours, &theirs), 0.0);
+    let bad = (sw.indices.ones_like().unwrap() * 49.0).unwrap();
+    assert!(unpool(&v, &bad, (7, 7)).is_err());
+}
