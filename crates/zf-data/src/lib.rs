@@ -8,6 +8,8 @@
 //!   (ImageNet layout, class index by sorted folder name) and [`Generated`], the embedded
 //!   default: ten classes of objects on cluttered backgrounds, deterministic from a seed, with
 //!   bounding boxes and named parts.
+//! - [`DataSpec`]: what a `--data` argument names (a folder, or the generated set with its
+//!   config), parsed once, opened by [`Split`].
 //! - [`Loader`]: parallel decoding, prefetching, a seeded order reshuffled each epoch, batches
 //!   of candle tensors `[B, 3, 224, 224]` with labels; bad images are skipped and counted.
 //!
@@ -20,6 +22,7 @@ pub mod generated;
 pub mod loader;
 pub mod mean;
 pub mod preprocess;
+pub mod spec;
 
 use std::path::Path;
 
@@ -27,10 +30,11 @@ use image::RgbImage;
 
 pub use error::{DataError, Result};
 pub use folder::ImageFolder;
-pub use generated::{Annotation, Class, Generated, GeneratedConfig};
+pub use generated::{Annotation, Class, Generated, GeneratedConfig, Split};
 pub use loader::{Batch, Crops, Loader, LoaderConfig};
 pub use mean::MeanImage;
 pub use preprocess::{Crop, Preprocess};
+pub use spec::{DataSpec, Take};
 
 /// One image of a data set, already squared to the preprocessing's `resize` size.
 #[derive(Clone, Debug)]

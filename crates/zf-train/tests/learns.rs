@@ -49,8 +49,8 @@ fn tiny_network_learns_the_generated_shapes_far_above_chance() {
     let pre = Preprocess::for_input(64);
     let gen = GeneratedConfig { seed: 11, clutter: 0, ..Default::default() };
     let data = Data {
-        train: Arc::new(Generated::split(&gen, "train", 2000).with_preprocess(pre)),
-        val: Arc::new(Generated::split(&gen, "val", 300).with_preprocess(pre)),
+        train: Arc::new(Generated::split(&gen, zf_data::Split::Train, 2000).with_preprocess(pre)),
+        val: Arc::new(Generated::split(&gen, zf_data::Split::Val, 300).with_preprocess(pre)),
         description: "generated, no clutter, 64 px".into(),
         spec: None,
     };

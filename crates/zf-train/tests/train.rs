@@ -66,8 +66,8 @@ fn data() -> Data {
     let pre = Preprocess::for_input(112);
     let cfg = GeneratedConfig { seed: 1, clutter: 4, ..Default::default() };
     Data {
-        train: Arc::new(Generated::split(&cfg, "train", 40).with_preprocess(pre)),
-        val: Arc::new(Generated::split(&cfg, "val", 20).with_preprocess(pre)),
+        train: Arc::new(Generated::split(&cfg, zf_data::Split::Train, 40).with_preprocess(pre)),
+        val: Arc::new(Generated::split(&cfg, zf_data::Split::Val, 20).with_preprocess(pre)),
         description: "test".into(),
         spec: None,
     }

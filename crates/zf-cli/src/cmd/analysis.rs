@@ -94,7 +94,10 @@ impl Source {
         let data = self.data.as_deref().context("give --data DIR|generated or --input FILE --label N")?;
         let pre = Preprocess::for_input(size);
         let (set, files): (Box<dyn Dataset>, Option<Vec<PathBuf>>) = if data == "generated" {
-            (Box::new(Generated::split(&GeneratedConfig::default(), "val", 500).with_preprocess(pre)), None)
+            (
+                Box::new(Generated::split(&GeneratedConfig::default(), zf_data::Split::Val, 500).with_preprocess(pre)),
+                None,
+            )
         } else {
             let root = Path::new(data);
             let dir = crate::args::val_dir(root);
@@ -134,7 +137,9 @@ impl Source {
                 image::imageops::crop_imm(&sample.image, ox as u32, oy as u32, size as u32, size as u32).to_image();
             let annotation = match (&files, data) {
                 (Some(f), _) => zf_data::generated::read_annotation(&f[i])?,
-                (None, _) => Some(Generated::split(&GeneratedConfig::default(), "val", 500).annotation(i)),
+                (None, _) => {
+                    Some(Generated::split(&GeneratedConfig::default(), zf_data::Split::Val, 500).annotation(i))
+                }
             }
             .map(|a| to_crop_frame(a, &pre));
             images.push(Picked {

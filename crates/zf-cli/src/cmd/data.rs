@@ -81,16 +81,16 @@ fn generate(a: GenerateArgs) -> Result<()> {
     }
     let classes = zf_data::Class::ALL.len();
     let cfg = GeneratedConfig { seed: a.seed, clutter: a.clutter, ..Default::default() };
-    for (split, per_class) in [("train", a.per_class), ("val", a.val_per_class)] {
+    for (split, per_class) in [(zf_data::Split::Train, a.per_class), (zf_data::Split::Val, a.val_per_class)] {
         if per_class == 0 {
             continue;
         }
         let set = Generated::split(&cfg, split, per_class * classes);
-        let pb = bar(set.len() as u64, split);
-        set.write_folder(&a.out.join(split), &|| pb.inc(1))?;
+        let pb = bar(set.len() as u64, split.name());
+        set.write_folder(&a.out.join(split.name()), &|| pb.inc(1))?;
         pb.finish_and_clear();
-        tracing::info!("wrote {} {split} images to {}", set.len(), a.out.join(split).display());
-        if split == "train" {
+        tracing::info!("wrote {} {split} images to {}", set.len(), a.out.join(split.name()).display());
+        if split == zf_data::Split::Train {
             write_classes(&a.out.join(CLASSES_FILE), set.classes())?;
         }
     }
@@ -100,7 +100,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
 fn mean(a: MeanArgs) -> Result<()> {
     let set: Box<dyn Dataset> = if a.data == "generated" {
         let cfg = GeneratedConfig { seed: a.seed, ..Default::default() };
-        Box::new(Generated::split(&cfg, "train", a.len))
+        Box::new(Generated::split(&cfg, zf_data::Split::Train, a.len))
     } else {
         Box::new(ImageFolder::open(std::path::Path::new(&a.data), Preprocess::paper())?)
     };

@@ -1,13 +1,13 @@
 //! `zfnet train`, `zfnet eval`, `zfnet predict`: the paper's training and its measurements.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use indicatif::ProgressBar;
-use zf_data::{Crop, Crops, Dataset, Generated, GeneratedConfig, ImageFolder, Loader, LoaderConfig, Preprocess};
+use zf_data::{Crop, Crops, DataSpec, GeneratedConfig, Loader, LoaderConfig, Preprocess, Split};
 use zf_train::{Data, EpochReport, Observer, StepReport, TrainConfig};
 
 use crate::progress::bar;
@@ -116,32 +116,26 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-/// The train and validation sets named by `--data`.
+/// The train and validation sets named by `--data` (see [`DataSpec`]): the generated set in
+/// `train_size` and `val_size` images, or a folder's train/ and val/.
 pub fn datasets(data: &str, size: usize, gen: &GeneratedConfig, train_size: usize, val_size: usize) -> Result<Data> {
-    if data == "generated" {
-        let pre = Preprocess::for_input(size);
-        return Ok(Data {
-            train: Arc::new(Generated::split(gen, "train", train_size).with_preprocess(pre)),
-            val: Arc::new(Generated::split(gen, "val", val_size).with_preprocess(pre)),
-            description: format!(
-                "generated (seed {}, clutter {}, {train_size} train, {val_size} val)",
-                gen.seed, gen.clutter
-            ),
-            spec: None,
-        });
-    }
-    let root = Path::new(data);
+    let spec = DataSpec::parse(data, gen);
     let pre = Preprocess::for_input(size);
-    let (train, val) = (root.join("train"), root.join("val"));
-    if !train.is_dir() || !val.is_dir() {
-        bail!("{data}: expected an ImageNet-layout folder with train/<class>/ and val/<class>/ sub-folders, or `generated`")
-    }
-    let train = ImageFolder::open(&train, pre)?;
-    let val = ImageFolder::open(&val, pre)?;
+    let (train, val) = match &spec {
+        DataSpec::Generated(_) => (Some(train_size), Some(val_size)),
+        DataSpec::Folder(_) => (None, None),
+    };
+    let (train, val) = (spec.open(Split::Train, train, pre)?, spec.open(Split::Val, val, pre)?);
     if train.classes() != val.classes() {
         bail!("{data}: train/ and val/ have different class folders")
     }
-    Ok(Data { description: format!("folder {data}"), train: Arc::new(train), val: Arc::new(val), spec: None })
+    let description = match &spec {
+        DataSpec::Generated(g) => {
+            format!("generated (seed {}, clutter {}, {train_size} train, {val_size} val)", g.seed, g.clutter)
+        }
+        DataSpec::Folder(_) => format!("folder {data}"),
+    };
+    Ok(Data { description, train, val, spec: None })
 }
 
 struct Bars {
@@ -396,16 +390,9 @@ pub fn eval(args: EvalArgs, device: &Device) -> Result<()> {
     let net = zf_model::ZfNet::load(&args.weights, None, device)?;
     let size = net.config().input_size;
     let mean = crate::args::mean_for(&args.weights, args.mean.as_deref())?;
-    let set: Arc<dyn Dataset> = if args.data == "generated" {
-        Arc::new(
-            Generated::split(&GeneratedConfig { seed: args.seed, ..Default::default() }, "val", args.val_size)
-                .with_preprocess(Preprocess::for_input(size)),
-        )
-    } else {
-        let root = Path::new(&args.data);
-        let dir = crate::args::val_dir(root);
-        Arc::new(ImageFolder::open(&dir, Preprocess::for_input(size))?)
-    };
+    let spec = DataSpec::parse(&args.data, &GeneratedConfig { seed: args.seed, ..Default::default() });
+    let limit = spec.generated().map(|_| args.val_size);
+    let set = spec.open(Split::Val, limit, Preprocess::for_input(size))?;
     let crops = if args.ten_crop { Crops::Ten } else { Crops::Centre };
     let loader = Loader::new(set, Some(&mean), LoaderConfig::eval(args.batch, crops))?;
     let e = zf_train::evaluate(&net, &loader, device)?;

@@ -3,13 +3,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
-use zf_data::{
-    Crop, Crops, Dataset, Generated, GeneratedConfig, ImageFolder, Loader, LoaderConfig, MeanImage, Preprocess,
-};
+use zf_data::{Crop, Crops, GeneratedConfig, Loader, LoaderConfig, MeanImage, Preprocess};
 use zf_deconv::{layer_shape, receptive_field, Deconvnet, TopK, Unit};
 use zf_model::{Point, Trace};
 use zf_viz::{projection_image, save_png, stack, Direction, Grid};
@@ -35,7 +32,8 @@ pub struct Args {
     /// Weights: a path or hf://owner/repo[@revision]/file.
     #[arg(long, value_name = "W")]
     weights: String,
-    /// An image folder (one sub-folder per class) or `generated` (its validation split).
+    /// An image folder (its val/ split when it has one, else its class sub-folders) or
+    /// `generated` (its validation split).
     #[arg(long, value_name = "DIR")]
     data: String,
     /// The training set's per-pixel mean image, a path or hf://... (default: computed over the
@@ -65,30 +63,6 @@ pub struct Args {
     out: PathBuf,
 }
 
-/// A data set limited to its first `n` images.
-struct Take(Arc<dyn Dataset>, usize);
-
-impl Dataset for Take {
-    fn len(&self) -> usize {
-        self.1.min(self.0.len())
-    }
-    fn get(&self, i: usize) -> zf_data::Result<zf_data::Sample> {
-        self.0.get(i)
-    }
-    fn label(&self, i: usize) -> usize {
-        self.0.label(i)
-    }
-    fn classes(&self) -> &[String] {
-        self.0.classes()
-    }
-    fn describe(&self, i: usize) -> String {
-        self.0.describe(i)
-    }
-    fn preprocess(&self) -> Preprocess {
-        self.0.preprocess()
-    }
-}
-
 pub fn run(args: Args, device: &Device) -> Result<()> {
     let net = args.net.load(&args.weights, device)?;
     let config = net.config().clone();
@@ -97,16 +71,8 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
     if let Some(bad) = layers.iter().find(|l| !l.is_conv()) {
         bail!("visualize shows conv1..conv5 (the paper's layers 1-5), got {bad}")
     }
-    let dataset: Arc<dyn Dataset> = if args.data == "generated" {
-        Arc::new(
-            Generated::split(&GeneratedConfig::default(), "val", args.limit.unwrap_or(500))
-                .with_preprocess(Preprocess::for_input(size)),
-        )
-    } else {
-        let set: Arc<dyn Dataset> =
-            Arc::new(ImageFolder::open(std::path::Path::new(&args.data), Preprocess::for_input(size))?);
-        Arc::new(Take(set, args.limit.unwrap_or(usize::MAX)))
-    };
+    let spec = zf_data::DataSpec::parse(&args.data, &GeneratedConfig::default());
+    let dataset = spec.open(zf_data::Split::Val, args.limit, Preprocess::for_input(size))?;
     if dataset.preprocess().crop != size {
         bail!("the data set gives {0}x{0} crops, the network takes {size}x{size}", dataset.preprocess().crop)
     }
