@@ -37,7 +37,7 @@ pub use evolution::weight_change;
 pub use filters::{filter_stats, FilterStats};
 pub use invariance::{invariance, transform, InvarianceCurve, Transform};
 pub use linear_probe::{fit_softmax, pooled_features, ProbeConfig, ProbeResult};
-pub use occlusion::{occlusion, Occlusion, OcclusionConfig};
+pub use occlusion::{occlusion, ObjectSplit, Occlusion, OcclusionConfig};
 
 /// `return Err(Msg(..))` without a backtrace.
 macro_rules! bail {

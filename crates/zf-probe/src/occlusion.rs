@@ -80,6 +80,48 @@ impl Occlusion {
     }
 }
 
+/// Fig. 7's comparison on one image: the true class's mean probability with the square's
+/// centre on the object (inside its box) and with it elsewhere, and how many positions each.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ObjectSplit {
+    /// NaN when no position's centre falls on the object.
+    pub on: f32,
+    /// NaN when every position's centre falls on the object.
+    pub off: f32,
+    pub positions_on: usize,
+    pub positions_off: usize,
+}
+
+impl Occlusion {
+    /// The lowest probability of the true class over the square's positions.
+    pub fn min_true_prob(&self) -> f32 {
+        self.true_prob.iter().copied().fold(f32::INFINITY, f32::min)
+    }
+
+    /// The fraction of positions at which the true class is still the most probable.
+    pub fn top_is_true_fraction(&self) -> f32 {
+        let n = self.top_label.len().max(1);
+        self.top_label.iter().filter(|&&l| l as usize == self.label).count() as f32 / n as f32
+    }
+
+    /// Splits the positions by whether the square's centre lies inside `bbox` (`[x0, y0, x1,
+    /// y1)`, end-exclusive, in input pixels) — see [`ObjectSplit`].
+    pub fn split_by_box(&self, [x0, y0, x1, y1]: [f32; 4]) -> ObjectSplit {
+        let half = self.config.size as f32 / 2.0;
+        let (mut on, mut off) = (Vec::new(), Vec::new());
+        for (i, &p) in self.true_prob.iter().enumerate() {
+            let (y, x) = (self.offsets[i / self.side()] as f32 + half, self.offsets[i % self.side()] as f32 + half);
+            if x >= x0 && x < x1 && y >= y0 && y < y1 {
+                on.push(p);
+            } else {
+                off.push(p);
+            }
+        }
+        let mean = |v: &[f32]| if v.is_empty() { f32::NAN } else { v.iter().sum::<f32>() / v.len() as f32 };
+        ObjectSplit { on: mean(&on), off: mean(&off), positions_on: on.len(), positions_off: off.len() }
+    }
+}
+
 fn argmin(v: &[f32]) -> usize {
     v.iter().enumerate().fold((0, f32::INFINITY), |(bi, bv), (i, &x)| if x < bv { (i, x) } else { (bi, bv) }).0
 }
@@ -187,6 +229,32 @@ pub fn projection(net: &ZfNet, image: &Tensor, map: usize) -> Result<Tensor> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_object_split_averages_positions_by_where_the_centre_falls() {
+        // Squares of 4 px at offsets 0, 2, 4 (centres 2, 4, 6) on both axes.
+        let occ = Occlusion {
+            config: OcclusionConfig { size: 4, stride: 2, batch: 1 },
+            offsets: vec![0, 2, 4],
+            label: 1,
+            map: 0,
+            feature_map: vec![0.0; 9],
+            true_prob: (1..=9).map(|v| v as f32 / 10.0).collect(),
+            top_label: vec![1, 1, 0, 1, 0, 0, 1, 1, 1],
+            clean_feature_map: 0.0,
+            clean_prob: 1.0,
+            clean_top: 1,
+        };
+        // Box x in [3, 7), y in [0, 5): centres x 4, 6 and y 2, 4 -> positions 1, 2, 4, 5.
+        let s = occ.split_by_box([3.0, 0.0, 7.0, 5.0]);
+        assert_eq!((s.positions_on, s.positions_off), (4, 5));
+        assert!((s.on - (0.2 + 0.3 + 0.5 + 0.6) / 4.0).abs() < 1e-6, "{s:?}");
+        assert!((s.off - (0.1 + 0.4 + 0.7 + 0.8 + 0.9) / 5.0).abs() < 1e-6, "{s:?}");
+        // A box no centre falls in: nothing on the object.
+        assert!(occ.split_by_box([100.0, 100.0, 101.0, 101.0]).on.is_nan());
+        assert_eq!(occ.min_true_prob(), 0.1);
+        assert!((occ.top_is_true_fraction() - 6.0 / 9.0).abs() < 1e-6);
+    }
 
     #[test]
     fn offsets_cover_the_image_from_the_corner() {

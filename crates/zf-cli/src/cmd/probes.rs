@@ -83,12 +83,14 @@ pub fn occlusion(args: OcclusionArgs, device: &Device) -> Result<()> {
         tp.push(Tensor::from_vec(occ.true_prob.clone(), (r, r), &Device::Cpu)?);
         tl.push(Tensor::from_vec(occ.top_label.iter().map(|&v| v as i64).collect::<Vec<_>>(), (r, r), &Device::Cpu)?);
         pr.push(proj);
-        let min_prob = occ.true_prob.iter().copied().fold(f32::INFINITY, f32::min);
-        let correct = occ.top_label.iter().filter(|&&l| l as usize == img.label).count() as f32 / per as f32;
+        let (min_prob, correct) = (occ.min_true_prob(), occ.top_is_true_fraction());
         // How concentrated the drop is: the true-class probability with the square on the
         // object (its box, when the image has one) against off it.
         let (on, off) = match &img.annotation {
-            Some(a) => split_by_box(&occ, a.bbox),
+            Some(a) => {
+                let split = occ.split_by_box(a.bbox);
+                (split.on, split.off)
+            }
             None => (f32::NAN, f32::NAN),
         };
         records.push(serde_json::json!({
@@ -117,23 +119,6 @@ pub fn occlusion(args: OcclusionArgs, device: &Device) -> Result<()> {
     )?;
     tracing::info!("wrote occlusion.png, occlusion.safetensors and occlusion.json to {}", args.out.display());
     Ok(())
-}
-
-/// Mean true-class probability over square positions whose centre lies inside `bbox`, and
-/// over the others.
-fn split_by_box(occ: &zf_probe::Occlusion, [x0, y0, x1, y1]: [f32; 4]) -> (f32, f32) {
-    let half = occ.config.size as f32 / 2.0;
-    let (mut on, mut off) = (vec![], vec![]);
-    for (i, &p) in occ.true_prob.iter().enumerate() {
-        let (y, x) = (occ.offsets[i / occ.side()] as f32 + half, occ.offsets[i % occ.side()] as f32 + half);
-        if x >= x0 && x < x1 && y >= y0 && y < y1 {
-            on.push(p);
-        } else {
-            off.push(p);
-        }
-    }
-    let mean = |v: &[f32]| if v.is_empty() { f32::NAN } else { v.iter().sum::<f32>() / v.len() as f32 };
-    (mean(&on), mean(&off))
 }
 
 /// Colour swatches with class names.
