@@ -23,6 +23,7 @@
 //! Depends on zf-model only. Used by zf-probe and the `zfnet` binary. Errors are
 //! `candle_core::Result` with messages that name the layer, channel or position.
 
+pub mod fig2;
 pub mod topk;
 
 use candle_core::{DType, Device, Result, Tensor};
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use zf_model::config::{ConvGeometry, CONV345, POOL12};
 use zf_model::{Point, Trace, ZfConfig, ZfNet};
 
+pub use fig2::{top_projections, Fig2Config, MapHits, Phase, Projected};
 pub use topk::{Hit, TopK};
 
 /// `return Err(Msg(..))` without a backtrace.

@@ -209,3 +209,49 @@ fn top_k_streams_like_a_brute_force_search() {
     assert_eq!(got, all[..4].to_vec());
     assert!(TopK::new(vec![(Point::Fc7, vec![0])], 9, true).is_err());
 }
+
+#[test]
+fn fig2_pipeline_equals_search_then_projecting_each_hit_alone() {
+    let cfg = ZfConfig::tiny().with_input_size(96);
+    let net = init_net(&cfg, Init::He, 4, &Device::Cpu).unwrap();
+    let images = Tensor::randn(0f32, 40.0, (10, 3, 96, 96), &Device::Cpu).unwrap();
+    let selection = vec![(Point::Conv2, vec![0, 5]), (Point::Conv5, vec![1, 3, 7])];
+    let config = zf_deconv::Fig2Config { top: 4, one_per_image: true, batch: 3 };
+    // Batches of 3 (the last of 1), as a loader yields them.
+    let mut search = (0..10).step_by(3).map(|s| {
+        let idx: Vec<usize> = (s..(s + 3).min(10)).collect();
+        Ok((idx.clone(), images.narrow(0, s, idx.len())?))
+    });
+    let mut load = |idx: &[usize]| {
+        let ids = Tensor::new(idx.iter().map(|&i| i as u32).collect::<Vec<_>>(), &Device::Cpu)?;
+        images.index_select(&ids, 0)
+    };
+    let mut phases = Vec::new();
+    let got =
+        zf_deconv::top_projections(&net, selection.clone(), config, &mut search, 10, &mut load, &mut |p, d, t| {
+            phases.push((p, d, t))
+        })
+        .unwrap();
+    assert_eq!(phases.first(), Some(&(zf_deconv::Phase::Search, 3, 10)));
+    assert_eq!(phases.last(), Some(&(zf_deconv::Phase::Project, 5, 5)));
+    // The same hits as the search on its own, in the same order.
+    let mut top = TopK::new(selection, 4, true).unwrap();
+    top.update(&net, &images, &(0..10).collect::<Vec<_>>()).unwrap();
+    let want = top.results();
+    assert_eq!(got.len(), want.len());
+    for (m, (layer, map, hits)) in got.iter().zip(&want) {
+        assert_eq!((m.layer, m.map), (*layer, *map));
+        assert_eq!(m.hits.iter().map(|p| p.hit).collect::<Vec<_>>(), *hits);
+        // Each projection is that unit's alone, from its own image.
+        for p in &m.hits {
+            let mut trace = Trace::default();
+            net.forward_until(&images.narrow(0, p.hit.image, 1).unwrap(), false, *layer, &mut trace).unwrap();
+            let unit = Unit { image: 0, channel: *map, y: p.hit.y, x: p.hit.x };
+            let alone = Deconvnet::new(&net).project_dense(&trace, *layer, &[unit]).unwrap();
+            let got = Tensor::from_slice(&p.projection, (1, 3, 96, 96), &Device::Cpu).unwrap();
+            let scale = max_abs(&alone).max(1e-6);
+            assert!(max_abs(&(got - &alone).unwrap()) <= 1e-5 * scale, "{layer} map {map}");
+            assert_eq!(p.receptive_field, receptive_field(&cfg, *layer, p.hit.y, p.hit.x).unwrap());
+        }
+    }
+}

@@ -101,6 +101,20 @@ impl fmt::Display for Point {
     }
 }
 
+/// A point serializes as its name (`"conv5"`), the word the safetensors keys and the CLI use.
+impl serde::Serialize for Point {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Point {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl FromStr for Point {
     type Err = candle_core::Error;
 
@@ -484,6 +498,16 @@ impl ModuleT for ZfNet {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn points_serialize_as_their_names() {
+        for p in Point::ALL {
+            let json = serde_json::to_string(&p).unwrap();
+            assert_eq!(json, format!("\"{}\"", p.name()));
+            assert_eq!(serde_json::from_str::<Point>(&json).unwrap(), p);
+        }
+        assert!(serde_json::from_str::<Point>("\"conv9\"").unwrap_err().to_string().contains("unknown layer `conv9`"));
+    }
 
     #[test]
     fn seeded_dropout_repeats_and_scales() {

@@ -1,14 +1,14 @@
 //! `zfnet visualize`: the paper's Fig. 2 — for feature maps of layers 1-5, the top-k
 //! activations over a data set, each projected to pixels beside its image patch.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use zf_data::{Crop, Crops, GeneratedConfig, Loader, LoaderConfig, MeanImage, Preprocess};
-use zf_deconv::{layer_shape, receptive_field, Deconvnet, TopK, Unit};
-use zf_model::{Point, Trace};
+use zf_deconv::layer_shape;
+use zf_model::Point;
 use zf_viz::{projection_image, save_png, stack, Direction, Grid};
 
 use crate::args::NetArgs;
@@ -90,88 +90,73 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
         let maps: Vec<usize> = (0..n).map(|i| i * c / n).collect();
         selection.push((layer, maps));
     }
-    let mut topk = TopK::new(selection.clone(), args.top, !args.many_per_image)?;
     let loader = Loader::new(dataset.clone(), Some(&mean), LoaderConfig::eval(args.batch, Crops::Centre))?;
+    let pre = dataset.preprocess();
+    // The hits' images again, preprocessed as the loader does (centre crop, mean off).
+    let mut load = |indices: &[usize]| -> candle_core::Result<Tensor> {
+        let mut pixels = Vec::with_capacity(indices.len() * 3 * size * size);
+        for &i in indices {
+            let sample = dataset.get(i).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+            let mut out = vec![0f32; 3 * size * size];
+            pre.crop_into(&sample.image, Some(&mean.values), Crop::CENTRE, &mut out);
+            pixels.extend(out);
+        }
+        Tensor::from_vec(pixels, (indices.len(), 3, size, size), device)
+    };
+    let mut search = loader.epoch(0).map(|b| {
+        let b = b.map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        Ok((b.indices.clone(), b.images.to_device(device)?))
+    });
     let pb = bar(dataset.len() as u64, "searching");
-    for batch in loader.epoch(0) {
-        let batch = batch?;
-        topk.update(&net, &batch.images.to_device(device)?, &batch.indices)?;
-        pb.inc(batch.indices.len() as u64);
-    }
+    let config = zf_deconv::Fig2Config { top: args.top, one_per_image: !args.many_per_image, batch: args.batch };
+    let results = zf_deconv::top_projections(
+        &net,
+        selection,
+        config,
+        &mut search,
+        dataset.len(),
+        &mut load,
+        &mut |phase, done, total| {
+            if phase == zf_deconv::Phase::Project && pb.length() != Some(total as u64) {
+                pb.reset();
+                pb.set_length(total as u64);
+                pb.set_message("projecting");
+            }
+            pb.set_position(done as u64);
+        },
+    )?;
     pb.finish_and_clear();
     if loader.skipped() > 0 {
         tracing::warn!("{} images could not be read and were skipped", loader.skipped());
     }
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-    let pre = dataset.preprocess();
     let (oy, ox) = pre.crop_offsets()[Crop::CENTRE.0];
-    let results = topk.results();
     let mut json = Vec::new();
-    let pb = bar(results.len() as u64, "projecting");
     for &layer in &layers {
-        let hits: Vec<_> = results.iter().filter(|(l, _, _)| *l == layer).collect();
-        // The images the hits come from, loaded once, in one forward pass per chunk.
-        let mut needed: Vec<usize> = hits.iter().flat_map(|(_, _, h)| h.iter().map(|h| h.image)).collect();
-        needed.sort();
-        needed.dedup();
         let mut blocks = Vec::new();
         let mut all: Vec<Tensor> = Vec::new();
-        let mut images: HashMap<usize, image::RgbImage> = HashMap::new();
-        let mut projections: BTreeMap<(usize, usize), Vec<f32>> = BTreeMap::new();
-        for chunk in needed.chunks(args.batch) {
-            let mut pixels = Vec::with_capacity(chunk.len() * 3 * size * size);
-            for &i in chunk {
-                let sample = dataset.get(i)?;
-                let mut out = vec![0f32; 3 * size * size];
-                pre.crop_into(&sample.image, Some(&mean.values), Crop::CENTRE, &mut out);
-                pixels.extend(out);
-                images.insert(i, sample.image);
-            }
-            let x = Tensor::from_vec(pixels, (chunk.len(), 3, size, size), device)?;
-            let mut trace = Trace::default();
-            net.forward_until(&x, false, layer, &mut trace)?;
-            let mut units = Vec::new();
-            let mut keys = Vec::new();
-            for (_, map, hs) in &hits {
-                for (rank, h) in hs.iter().enumerate() {
-                    if let Some(pos) = chunk.iter().position(|&i| i == h.image) {
-                        units.push(Unit { image: pos, channel: *map, y: h.y, x: h.x });
-                        keys.push((*map, rank));
-                    }
-                }
-            }
-            if units.is_empty() {
-                continue;
-            }
-            let p = zf_deconv::to_host(&Deconvnet::new(&net).project(&trace, layer, &units)?)?;
-            for (k, key) in keys.into_iter().enumerate() {
-                projections.insert(key, p.get(k)?.flatten_all()?.to_vec1()?);
-            }
-        }
-        for (_, map, hs) in &hits {
+        for m in results.iter().filter(|m| m.layer == layer) {
             let (mut left, mut right) = (Grid::new(48, 48, 3), Grid::new(48, 48, 3));
             let mut records = Vec::new();
-            for (rank, h) in hs.iter().enumerate() {
-                let rf = receptive_field(&config, layer, h.y, h.x)?;
-                let [x0, y0, x1, y1] = rf.map(|v| v as u32);
-                let p = &projections[&(*map, rank)];
-                let pic = projection_image(p, 3, size, size);
+            for (rank, p) in m.hits.iter().enumerate() {
+                let h = p.hit;
+                let [x0, y0, x1, y1] = p.receptive_field.map(|v| v as u32);
+                let pic = projection_image(&p.projection, 3, size, size);
                 left.push(image::imageops::crop_imm(&pic, x0, y0, x1 - x0, y1 - y0).to_image(), None);
-                let img = &images[&h.image];
+                let img = dataset.get(h.image)?.image;
                 right.push(
-                    image::imageops::crop_imm(img, x0 + ox as u32, y0 + oy as u32, x1 - x0, y1 - y0).to_image(),
+                    image::imageops::crop_imm(&img, x0 + ox as u32, y0 + oy as u32, x1 - x0, y1 - y0).to_image(),
                     None,
                 );
-                all.push(Tensor::from_slice(p, (3, size, size), &Device::Cpu)?);
+                all.push(Tensor::from_slice(&p.projection, (3, size, size), &Device::Cpu)?);
                 records.push(serde_json::json!({
                     "rank": rank, "image": h.image, "source": dataset.describe(h.image),
-                    "position": [h.y, h.x], "value": h.value, "receptive_field": rf,
+                    "position": [h.y, h.x], "value": h.value, "receptive_field": p.receptive_field,
                 }));
             }
-            let title = format!("{layer} map {map}");
+            let title = format!("{layer} map {}", m.map);
             blocks.push(stack(&[left.render(Some(&title)), right.render(Some(" "))], Direction::Across, 2));
-            json.push(serde_json::json!({ "layer": layer.name(), "map": map, "hits": records }));
-            pb.inc(1);
+            json.push(serde_json::json!({ "layer": layer.name(), "map": m.map, "hits": records }));
         }
         let rows: Vec<_> = blocks.chunks(4).map(|r| stack(r, Direction::Across, 12)).collect();
         let file = format!("layer{}", layer.paper_layer().unwrap_or(0));
@@ -186,7 +171,6 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
             )?;
         }
     }
-    pb.finish_and_clear();
     let doc = serde_json::json!({
         "weights": args.weights, "data": args.data, "images_searched": dataset.len(), "skipped": loader.skipped(),
         "top": args.top, "one_per_image": !args.many_per_image, "maps": json,

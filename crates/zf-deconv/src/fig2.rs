@@ -1,0 +1,133 @@
+//! The paper's Fig. 2 as one call: search a set of images for each chosen feature map's
+//! strongest activations, run each hit's image forward again, and project the hit alone down to
+//! the pixels ([`top_projections`]).
+//!
+//! The images come through a callback that returns a batch for a list of indices, so that any
+//! data set (zf-data's, or the caller's own) can feed it.
+
+use candle_core::{Result, Tensor};
+use serde::{Deserialize, Serialize};
+use zf_model::{Point, Trace, ZfNet};
+
+use crate::{receptive_field, Deconvnet, Hit, TopK, Unit};
+
+/// How the search runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fig2Config {
+    /// Hits kept per map (the paper shows 9).
+    pub top: usize,
+    /// At most one hit per image and map (the paper's figure), else any positions.
+    pub one_per_image: bool,
+    /// Images per forward pass.
+    pub batch: usize,
+}
+
+impl Default for Fig2Config {
+    fn default() -> Self {
+        Self { top: 9, one_per_image: true, batch: 32 }
+    }
+}
+
+/// One hit with its projection.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Projected {
+    pub hit: Hit,
+    /// The input pixels the unit sees, `[x0, y0, x1, y1)`.
+    pub receptive_field: [usize; 4],
+    /// The projection, `[3, S, S]` row-major (not serialized: it is an image).
+    #[serde(skip)]
+    pub projection: Vec<f32>,
+}
+
+/// One feature map's hits, strongest first.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MapHits {
+    pub layer: Point,
+    pub map: usize,
+    pub hits: Vec<Projected>,
+}
+
+/// Which phase [`top_projections`] reports progress for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Images searched so far, of all.
+    Search,
+    /// Maps projected so far, of all.
+    Project,
+}
+
+/// Fig. 2: for each `(layer, maps)` of `selection` (conv layers), the `config.top` strongest
+/// activations over the images `search` yields, each projected alone to the pixels.
+///
+/// `search` yields batches `(indices, images)` — the images preprocessed, `[len, 3, S, S]` on
+/// the network's device, the indices naming them (a data loader's batches, say); `load(indices)`
+/// returns the same images again for the hits (called once per chunk of `config.batch`).
+/// `progress(phase, done, total)` follows both phases (`total` is `images` in the search).
+pub fn top_projections(
+    net: &ZfNet,
+    selection: Vec<(Point, Vec<usize>)>,
+    config: Fig2Config,
+    search: &mut dyn Iterator<Item = Result<(Vec<usize>, Tensor)>>,
+    images: usize,
+    load: &mut dyn FnMut(&[usize]) -> Result<Tensor>,
+    progress: &mut dyn FnMut(Phase, usize, usize),
+) -> Result<Vec<MapHits>> {
+    let batch = config.batch.max(1);
+    let mut top = TopK::new(selection.clone(), config.top, config.one_per_image)?;
+    let mut seen = 0;
+    for b in search {
+        let (indices, x) = b?;
+        top.update(net, &x, &indices)?;
+        seen += indices.len();
+        progress(Phase::Search, seen, images);
+    }
+    let results = top.results();
+    let total = results.len();
+    let mut out: Vec<MapHits> = Vec::with_capacity(total);
+    let deconv = Deconvnet::new(net);
+    for (layer, _) in &selection {
+        let maps: Vec<&(Point, usize, Vec<Hit>)> = results.iter().filter(|(l, _, _)| l == layer).collect();
+        let mut projected: Vec<MapHits> = maps
+            .iter()
+            .map(|(l, m, hits)| {
+                let hits = hits
+                    .iter()
+                    .map(|h| {
+                        let receptive_field = receptive_field(net.config(), *l, h.y, h.x)?;
+                        Ok(Projected { hit: *h, receptive_field, projection: Vec::new() })
+                    })
+                    .collect::<Result<_>>()?;
+                Ok(MapHits { layer: *l, map: *m, hits })
+            })
+            .collect::<Result<_>>()?;
+        // The hits' images, each run forward once per chunk, every hit of the chunk projected
+        // in one call.
+        let mut needed: Vec<usize> = maps.iter().flat_map(|(_, _, h)| h.iter().map(|h| h.image)).collect();
+        needed.sort_unstable();
+        needed.dedup();
+        for chunk in needed.chunks(batch) {
+            let mut trace = Trace::default();
+            net.forward_until(&load(chunk)?, false, *layer, &mut trace)?;
+            let mut units = Vec::new();
+            let mut slots = Vec::new();
+            for (mi, m) in projected.iter().enumerate() {
+                for (hi, p) in m.hits.iter().enumerate() {
+                    if let Some(pos) = chunk.iter().position(|&i| i == p.hit.image) {
+                        units.push(Unit { image: pos, channel: m.map, y: p.hit.y, x: p.hit.x });
+                        slots.push((mi, hi));
+                    }
+                }
+            }
+            if units.is_empty() {
+                continue;
+            }
+            let p = crate::to_host(&deconv.project(&trace, *layer, &units)?)?;
+            for (k, (mi, hi)) in slots.into_iter().enumerate() {
+                projected[mi].hits[hi].projection = p.get(k)?.flatten_all()?.to_vec1()?;
+            }
+        }
+        out.extend(projected);
+        progress(Phase::Project, out.len(), total);
+    }
+    Ok(out)
+}
