@@ -3,7 +3,8 @@
 //! - [`tidy`](mod@tidy): the house rules that a machine can check (layering of the crates, module docs).
 //! - [`bench`](mod@bench): zfnet against the PyTorch reference, side by side, with ratios.
 //! - [`reproduce`](mod@reproduce): `cargo xtask reproduce-paper`, the whole paper in resumable
-//!   stages, and [`report`](mod@report), its report with the claims table.
+//!   stages, and [`report`](mod@report), which hands the run to `zfnet report` (the zf-report
+//!   crate: typed results, the claims, the page).
 //! - [`gpu`](mod@gpu): `cargo xtask check-gpu`, the CUDA build checked (installing the toolkit).
 //! - [`screenshot`](mod@screenshot): `cargo xtask report-screenshot DIR`, the report rendered in
 //!   headless Chromium, failing on broken images and script errors.

@@ -596,18 +596,8 @@ pub fn reproduce(root: &Path, opts: Options) -> Result<PathBuf, String> {
     })?;
     let wall = started.elapsed().as_secs_f64();
     let report = crate::report::write_report(&run, wall)?;
-    let claims = crate::report::claims(&crate::report::gather(&run));
-    let held: Vec<&str> = claims.iter().filter(|c| c.held == Some(true)).map(|c| c.id).collect();
     let total: f64 = run.times.iter().map(|t| t.seconds).sum();
-    eprintln!(
-        "done: all stages {:.1} min (this invocation {:.1} min); {} of {} claims held ({})",
-        total / 60.0,
-        wall / 60.0,
-        held.len(),
-        claims.len(),
-        if held.is_empty() { "none".to_string() } else { held.join(", ") }
-    );
-    eprintln!("report: {}", report.join("index.html").display());
+    eprintln!("done: all stages {:.1} min (this invocation {:.1} min)", total / 60.0, wall / 60.0);
     Ok(report)
 }
 

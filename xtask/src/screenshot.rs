@@ -1,6 +1,6 @@
 //! `cargo xtask report-screenshot DIR`: renders a report's `index.html` in headless Chromium to
 //! `DIR/screenshot.png`, and fails when the page shows a broken image or throws a script error
-//! (the page counts both itself, see [`crate::report::PAGE_CHECK`]).
+//! (the page counts both itself, see `zf_report::html::PAGE_CHECK`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -13,7 +13,8 @@ pub const LAYERING: &[(&str, &[&str])] = &[
     ("zf-deconv", &["zf-model"]),
     ("zf-train", &["zf-model", "zf-data"]),
     ("zf-probe", &["zf-model", "zf-data", "zf-deconv"]),
-    ("zf-cli", &["zf-data", "zf-model", "zf-deconv", "zf-train", "zf-probe", "zf-viz"]),
+    ("zf-report", &["zf-train", "zf-probe"]),
+    ("zf-cli", &["zf-data", "zf-model", "zf-deconv", "zf-train", "zf-probe", "zf-viz", "zf-report"]),
     ("zfnet-tests", &["zf-data", "zf-model", "zf-deconv", "zf-train", "zf-probe", "zf-viz"]),
     ("xtask", &[]),
 ];

@@ -10,6 +10,10 @@ mod progress;
 
 use clap::{Parser, Subcommand};
 
+/// zfnet's own source revision, set when it was built (see build.rs): run.json and the report
+/// record it.
+pub const REVISION: &str = env!("ZFNET_REVISION");
+
 /// candle allocates a fresh buffer for every op; mimalloc keeps freed pages for reuse instead of
 /// returning them to the kernel (measured: page faults were about a tenth of a training step).
 #[global_allocator]
@@ -68,6 +72,7 @@ enum Command {
     Evolution(cmd::probes::EvolutionArgs),
     ProbeLayers(cmd::probes::ProbeArgs),
     Convert(cmd::convert::Args),
+    Report(cmd::report::Args),
     Bench(cmd::bench::Args),
 }
 
@@ -100,6 +105,7 @@ fn main() -> std::process::ExitCode {
             Command::Evolution(a) => cmd::probes::evolution(a, &device),
             Command::ProbeLayers(a) => cmd::probes::probe_layers(a, &device),
             Command::Convert(a) => cmd::convert::run(a, &device),
+            Command::Report(a) => cmd::report::run(a),
             Command::Bench(a) => cmd::bench::run(a, &device),
         }
     })();

@@ -16,6 +16,8 @@
 //!   snapshots.
 //! - [`linear_probe`](mod@linear_probe) — Table 7: a softmax classifier fitted on one frozen layer's pooled
 //!   features.
+//! - [`records`](mod@records) — the files the `zfnet` analysis commands write, as types the
+//!   report reads back.
 //!
 //! Every function takes a [`zf_model::ZfNet`] and preprocessed images (`[3, S, S]` or
 //! `[N, 3, S, S]`, per-pixel mean subtracted, so that 0 is the data set's mean: the "gray" of
@@ -31,6 +33,7 @@ pub mod filters;
 pub mod invariance;
 pub mod linear_probe;
 pub mod occlusion;
+pub mod records;
 
 pub use correspondence::{correspondence, CorrespondenceRow, PartBox};
 pub use evolution::weight_change;

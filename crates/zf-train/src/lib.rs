@@ -26,7 +26,7 @@ pub mod trainer;
 
 pub use config::TrainConfig;
 pub use error::{Result, TrainError};
-pub use run::{LoopState, RunDir, RunRecord};
+pub use run::{LoopState, MetricLine, RunDir, RunRecord};
 pub use sgd::{renormalize, Sgd};
 pub use train::{evaluate, train, Data, EpochReport, Eval, Observer, Quiet, StepReport, Summary};
 pub use trainer::Trainer;

@@ -32,6 +32,31 @@ pub struct LoopState {
     pub epoch_images: usize,
 }
 
+/// One line of `metrics.jsonl`: an update, or the end of an epoch (`"kind"` says which).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum MetricLine {
+    Step {
+        step: usize,
+        epoch: usize,
+        loss: f32,
+        lr: f64,
+        images_per_s: f64,
+    },
+    Epoch {
+        step: usize,
+        epoch: usize,
+        train_loss: f64,
+        val_top1_err: f64,
+        val_top5_err: f64,
+        val_loss: f64,
+        ten_crop: bool,
+        lr: f64,
+        seconds: f64,
+        images_per_s: f64,
+    },
+}
+
 /// Metadata key of the loop state in a checkpoint.
 pub const STATE_KEY: &str = "zfnet.train_state";
 
@@ -107,11 +132,46 @@ impl RunDir {
         self.root.join("snapshots").join(format!("epoch-{epoch:03}.safetensors"))
     }
 
-    /// Appends one JSON line to `metrics.jsonl` (flushed, so a kill loses at most that line).
-    pub fn log(&self, value: &serde_json::Value) -> Result<()> {
+    /// Appends one line to `metrics.jsonl` (flushed, so a kill loses at most that line).
+    pub fn log(&self, line: &MetricLine) -> Result<()> {
         let path = self.metrics();
+        let json = serde_json::to_string(line).map_err(|e| TrainError::Config(e.to_string()))?;
         let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| io(&path, e))?;
-        writeln!(f, "{value}").map_err(|e| io(&path, e))
+        writeln!(f, "{json}").map_err(|e| io(&path, e))
+    }
+
+    /// The lines of `metrics.jsonl` (none when the run has not logged yet). A line that does not
+    /// parse is an error naming it.
+    pub fn metrics_lines(&self) -> Result<Vec<MetricLine>> {
+        let path = self.metrics();
+        let Ok(text) = std::fs::read_to_string(&path) else { return Ok(Vec::new()) };
+        text.lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| {
+                serde_json::from_str(l)
+                    .map_err(|e| TrainError::Run { path: path.clone(), reason: format!("line {}: {e}", i + 1) })
+            })
+            .collect()
+    }
+
+    /// The snapshots written so far, `(epoch, path)` by epoch.
+    pub fn snapshots(&self) -> Result<Vec<(usize, PathBuf)>> {
+        let dir = self.root.join("snapshots");
+        let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        for e in entries {
+            let p = e.map_err(|e| io(&dir, e))?.path();
+            let epoch = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix("epoch-")?.strip_suffix(".safetensors")?.parse().ok());
+            if let Some(epoch) = epoch {
+                out.push((epoch, p));
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 
     /// Drops metric lines past `step` (a resumed run repeats them from its checkpoint).

@@ -12,11 +12,11 @@ use zf_model::{Dropout, NoTap, ZfNet};
 
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
-use crate::run::{LoopState, RunDir};
+use crate::run::{LoopState, MetricLine, RunDir};
 use crate::trainer::Trainer;
 
 /// Top-1 and top-5 error of a network on a data set.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct Eval {
     pub top1_err: f64,
     pub top5_err: f64,
@@ -283,7 +283,13 @@ pub fn train(
                 lr: state.lr,
                 images_per_s: n as f64 / t.elapsed().as_secs_f64(),
             };
-            dir.log(&serde_json::json!({"kind": "step", "step": state.step, "epoch": report.epoch, "loss": lv, "lr": state.lr, "images_per_s": report.images_per_s}))?;
+            dir.log(&MetricLine::Step {
+                step: state.step,
+                epoch: report.epoch,
+                loss: lv,
+                lr: state.lr,
+                images_per_s: report.images_per_s,
+            })?;
             observer.on_step(&report);
             if state.step % config.checkpoint_every.max(1) == 0 {
                 checkpoint(&state, &trainer)?;
@@ -331,11 +337,18 @@ pub fn train(
             seconds,
             images_per_s: seen as f64 / seconds,
         };
-        dir.log(&serde_json::json!({
-            "kind": "epoch", "step": state.step, "epoch": report.epoch, "train_loss": report.train_loss,
-            "val_top1_err": report.val.top1_err, "val_top5_err": report.val.top5_err, "val_loss": report.val.loss,
-            "ten_crop": report.val.ten_crop, "lr": state.lr, "seconds": seconds, "images_per_s": report.images_per_s,
-        }))?;
+        dir.log(&MetricLine::Epoch {
+            step: state.step,
+            epoch: report.epoch,
+            train_loss: report.train_loss,
+            val_top1_err: report.val.top1_err,
+            val_top5_err: report.val.top5_err,
+            val_loss: report.val.loss,
+            ten_crop: report.val.ten_crop,
+            lr: state.lr,
+            seconds,
+            images_per_s: report.images_per_s,
+        })?;
         state.epoch += 1;
         state.batch = 0;
         state.epoch_loss_sum = 0.0;

@@ -9,5 +9,6 @@ pub mod info;
 pub mod init;
 pub mod probes;
 pub mod project;
+pub mod report;
 pub mod train;
 pub mod visualize;

@@ -9,6 +9,10 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use zf_model::{Point, ZfNet};
 use zf_probe::invariance::Sweep;
+use zf_probe::records::{
+    BankRecord, CorrespondenceDoc, EvolutionDoc, EvolutionLayer, FiltersDoc, ImageCurve, InvarianceDoc, OcclusionDoc,
+    OcclusionRecord, ProbesDoc, StrongestRecord, SweepRecord,
+};
 use zf_probe::{OcclusionConfig, ProbeConfig};
 use zf_viz::heat::{class_colour, class_map, heatmap, overlay_at, range};
 use zf_viz::plot::{BarPlot, LinePlot};
@@ -86,20 +90,24 @@ pub fn occlusion(args: OcclusionArgs, device: &Device) -> Result<()> {
         let (min_prob, correct) = (occ.min_true_prob(), occ.top_is_true_fraction());
         // How concentrated the drop is: the true-class probability with the square on the
         // object (its box, when the image has one) against off it.
-        let (on, off) = match &img.annotation {
-            Some(a) => {
-                let split = occ.split_by_box(a.bbox);
-                (split.on, split.off)
-            }
-            None => (f32::NAN, f32::NAN),
-        };
-        records.push(serde_json::json!({
-            "image": img.name, "label": img.label, "class": name, "map": occ.map,
-            "clean_prob": occ.clean_prob, "clean_top": occ.clean_top, "clean_feature_map": occ.clean_feature_map,
-            "min_true_prob": min_prob, "weakest_position": occ.weakest(), "top_is_true_fraction": correct,
-            "mean_prob_square_on_object": on, "mean_prob_square_off_object": off,
-            "offsets": occ.offsets, "config": occ.config,
-        }));
+        let split = img.annotation.as_ref().map(|a| occ.split_by_box(a.bbox));
+        let finite = |v: f32| v.is_finite().then_some(v);
+        records.push(OcclusionRecord {
+            image: img.name.clone(),
+            label: img.label,
+            class: name,
+            map: occ.map,
+            clean_prob: occ.clean_prob,
+            clean_top: occ.clean_top,
+            clean_feature_map: occ.clean_feature_map,
+            min_true_prob: min_prob,
+            weakest_position: occ.weakest(),
+            top_is_true_fraction: correct,
+            mean_prob_square_on_object: split.and_then(|s| finite(s.on)),
+            mean_prob_square_off_object: split.and_then(|s| finite(s.off)),
+            offsets: occ.offsets.clone(),
+            config: occ.config,
+        });
     }
     pb.finish_and_clear();
     out_dir(&args.out)?;
@@ -113,10 +121,7 @@ pub fn occlusion(args: OcclusionArgs, device: &Device) -> Result<()> {
             ("projection", Tensor::stack(&pr, 0)?),
         ],
     )?;
-    write_json(
-        &args.out.join("occlusion.json"),
-        &serde_json::json!({ "weights": args.src.weights, "images": records }),
-    )?;
+    write_json(&args.out.join("occlusion.json"), &OcclusionDoc { weights: args.src.weights.clone(), images: records })?;
     tracing::info!("wrote occlusion.png, occlusion.safetensors and occlusion.json to {}", args.out.display());
     Ok(())
 }
@@ -210,16 +215,16 @@ pub fn invariance(args: InvarianceArgs, device: &Device) -> Result<()> {
         tensors.push((format!("{name}.layer7"), flat(&|c| c.layer7_distance.clone())?));
         tensors.push((format!("{name}.prob"), flat(&|c| c.true_prob.clone())?));
         tensors.push((format!("{name}.amounts"), Tensor::from_vec(amounts.clone(), steps, &Device::Cpu)?));
-        let images: Vec<_> = curves
-            .iter()
+        let images = curves
+            .into_iter()
             .zip(&loaded.images)
-            .map(|(c, img)| serde_json::json!({ "image": img.name, "curve": c }))
+            .map(|(curve, img)| ImageCurve { image: img.name.clone(), curve })
             .collect();
-        json.push(serde_json::json!({ "sweep": name, "images": images }));
+        json.push(SweepRecord { sweep: name.to_string(), images });
     }
     pb.finish_and_clear();
     zf_model::weights::save_tensors(&tensors, Default::default(), &args.out.join("invariance.safetensors"))?;
-    write_json(&args.out.join("invariance.json"), &serde_json::json!({ "weights": args.src.weights, "sweeps": json }))?;
+    write_json(&args.out.join("invariance.json"), &InvarianceDoc { weights: args.src.weights.clone(), sweeps: json })?;
     tracing::info!("wrote the invariance curves to {}", args.out.display());
     Ok(())
 }
@@ -329,11 +334,14 @@ pub fn correspondence(args: CorrespondenceArgs, device: &Device) -> Result<()> {
         md.push_str(&format!("| {name} | {} | {} |\n", cell("conv5"), cell("fc7")));
     }
     save_text(&md, &args.out.join("table1.md"))?;
-    let names: Vec<&str> = loaded.images.iter().map(|i| i.name.as_str()).collect();
-    write_json(
-        &args.out.join("correspondence.json"),
-        &serde_json::json!({ "weights": args.src.weights, "images": names, "boxes": boxes, "box": args.box_size, "rows": rows }),
-    )?;
+    let doc = CorrespondenceDoc {
+        weights: args.src.weights.clone(),
+        images: loaded.images.iter().map(|i| i.name.clone()).collect(),
+        boxes,
+        box_size: args.box_size,
+        rows,
+    };
+    write_json(&args.out.join("correspondence.json"), &doc)?;
     tracing::info!("Table 1:\n{md}");
     Ok(())
 }
@@ -386,16 +394,16 @@ pub fn filters(args: FiltersArgs, device: &Device) -> Result<()> {
         g.push(pic, None);
         save_png(&g.render(Some(&title)), &args.out.join(format!("{name}.png")))?;
         bands = bands.series(&name, stats.band_energy.to_vec());
-        json.push(serde_json::json!({ "name": name, "weights": path, "stats": stats }));
+        json.push(BankRecord { name, weights: path, stats });
     }
     save_text(&bands.svg(), &args.out.join("bands.svg"))?;
     write_json(
         &args.out.join("filters.json"),
-        &serde_json::json!({
-            "dead_fraction_of_median": zf_probe::filters::DEAD_FRACTION,
-            "band_edges_cycles_per_pixel": zf_probe::filters::BAND_EDGES,
-            "banks": json,
-        }),
+        &FiltersDoc {
+            dead_fraction_of_median: zf_probe::filters::DEAD_FRACTION,
+            band_edges_cycles_per_pixel: zf_probe::filters::BAND_EDGES.to_vec(),
+            banks: json,
+        },
     )?;
     tracing::info!("wrote the filter diagnostics to {}", args.out.display());
     Ok(())
@@ -429,23 +437,12 @@ pub struct EvolutionArgs {
 }
 
 pub fn evolution(args: EvolutionArgs, device: &Device) -> Result<()> {
-    let dir = args.run.join("snapshots");
-    let mut snaps: Vec<(usize, PathBuf)> = std::fs::read_dir(&dir)
-        .with_context(|| {
-            format!("cannot read {}: is {} a training run with snapshots?", dir.display(), args.run.display())
-        })?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let epoch = name.strip_prefix("epoch-")?.strip_suffix(".safetensors")?.parse().ok()?;
-            Some((epoch, e.path()))
-        })
-        .collect();
-    snaps.sort();
+    let run = zf_train::RunDir::open(&args.run)?;
+    let snaps = run.snapshots()?;
     if snaps.is_empty() {
-        bail!("no snapshots (epoch-NNN.safetensors) in {}", dir.display())
+        bail!("no snapshots (epoch-NNN.safetensors) in {}", args.run.join("snapshots").display())
     }
-    let mean = zf_data::MeanImage::load(&args.run.join("mean.safetensors"))?;
+    let mean = zf_data::MeanImage::load(&run.mean())?;
     let nets: Vec<ZfNet> = snaps
         .iter()
         .map(|(_, p)| ZfNet::load(&p.to_string_lossy(), None, device))
@@ -487,7 +484,13 @@ pub fn evolution(args: EvolutionArgs, device: &Device) -> Result<()> {
                 let pic = projection_image(&p.flatten_all()?.to_vec1::<f32>()?, 3, s, s);
                 let crop = image::imageops::crop_imm(&pic, rf[0], rf[1], rf[2] - rf[0], rf[3] - rf[1]).to_image();
                 tiles[mi].push((crop, format!("ep {epoch}")));
-                values.push(serde_json::json!({ "epoch": epoch, "map": map, "image": h.image, "position": [h.y, h.x], "value": h.value }));
+                values.push(StrongestRecord {
+                    epoch: *epoch,
+                    map,
+                    image: h.image,
+                    position: (h.y, h.x),
+                    value: h.value,
+                });
             }
             pb.inc(1);
         }
@@ -501,7 +504,7 @@ pub fn evolution(args: EvolutionArgs, device: &Device) -> Result<()> {
             &grid.render(Some(&format!("{layer}: maps {maps:?} (rows) over snapshots (columns)"))),
             &args.out.join(format!("{file}.png")),
         )?;
-        json_layers.push(serde_json::json!({ "layer": layer.name(), "maps": maps, "strongest": values }));
+        json_layers.push(EvolutionLayer { layer: layer.name().to_string(), maps, strongest: values });
     }
     pb.finish_and_clear();
     // Weight movement between consecutive snapshots.
@@ -519,7 +522,13 @@ pub fn evolution(args: EvolutionArgs, device: &Device) -> Result<()> {
     let epochs: Vec<usize> = snaps.iter().map(|(e, _)| *e).collect();
     write_json(
         &args.out.join("evolution.json"),
-        &serde_json::json!({ "run": args.run, "snapshots": epochs, "images_searched": n, "layers": json_layers, "movement": movement }),
+        &EvolutionDoc {
+            run: args.run.display().to_string(),
+            snapshots: epochs,
+            images_searched: n,
+            layers: json_layers,
+            movement,
+        },
     )?;
     tracing::info!("wrote the feature evolution to {}", args.out.display());
     Ok(())
@@ -596,7 +605,13 @@ pub fn probe_layers(args: ProbeArgs, device: &Device) -> Result<()> {
     save_text(&plot.svg(), &args.out.join("probes.svg"))?;
     write_json(
         &args.out.join("probes.json"),
-        &serde_json::json!({ "weights": args.weights, "train_images": ya.len(), "test_images": yb.len(), "config": cfg, "layers": results }),
+        &ProbesDoc {
+            weights: args.weights.clone(),
+            train_images: ya.len(),
+            test_images: yb.len(),
+            config: cfg,
+            layers: results.clone(),
+        },
     )?;
     for r in &results {
         tracing::info!(

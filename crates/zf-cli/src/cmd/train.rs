@@ -169,9 +169,6 @@ impl Observer for Bars {
     }
 }
 
-/// zfnet's own source revision, set when it was built (see build.rs), recorded in run.json.
-const REVISION: &str = env!("ZFNET_REVISION");
-
 /// The training config the flags describe, for a new run.
 fn config_from_flags(args: &Args) -> Result<TrainConfig> {
     let mut c = TrainConfig::preset(args.config.as_deref().unwrap_or("small"))?;
@@ -330,8 +327,16 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
         config.epochs,
         config.batch
     );
-    let summary =
-        zf_train::train(&config, &data, &args.out, args.resume, REVISION, device, &stop, &mut Bars { bar: None })?;
+    let summary = zf_train::train(
+        &config,
+        &data,
+        &args.out,
+        args.resume,
+        crate::REVISION,
+        device,
+        &stop,
+        &mut Bars { bar: None },
+    )?;
     if summary.skipped > 0 {
         tracing::warn!("{} images could not be read and were skipped", summary.skipped);
     }

@@ -1,0 +1,272 @@
+//! The paper's claims, each a pure function of the typed [`Results`]: what the paper says, the
+//! quantity measured, the rule that decides it, the value and the verdict ([`claims`]).
+
+use serde::{Deserialize, Serialize};
+use zf_probe::records::ImageCurve;
+
+use crate::results::Results;
+
+/// One claim of the paper, the quantity that tests it, its value and the verdict.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Claim {
+    pub id: String,
+    pub paper: String,
+    /// What is measured, and the rule that decides "held".
+    pub test: String,
+    /// The measured value(s), as text; `None` when the run has no such number.
+    pub value: Option<String>,
+    pub held: Option<bool>,
+}
+
+/// The margin a comparison must clear to count as held: `a` is clearly below `b` when it is
+/// below `b` by more than 2% of the larger magnitude (so that equal numbers and float noise are
+/// "not held").
+pub const MARGIN: f64 = 0.02;
+
+/// `a < b` by more than [`MARGIN`].
+pub fn clearly_less(a: f64, b: f64) -> bool {
+    b - a > MARGIN * a.abs().max(b.abs())
+}
+
+fn mean(v: &[f64]) -> Option<f64> {
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+fn claim(id: &str, paper: &str, test: String, value: Option<String>, held: Option<bool>) -> Claim {
+    Claim { id: id.into(), paper: paper.into(), test, value, held }
+}
+
+/// The verdict's word: held, not held, or not measured.
+pub fn verdict(held: Option<bool>) -> &'static str {
+    match held {
+        Some(true) => "held",
+        Some(false) => "not held",
+        None => "not measured",
+    }
+}
+
+/// The paper's claims, tested on `r`. Comparisons count as held only when they clear
+/// [`MARGIN`] ([`clearly_less`]).
+pub fn claims(r: &Results) -> Vec<Claim> {
+    let mut out = Vec::new();
+    let err = |name: &str| r.eval.get(name).map(|e| e.top1_err);
+    let classes = r.run.as_ref().map_or(10.0, |run| run.config.model.classes as f64);
+
+    // Training works at all.
+    let chance = 1.0 - 1.0 / classes;
+    let e = err("zfnet");
+    out.push(claim(
+        "training",
+        "Sec. 3: the network trained with the recipe classifies (Table 2: 38.4% top-1 error on ImageNet)",
+        format!(
+            "ZFNet's top-1 validation error (10 crops) is at most half way from chance ({:.0}%) to zero",
+            100.0 * chance
+        ),
+        e.map(|e| format!("{:.1}% top-1 error", 100.0 * e)),
+        e.map(|e| e <= chance / 2.0),
+    ));
+
+    // Table 2 / Sec. 5: ZFNet's first layer beats AlexNet's.
+    let (z, a) = (err("zfnet"), err("alexnet"));
+    out.push(claim(
+        "table2-first-layer",
+        "Table 2 / Sec. 4.1: the 7x7 stride-2 first layer (ZFNet) gives lower error than 11x11 stride 4 (38.4% vs 40.5% top-1)",
+        "top-1 error of ZFNet <= top-1 error of the AlexNet-style first layer, same data and budget".into(),
+        z.zip(a).map(|(z, a)| format!("{:.1}% vs {:.1}%", 100.0 * z, 100.0 * a)),
+        z.zip(a).map(|(z, a)| z <= a),
+    ));
+
+    // Fig. 6: filters.
+    let bank = |name: &str| r.fig6.as_ref()?.banks.iter().find(|b| b.name == name).map(|b| &b.stats);
+    let dom = |n: &str| bank(n).map(|b| f64::from(b.dominance));
+    out.push(claim(
+        "fig6-renorm",
+        "Sec. 3 / Fig. 6: without filter renormalization a few first-layer filters come to dominate",
+        "largest/median conv1 filter RMS is higher without renormalization than with it".into(),
+        dom("no-renorm").zip(dom("zfnet")).map(|(n, z)| format!("{n:.2} without vs {z:.2} with")),
+        dom("no-renorm").zip(dom("zfnet")).map(|(n, z)| clearly_less(z, n)),
+    ));
+    let mid = |n: &str| bank(n).map(|b| f64::from(b.band_energy[1]));
+    let dead = |n: &str| bank(n).map(|b| f64::from(b.dead_fraction));
+    out.push(claim(
+        "fig6-mid-frequencies",
+        "Fig. 6 (b) vs (c): the 11x11 stride-4 first layer has little mid-frequency coverage; 7x7 stride 2 covers it better",
+        "mean fraction of conv1 spectral energy in the mid band (1/6..1/3 cycles/px) is higher for ZFNet".into(),
+        mid("zfnet").zip(mid("alexnet")).map(|(z, a)| format!("{z:.3} (ZFNet) vs {a:.3} (AlexNet-style)")),
+        mid("zfnet").zip(mid("alexnet")).map(|(z, a)| clearly_less(a, z)),
+    ));
+    out.push(claim(
+        "fig6-dead-filters",
+        "Fig. 6 (b): the 11x11 stride-4 first layer has dead filters; 7x7 stride 2 has fewer",
+        "fraction of dead conv1 filters (RMS < 0.1 x median) is no higher for ZFNet".into(),
+        dead("zfnet").zip(dead("alexnet")).map(|(z, a)| format!("{:.0}% vs {:.0}%", 100.0 * z, 100.0 * a)),
+        dead("zfnet").zip(dead("alexnet")).map(|(z, a)| z <= a),
+    ));
+
+    // Fig. 4: lower layers settle first.
+    let movement = r.fig4.as_ref().map(|f| f.movement.as_slice()).unwrap_or_default();
+    let late = |layer: &str| -> Option<f64> {
+        let half = movement.len() / 2;
+        let v: Vec<f64> = movement[half..]
+            .iter()
+            .filter_map(|m| m.iter().find(|c| c.layer == layer).map(|c| f64::from(c.relative)))
+            .collect();
+        mean(&v)
+    };
+    let (l1, l5) = (late("conv1"), late("conv5"));
+    out.push(claim(
+        "fig4-evolution",
+        "Fig. 4: lower layers converge within a few epochs; upper layers only after many more",
+        "over the later half of the snapshot intervals, conv1's weights move less (relative) than conv5's".into(),
+        l1.zip(l5).map(|(a, b)| format!("conv1 {a:.4} vs conv5 {b:.4}")),
+        l1.zip(l5).map(|(a, b)| clearly_less(a, b)),
+    ));
+
+    // Fig. 5: invariance.
+    let sweep = |name: &str| -> &[ImageCurve] {
+        r.fig5.as_ref().and_then(|f| f.sweeps.iter().find(|s| s.sweep == name)).map_or(&[], |s| s.images.as_slice())
+    };
+    let rel = |img: &ImageCurve, layer7: bool, amount: f64| -> Option<f64> {
+        let c = &img.curve;
+        let i = c.amounts.iter().position(|&a| (f64::from(a) - amount).abs() < 1e-6)?;
+        let (d, n) = if layer7 { (c.layer7_distance[i], c.layer7_norm) } else { (c.layer1_distance[i], c.layer1_norm) };
+        (n > 0.0).then(|| f64::from(d) / f64::from(n))
+    };
+    let small: Vec<(f64, f64)> = sweep("translate")
+        .iter()
+        .filter_map(|img| {
+            Some((
+                (rel(img, false, 10.0)? + rel(img, false, -10.0)?) / 2.0,
+                (rel(img, true, 10.0)? + rel(img, true, -10.0)?) / 2.0,
+            ))
+        })
+        .collect();
+    let (s1, s7) =
+        (mean(&small.iter().map(|p| p.0).collect::<Vec<_>>()), mean(&small.iter().map(|p| p.1).collect::<Vec<_>>()));
+    out.push(claim(
+        "fig5-layers",
+        "Fig. 5: small transformations change layer 1 a lot and the top feature layer (7) much less",
+        "for a ±10 px vertical shift, the relative change |x' - x| / |x| is larger at conv1 than at fc7 (mean over images)".into(),
+        s1.zip(s7).map(|(a, b)| format!("conv1 {a:.3} vs fc7 {b:.3}")),
+        s1.zip(s7).map(|(a, b)| clearly_less(b, a)),
+    ));
+    let prob_at = |img: &ImageCurve, pred: &dyn Fn(f64) -> bool| -> Vec<f64> {
+        let c = &img.curve;
+        c.amounts.iter().zip(&c.true_prob).filter(|(&a, _)| pred(f64::from(a))).map(|(_, &p)| f64::from(p)).collect()
+    };
+    let symmetric = ["ring", "flower", "star"];
+    let is_sym = |img: &ImageCurve| symmetric.iter().any(|s| img.image.contains(&format!("/{s}/")));
+    let rot = sweep("rotate");
+    let rot_prob = |sym: bool| {
+        let v: Vec<f64> = rot
+            .iter()
+            .filter(|i| is_sym(i) == sym)
+            .flat_map(|i| prob_at(i, &|a| (30.0..=330.0).contains(&a)))
+            .collect();
+        mean(&v)
+    };
+    let shift: Vec<f64> = sweep("translate").iter().flat_map(|i| prob_at(i, &|a| a.abs() <= 20.0)).collect();
+    let far_rot: Vec<f64> =
+        rot.iter().filter(|i| !is_sym(i)).flat_map(|i| prob_at(i, &|a| (60.0..=300.0).contains(&a))).collect();
+    let (ps, pr) = (mean(&shift), mean(&far_rot));
+    out.push(claim(
+        "fig5-output",
+        "Fig. 5: the output is stable to translation and scaling, much less to rotation",
+        "mean p(true class) under shifts of at most 20 px is higher than under rotations of 60..300 degrees (upright classes)".into(),
+        ps.zip(pr).map(|(a, b)| format!("{a:.3} (shifted) vs {b:.3} (rotated)")),
+        ps.zip(pr).map(|(a, b)| clearly_less(b, a)),
+    ));
+    let (sym, up) = (rot_prob(true), rot_prob(false));
+    out.push(claim(
+        "fig5-symmetric",
+        "Fig. 5: rotation changes the output except for objects with rotational symmetry",
+        "mean p(true class) over rotations of 30..330 degrees is higher for the symmetric classes (ring, flower, star) than for upright ones".into(),
+        sym.zip(up).map(|(a, b)| format!("{a:.3} (symmetric) vs {b:.3} (upright)")),
+        sym.zip(up).map(|(a, b)| clearly_less(b, a)),
+    ));
+
+    // Fig. 7: occlusion.
+    let pairs: Vec<(f64, f64)> = r
+        .fig7
+        .as_ref()
+        .map(|f| f.images.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|i| Some((f64::from(i.mean_prob_square_on_object?), f64::from(i.mean_prob_square_off_object?))))
+        .collect();
+    let drops = pairs.iter().filter(|(on, off)| clearly_less(*on, *off)).count();
+    out.push(claim(
+        "fig7-occlusion",
+        "Fig. 7: the probability of the correct class drops sharply when the object is occluded",
+        "for most images, mean p(true class) with the square's centre on the object's box is below that with it elsewhere".into(),
+        (!pairs.is_empty()).then(|| {
+            let on = mean(&pairs.iter().map(|p| p.0).collect::<Vec<_>>()).unwrap_or(f64::NAN);
+            let off = mean(&pairs.iter().map(|p| p.1).collect::<Vec<_>>()).unwrap_or(f64::NAN);
+            format!("{drops} of {} images; mean {on:.3} on vs {off:.3} off", pairs.len())
+        }),
+        (!pairs.is_empty()).then(|| 2 * drops > pairs.len()),
+    ));
+
+    // Table 1: correspondence.
+    let rows = r.table1.as_ref().map(|t| t.rows.as_slice()).unwrap_or_default();
+    let delta = |layer: &str, random: bool| {
+        let v: Vec<f64> = rows
+            .iter()
+            .filter(|x| x.layer == layer && (x.part == zf_probe::correspondence::RANDOM) == random)
+            .map(|x| f64::from(x.mean))
+            .collect();
+        mean(&v)
+    };
+    let (p5, r5, p7, r7) = (delta("conv5", false), delta("conv5", true), delta("fc7", false), delta("fc7", true));
+    out.push(claim(
+        "table1-parts",
+        "Table 1: occluding the same part changes layer-5 features more consistently than occluding random regions",
+        "mean Δ over the parts < Δ of random boxes, at layer 5 (conv5)".into(),
+        p5.zip(r5).map(|(a, b)| format!("{a:.3} (parts) vs {b:.3} (random)")),
+        p5.zip(r5).map(|(a, b)| clearly_less(a, b)),
+    ));
+    let gap = |p: Option<f64>, r: Option<f64>| p.zip(r).map(|(p, r)| r - p);
+    let (g5, g7) = (gap(p5, r5), gap(p7, r7));
+    out.push(claim(
+        "table1-layer7",
+        "Table 1: at layer 7 the gap between parts and random regions narrows",
+        "(Δ random - Δ parts) at fc7 < the same gap at conv5".into(),
+        g5.zip(g7).map(|(a, b)| format!("gap {a:.4} at conv5 vs {b:.4} at fc7")),
+        g5.zip(g7).map(|(a, b)| a > 0.0 && clearly_less(b, a)),
+    ));
+
+    // Table 7: deeper features are more discriminative.
+    let layers = r.table7.as_ref().map(|t| t.layers.as_slice()).unwrap_or_default();
+    let acc = |name: &str| layers.iter().find(|l| l.layer == name).map(|l| f64::from(l.test_accuracy));
+    let deep = ["conv5", "fc6", "fc7"]
+        .iter()
+        .filter_map(|l| acc(l))
+        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
+    out.push(claim(
+        "table7-depth",
+        "Table 7: a linear classifier on deeper layers' features is more accurate (SVM(1) 44.8% ... SVM(7) 85.5% on Caltech-101)",
+        "the best test accuracy of a softmax on conv5, fc6 or fc7 features exceeds that on conv1's".into(),
+        acc("conv1").zip(deep).map(|(a, b)| format!("{:.1}% (conv1) vs {:.1}% (best of 5-7)", 100.0 * a, 100.0 * b)),
+        acc("conv1").zip(deep).map(|(a, b)| clearly_less(a, b)),
+    ));
+    out
+}
+
+/// The claims as a markdown table.
+pub fn claims_markdown(claims: &[Claim]) -> String {
+    let mut md = String::from(
+        "| claim | the paper says | measured quantity (rule) | value | verdict |\n|---|---|---|---|---|\n",
+    );
+    let cell = |s: &str| s.replace('|', "\\|");
+    for c in claims {
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            c.id,
+            cell(&c.paper),
+            cell(&c.test),
+            cell(c.value.as_deref().unwrap_or("not measured")),
+            verdict(c.held)
+        ));
+    }
+    md
+}

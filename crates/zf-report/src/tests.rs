@@ -1,0 +1,209 @@
+//! The claims on constructed results whose verdicts follow from the stated rules, ties and
+//! missing numbers included; and the page's escaping.
+#![allow(clippy::unwrap_used)]
+
+use zf_probe::evolution::LayerChange;
+use zf_probe::invariance::Sweep;
+use zf_probe::records::{
+    BankRecord, CorrespondenceDoc, EvolutionDoc, FiltersDoc, ImageCurve, InvarianceDoc, OcclusionDoc, OcclusionRecord,
+    ProbesDoc, SweepRecord,
+};
+use zf_probe::{CorrespondenceRow, FilterStats, InvarianceCurve, OcclusionConfig, ProbeConfig, ProbeResult};
+use zf_train::Eval;
+
+use super::*;
+
+fn eval(top1: f64) -> Eval {
+    Eval { top1_err: top1, top5_err: top1 / 2.0, loss: 1.0, images: 100, ten_crop: true }
+}
+
+fn bank(name: &str, dominance: f32, mid: f32, dead: f32) -> BankRecord {
+    let stats = FilterStats {
+        filters: 4,
+        kernel: 7,
+        rms: vec![0.1; 4],
+        median_rms: 0.1,
+        dead_fraction: dead,
+        band_energy: [0.5, mid, 0.5 - mid],
+        filter_bands: vec![],
+        dominance,
+    };
+    BankRecord { name: name.into(), weights: format!("{name}.safetensors"), stats }
+}
+
+/// One image's curve at amounts -10, 0, 10, 90, 180: p_small at the first three, p_rot after.
+fn curve(class: &str, p_small: f32, p_rot: f32) -> ImageCurve {
+    let curve = InvarianceCurve {
+        sweep: Sweep::Translate,
+        amounts: vec![-10.0, 0.0, 10.0, 90.0, 180.0],
+        label: 0,
+        layer1_distance: vec![5.0, 0.0, 5.0, 9.0, 9.0],
+        layer7_distance: vec![1.0, 0.0, 1.0, 2.0, 2.0],
+        layer1_norm: 10.0,
+        layer7_norm: 10.0,
+        true_prob: vec![p_small, p_small, p_small, p_rot, p_rot],
+        top_label: vec![0; 5],
+    };
+    ImageCurve { image: format!("/d/val/{class}/1.png"), curve }
+}
+
+fn occlusion(on: f32, off: f32) -> OcclusionRecord {
+    OcclusionRecord {
+        image: "x".into(),
+        label: 0,
+        class: "face".into(),
+        map: 0,
+        clean_prob: 0.9,
+        clean_top: 0,
+        clean_feature_map: 1.0,
+        min_true_prob: on,
+        weakest_position: (0, 0),
+        top_is_true_fraction: 1.0,
+        mean_prob_square_on_object: Some(on),
+        mean_prob_square_off_object: Some(off),
+        offsets: vec![0],
+        config: OcclusionConfig::default(),
+    }
+}
+
+fn row(part: &str, layer: &str, mean: f32) -> CorrespondenceRow {
+    CorrespondenceRow { part: part.into(), layer: layer.into(), mean, std: 0.0, images: 5 }
+}
+
+fn probe(layer: &str, test: f32) -> ProbeResult {
+    ProbeResult { layer: layer.into(), features: 10, train_accuracy: 1.0, test_accuracy: test }
+}
+
+/// Results with numbers chosen so that each verdict follows from the stated rule.
+fn results() -> Results {
+    let change = |l: &str, v: f32| LayerChange { layer: l.into(), relative: v };
+    Results {
+        eval: [("zfnet".to_string(), eval(0.30)), ("alexnet".to_string(), eval(0.35))].into(),
+        fig6: Some(FiltersDoc {
+            dead_fraction_of_median: 0.1,
+            band_edges_cycles_per_pixel: vec![1.0 / 6.0, 1.0 / 3.0],
+            banks: vec![bank("zfnet", 2.0, 0.3, 0.0), bank("alexnet", 2.1, 0.1, 0.2), bank("no-renorm", 6.0, 0.3, 0.0)],
+        }),
+        fig4: Some(EvolutionDoc {
+            run: "r".into(),
+            snapshots: vec![1, 2, 3],
+            images_searched: 10,
+            layers: vec![],
+            movement: vec![
+                vec![change("conv1", 0.5), change("conv5", 0.5)],
+                vec![change("conv1", 0.01), change("conv5", 0.1)],
+            ],
+        }),
+        fig5: Some(InvarianceDoc {
+            weights: "w".into(),
+            sweeps: vec![
+                SweepRecord { sweep: "translate".into(), images: vec![curve("face", 0.9, 0.0)] },
+                SweepRecord { sweep: "rotate".into(), images: vec![curve("face", 0.9, 0.1), curve("ring", 0.9, 0.8)] },
+            ],
+        }),
+        fig7: Some(OcclusionDoc { weights: "w".into(), images: vec![occlusion(0.2, 0.8), occlusion(0.5, 0.5)] }),
+        table1: Some(CorrespondenceDoc {
+            weights: "w".into(),
+            images: vec![],
+            boxes: vec![],
+            box_size: 24,
+            rows: vec![
+                row("eye", "conv5", 0.06),
+                row("random", "conv5", 0.10),
+                row("eye", "fc7", 0.07),
+                row("random", "fc7", 0.08),
+            ],
+        }),
+        table7: Some(ProbesDoc {
+            weights: "w".into(),
+            train_images: 10,
+            test_images: 10,
+            config: ProbeConfig::default(),
+            layers: vec![probe("conv1", 0.4), probe("fc7", 0.8)],
+        }),
+        ..Default::default()
+    }
+}
+
+fn held(c: &[Claim], id: &str) -> Option<bool> {
+    c.iter().find(|c| c.id == id).unwrap().held
+}
+
+#[test]
+fn verdicts_follow_the_stated_rules() {
+    let c = claims(&results());
+    assert_eq!(c.len(), 13);
+    // 30% error <= 45% (half way from 90% chance); 30% <= 35%.
+    assert_eq!(held(&c, "training"), Some(true));
+    assert_eq!(held(&c, "table2-first-layer"), Some(true));
+    assert_eq!(held(&c, "fig6-renorm"), Some(true));
+    assert_eq!(held(&c, "fig6-mid-frequencies"), Some(true));
+    assert_eq!(held(&c, "fig6-dead-filters"), Some(true));
+    // Later half = the second interval: 0.01 < 0.1.
+    assert_eq!(held(&c, "fig4-evolution"), Some(true));
+    // ±10 px: conv1 moves 5/10, fc7 1/10.
+    assert_eq!(held(&c, "fig5-layers"), Some(true));
+    // Shifted 0.9 vs rotated 0.1 (upright face, 90 and 180 degrees).
+    assert_eq!(held(&c, "fig5-output"), Some(true));
+    // Rotations 90, 180: ring 0.8 vs face 0.1.
+    assert_eq!(held(&c, "fig5-symmetric"), Some(true));
+    // One image of two drops clearly: not a majority.
+    assert_eq!(held(&c, "fig7-occlusion"), Some(false));
+    assert_eq!(held(&c, "table1-parts"), Some(true));
+    // Gap 0.04 at conv5, 0.01 at fc7.
+    assert_eq!(held(&c, "table1-layer7"), Some(true));
+    assert_eq!(held(&c, "table7-depth"), Some(true));
+}
+
+#[test]
+fn missing_numbers_are_not_measured_and_ties_are_not_held() {
+    let c = claims(&Results::default());
+    assert!(c.iter().all(|c| c.held.is_none() && c.value.is_none()));
+    let mut r = results();
+    r.eval.insert("alexnet".into(), eval(0.2));
+    r.table7.as_mut().unwrap().layers[1].test_accuracy = 0.401;
+    let c = claims(&r);
+    assert_eq!(held(&c, "table2-first-layer"), Some(false));
+    assert_eq!(held(&c, "table7-depth"), Some(false), "0.401 vs 0.4 is within the margin");
+    assert!(clearly_less(1.0, 1.03) && !clearly_less(1.0, 1.01));
+    // An image without a box has no on/off numbers and does not count.
+    r.fig7.as_mut().unwrap().images[1].mean_prob_square_on_object = None;
+    assert_eq!(held(&claims(&r), "fig7-occlusion"), Some(true));
+}
+
+#[test]
+fn a_report_is_written_from_a_run_folder_and_names_a_broken_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path();
+    let about = About {
+        profile: "test".into(),
+        rationale: "a <constructed> run".into(),
+        data: "generated".into(),
+        weights: None,
+        seed: 3,
+        wall_seconds: 1.0,
+        stages: vec![StageTime { stage: "eval".into(), seconds: 1.0, skipped: false }],
+        departures: vec!["Data: \"generated\" & small".into()],
+        machine: String::new(),
+        revision: String::new(),
+    };
+    std::fs::write(run.join(ABOUT_FILE), serde_json::to_vec(&about).unwrap()).unwrap();
+    std::fs::create_dir_all(run.join("eval")).unwrap();
+    std::fs::write(run.join("eval/zfnet.json"), serde_json::to_vec(&eval(0.25)).unwrap()).unwrap();
+    let report = write_report_as(run, "abc123").unwrap();
+    assert_eq!(report.held(), 1, "only the training claim has its numbers");
+    let page = std::fs::read_to_string(report.dir.join("index.html")).unwrap();
+    // Text from the run is escaped.
+    assert!(page.contains("a &lt;constructed&gt; run") && page.contains("Data: &quot;generated&quot; &amp; small"));
+    assert!(page.contains("zfnet revision abc123") && page.contains("25.0"));
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report.dir.join("results.json")).unwrap()).unwrap();
+    assert_eq!(doc["about"]["profile"], "test");
+    assert_eq!(doc["claims"].as_array().unwrap().len(), 13);
+    assert_eq!(doc["results"]["eval"]["zfnet"]["top1_err"], 0.25);
+    // A stage file that is not what the stage writes: an error naming it, not "not measured".
+    std::fs::create_dir_all(run.join("table7")).unwrap();
+    std::fs::write(run.join("table7/probes.json"), br#"{"layers": [{"layer": "conv1", "test_acc": 0.5}]}"#).unwrap();
+    let e = write_report_as(run, "abc123").unwrap_err().to_string();
+    assert!(e.contains("table7/probes.json: not what its stage writes"), "{e}");
+}
