@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
-use zf_data::{Crop, MeanImage, Preprocess};
+use zf_data::{MeanImage, Preprocess};
 use zf_model::{FirstLayer, WeightsFile, ZfConfig, ZfNet};
 
 /// Which network: a preset, adjusted by the other flags. When weights are given and none of
@@ -140,9 +140,7 @@ pub fn read_input(path: &Path, size: usize, mean: Option<&Path>, device: &Device
             bail!("the mean image is {0}x{0}, a {size}-pixel input needs {1}x{1}", mean.side, pre.resize)
         }
         let img = pre.load(path)?;
-        let mut out = vec![0f32; 3 * size * size];
-        pre.crop_into(&img, Some(&mean.values), Crop::CENTRE, &mut out);
-        return Ok(Tensor::from_vec(out, (1, 3, size, size), device)?);
+        return Ok(zf_data::pick::centre_crop(&pre, &img, &mean, device)?.unsqueeze(0)?);
     }
     let mut map = candle_core::safetensors::load(path, device)
         .with_context(|| format!("cannot read input {}", path.display()))?;

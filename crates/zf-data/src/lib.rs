@@ -10,6 +10,8 @@
 //!   bounding boxes and named parts.
 //! - [`DataSpec`]: what a `--data` argument names (a folder, or the generated set with its
 //!   config), parsed once, opened by [`Split`].
+//! - [`pick`]: which images an analysis looks at (one class after another), their centre crops
+//!   as a batch, annotations in the crop's frame.
 //! - [`Loader`]: parallel decoding, prefetching, a seeded order reshuffled each epoch, batches
 //!   of candle tensors `[B, 3, 224, 224]` with labels; bad images are skipped and counted.
 //!
@@ -21,6 +23,7 @@ pub mod folder;
 pub mod generated;
 pub mod loader;
 pub mod mean;
+pub mod pick;
 pub mod preprocess;
 pub mod spec;
 

@@ -120,7 +120,7 @@ impl Source {
                     .with_context(|| format!("unknown class `{c}`: the data set has {}", classes.join(", ")))?,
             }),
         };
-        let order = pick_order(set.as_ref(), want, self.images);
+        let order = zf_data::pick::one_class_after_another(set.as_ref(), want, self.images);
         if order.is_empty() {
             bail!(
                 "no images to pick from {data}{}",
@@ -131,8 +131,6 @@ impl Source {
         let mut images = Vec::new();
         for i in order {
             let sample = set.get(i)?;
-            let mut v = vec![0f32; 3 * size * size];
-            pre.crop_into(&sample.image, Some(&mean.values), Crop::CENTRE, &mut v);
             let picture =
                 image::imageops::crop_imm(&sample.image, ox as u32, oy as u32, size as u32, size as u32).to_image();
             let annotation = match (&files, data) {
@@ -141,9 +139,9 @@ impl Source {
                     Some(Generated::split(&GeneratedConfig::default(), zf_data::Split::Val, 500).annotation(i))
                 }
             }
-            .map(|a| to_crop_frame(a, &pre));
+            .map(|a| a.in_crop(&pre));
             images.push(Picked {
-                tensor: Tensor::from_vec(v, (3, size, size), device)?,
+                tensor: zf_data::pick::centre_crop(&pre, &sample.image, &mean, device)?,
                 label: sample.label,
                 name: set.describe(i),
                 picture,
@@ -152,42 +150,6 @@ impl Source {
         }
         Ok(Loaded { net, images, classes })
     }
-}
-
-/// Up to `n` indices: the first image of each class in turn (or of class `want` only).
-fn pick_order(set: &dyn Dataset, want: Option<usize>, n: usize) -> Vec<usize> {
-    let k = set.classes().len().max(1);
-    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); k];
-    for i in 0..set.len() {
-        let l = set.label(i);
-        if l < k && want.is_none_or(|w| w == l) && by_class[l].len() < n {
-            by_class[l].push(i);
-        }
-    }
-    let mut out = Vec::new();
-    for round in 0..n {
-        for c in &by_class {
-            if let Some(&i) = c.get(round) {
-                if out.len() < n {
-                    out.push(i);
-                }
-            }
-        }
-    }
-    out
-}
-
-/// An annotation of the 256-pixel generated frame moved into the centre crop's pixels.
-fn to_crop_frame(mut a: Annotation, pre: &Preprocess) -> Annotation {
-    let k = pre.resize as f32 / zf_data::generated::SIDE as f32;
-    let (oy, ox) = pre.crop_offsets()[Crop::CENTRE.0];
-    let (ox, oy) = (ox as f32, oy as f32);
-    for p in a.parts.values_mut() {
-        *p = [p[0] * k - ox, p[1] * k - oy];
-    }
-    a.bbox = [a.bbox[0] * k - ox, a.bbox[1] * k - oy, a.bbox[2] * k - ox, a.bbox[3] * k - oy];
-    a.centre = [a.centre[0] * k - ox, a.centre[1] * k - oy];
-    a
 }
 
 /// Creates `dir` with a clear message.
@@ -206,22 +168,4 @@ pub fn write_tensors(path: &Path, tensors: Vec<(&str, Tensor)>) -> Result<()> {
     Ok(zf_model::weights::save_tensors(&named, Default::default(), path)?)
 }
 
-/// The centre crops of images `indices` of `set`, mean subtracted, as `[N, 3, S, S]` on
-/// `device`, with their labels.
-pub fn centre_crops(
-    set: &dyn Dataset,
-    indices: &[usize],
-    mean: &zf_data::MeanImage,
-    device: &Device,
-) -> Result<(Tensor, Vec<u32>)> {
-    let pre = set.preprocess();
-    let s = pre.crop;
-    let mut x = vec![0f32; indices.len() * 3 * s * s];
-    let mut labels = Vec::with_capacity(indices.len());
-    for (k, &i) in indices.iter().enumerate() {
-        let sample = set.get(i)?;
-        pre.crop_into(&sample.image, Some(&mean.values), Crop::CENTRE, &mut x[k * 3 * s * s..(k + 1) * 3 * s * s]);
-        labels.push(sample.label as u32);
-    }
-    Ok((Tensor::from_vec(x, (indices.len(), 3, s, s), device)?, labels))
-}
+pub use zf_data::pick::centre_crops;

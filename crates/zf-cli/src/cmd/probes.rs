@@ -468,20 +468,29 @@ pub fn evolution(args: EvolutionArgs, device: &Device) -> Result<()> {
         let mut tiles: Vec<Vec<(image::RgbImage, String)>> = vec![Vec::new(); m];
         let mut values = Vec::new();
         for ((epoch, _), net) in snaps.iter().zip(&nets) {
-            let mut topk = zf_deconv::TopK::new(vec![(layer, maps.clone())], 1, true)?;
-            for start in (0..n).step_by(32) {
+            // Fig. 2's pipeline with one hit per map, on this snapshot.
+            let mut search = (0..n).step_by(32).map(|start| {
                 let len = 32.min(n - start);
-                topk.update(net, &images.narrow(0, start, len)?, &(start..start + len).collect::<Vec<_>>())?;
-            }
-            for (mi, (_, map, hits)) in topk.results().into_iter().enumerate() {
-                let Some(h) = hits.first() else { continue };
-                let x = images.narrow(0, h.image, 1)?;
-                let mut trace = zf_model::Trace::default();
-                net.forward_until(&x, false, layer, &mut trace)?;
-                let unit = zf_deconv::Unit { image: 0, channel: map, y: h.y, x: h.x };
-                let p = zf_deconv::to_host(&zf_deconv::Deconvnet::new(net).project(&trace, layer, &[unit])?)?;
-                let rf = zf_deconv::receptive_field(&config, layer, h.y, h.x)?.map(|v| v as u32);
-                let pic = projection_image(&p.flatten_all()?.to_vec1::<f32>()?, 3, s, s);
+                Ok(((start..start + len).collect::<Vec<_>>(), images.narrow(0, start, len)?))
+            });
+            let mut load = |idx: &[usize]| {
+                let ids = Tensor::new(idx.iter().map(|&i| i as u32).collect::<Vec<_>>(), images.device())?;
+                images.index_select(&ids, 0)
+            };
+            let config = zf_deconv::Fig2Config { top: 1, one_per_image: true, batch: 32 };
+            let found = zf_deconv::top_projections(
+                net,
+                vec![(layer, maps.clone())],
+                config,
+                &mut search,
+                n,
+                &mut load,
+                &mut |_, _, _| {},
+            )?;
+            for (mi, m) in found.iter().enumerate() {
+                let Some(p) = m.hits.first() else { continue };
+                let (h, map, rf) = (p.hit, m.map, p.receptive_field.map(|v| v as u32));
+                let pic = projection_image(&p.projection, 3, s, s);
                 let crop = image::imageops::crop_imm(&pic, rf[0], rf[1], rf[2] - rf[0], rf[3] - rf[1]).to_image();
                 tiles[mi].push((crop, format!("ep {epoch}")));
                 values.push(StrongestRecord {
@@ -577,7 +586,7 @@ pub fn probe_layers(args: ProbeArgs, device: &Device) -> Result<()> {
         // Spread the subset over the classes: every k-th image.
         let step = (set.len() / limit.max(1)).max(1);
         let idx: Vec<usize> = (0..set.len()).step_by(step).take(limit).collect();
-        centre_crops(&set, &idx, &mean, device)
+        Ok(centre_crops(&set, &idx, &mean, device)?)
     };
     let (xa, ya) = load("train", args.train_size)?;
     let (xb, yb) = load("val", args.test_size)?;

@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use indicatif::ProgressBar;
-use zf_data::{Crop, Crops, DataSpec, GeneratedConfig, Loader, LoaderConfig, Preprocess, Split};
+use zf_data::{Crops, DataSpec, GeneratedConfig, Loader, LoaderConfig, Preprocess, Split};
 use zf_train::{Data, EpochReport, Observer, StepReport, TrainConfig};
 
 use crate::progress::bar;
@@ -456,9 +456,7 @@ pub fn predict(args: PredictArgs, device: &Device) -> Result<()> {
                 continue;
             }
         };
-        let mut x = vec![0f32; 3 * size * size];
-        pre.crop_into(&img, Some(&mean.values), Crop::CENTRE, &mut x);
-        let x = Tensor::from_vec(x, (1, 3, size, size), device)?;
+        let x = zf_data::pick::centre_crop(&pre, &img, &mean, device)?.unsqueeze(0)?;
         let p: Vec<f32> =
             net.forward_until(&x, false, zf_model::Point::Prob, &mut zf_model::NoTap)?.flatten_all()?.to_vec1()?;
         let mut order: Vec<usize> = (0..p.len()).collect();

@@ -94,14 +94,9 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
     let pre = dataset.preprocess();
     // The hits' images again, preprocessed as the loader does (centre crop, mean off).
     let mut load = |indices: &[usize]| -> candle_core::Result<Tensor> {
-        let mut pixels = Vec::with_capacity(indices.len() * 3 * size * size);
-        for &i in indices {
-            let sample = dataset.get(i).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-            let mut out = vec![0f32; 3 * size * size];
-            pre.crop_into(&sample.image, Some(&mean.values), Crop::CENTRE, &mut out);
-            pixels.extend(out);
-        }
-        Tensor::from_vec(pixels, (indices.len(), 3, size, size), device)
+        zf_data::pick::centre_crops(dataset.as_ref(), indices, &mean, device)
+            .map(|(x, _)| x)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))
     };
     let mut search = loader.epoch(0).map(|b| {
         let b = b.map_err(|e| candle_core::Error::Msg(e.to_string()))?;

@@ -1,0 +1,105 @@
+//! Choosing and preparing the few images an analysis looks at: one rule for which images
+//! ([`one_class_after_another`]), one way to make their centre crops a batch
+//! ([`centre_crops`], [`centre_crop`]), and annotations moved into the crop's frame
+//! ([`Annotation::in_crop`]).
+
+use candle_core::{Device, Tensor};
+
+use crate::error::Result;
+use crate::generated::{Annotation, SIDE};
+use crate::{Crop, Dataset, MeanImage, Preprocess};
+
+/// Up to `n` indices of `set`: the first image of each class in turn, then the second of each,
+/// and so on (or images of class `class` only), in index order within a class.
+pub fn one_class_after_another(set: &dyn Dataset, class: Option<usize>, n: usize) -> Vec<usize> {
+    let k = set.classes().len().max(1);
+    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); k];
+    for i in 0..set.len() {
+        let l = set.label(i);
+        if l < k && class.is_none_or(|w| w == l) && by_class[l].len() < n {
+            by_class[l].push(i);
+        }
+    }
+    let mut out = Vec::new();
+    for round in 0..n {
+        for c in &by_class {
+            if let Some(&i) = c.get(round) {
+                if out.len() < n {
+                    out.push(i);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One image's centre crop with the mean subtracted, `[3, S, S]` (S = `pre.crop`), on `device`.
+pub fn centre_crop(pre: &Preprocess, image: &image::RgbImage, mean: &MeanImage, device: &Device) -> Result<Tensor> {
+    let s = pre.crop;
+    let mut x = vec![0f32; 3 * s * s];
+    pre.crop_into(image, Some(&mean.values), Crop::CENTRE, &mut x);
+    Ok(Tensor::from_vec(x, (3, s, s), device)?)
+}
+
+/// The centre crops of images `indices` of `set`, mean subtracted, `[N, 3, S, S]` on `device`,
+/// with their labels.
+pub fn centre_crops(
+    set: &dyn Dataset,
+    indices: &[usize],
+    mean: &MeanImage,
+    device: &Device,
+) -> Result<(Tensor, Vec<u32>)> {
+    let pre = set.preprocess();
+    let s = pre.crop;
+    let mut x = vec![0f32; indices.len() * 3 * s * s];
+    let mut labels = Vec::with_capacity(indices.len());
+    for (k, &i) in indices.iter().enumerate() {
+        let sample = set.get(i)?;
+        pre.crop_into(&sample.image, Some(&mean.values), Crop::CENTRE, &mut x[k * 3 * s * s..(k + 1) * 3 * s * s]);
+        labels.push(sample.label as u32);
+    }
+    Ok((Tensor::from_vec(x, (indices.len(), 3, s, s), device)?, labels))
+}
+
+impl Annotation {
+    /// This annotation (in the generated set's 256-pixel frame) in the pixels of `pre`'s
+    /// centre crop: scaled to `pre.resize`, shifted by the crop's offset.
+    pub fn in_crop(&self, pre: &Preprocess) -> Annotation {
+        let mut a = self.clone();
+        let k = pre.resize as f32 / SIDE as f32;
+        let (oy, ox) = pre.crop_offsets()[Crop::CENTRE.0];
+        let (ox, oy) = (ox as f32, oy as f32);
+        for p in a.parts.values_mut() {
+            *p = [p[0] * k - ox, p[1] * k - oy];
+        }
+        a.bbox = [a.bbox[0] * k - ox, a.bbox[1] * k - oy, a.bbox[2] * k - ox, a.bbox[3] * k - oy];
+        a.centre = [a.centre[0] * k - ox, a.centre[1] * k - oy];
+        a
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::{Generated, GeneratedConfig, Split};
+
+    #[test]
+    fn picks_one_class_after_another() {
+        // Labels cycle 0..10 in the generated set: image i has class i % 10.
+        let set = Generated::split(&GeneratedConfig::default(), Split::Val, 30);
+        assert_eq!(one_class_after_another(&set, None, 12), vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+        assert_eq!(one_class_after_another(&set, Some(3), 3), vec![3, 13, 23]);
+        assert_eq!(one_class_after_another(&set, Some(3), 9), vec![3, 13, 23], "only three of class 3");
+    }
+
+    #[test]
+    fn annotations_move_into_the_crop() {
+        let set = Generated::split(&GeneratedConfig::default(), Split::Val, 1);
+        let a = set.annotation(0);
+        // 112-pixel input: resize 128 (scale 1/2), centre crop offset 8.
+        let b = a.in_crop(&Preprocess::for_input(112));
+        assert!((b.bbox[0] - (a.bbox[0] / 2.0 - 8.0)).abs() < 1e-5);
+        assert!((b.centre[1] - (a.centre[1] / 2.0 - 8.0)).abs() < 1e-5);
+    }
+}
