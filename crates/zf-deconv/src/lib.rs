@@ -34,13 +34,7 @@ use zf_model::{Point, Trace, ZfConfig, ZfNet};
 pub use fig2::{top_projections, Fig2Config, MapHits, Phase, Projected};
 pub use topk::{Hit, TopK};
 
-/// `return Err(Msg(..))` without a backtrace.
-macro_rules! bail {
-    ($($arg:tt)*) => {
-        return Err(candle_core::Error::Msg(format!($($arg)*)))
-    };
-}
-pub(crate) use bail;
+pub(crate) use zf_model::bail;
 
 /// One activation: image `image` of a batch, feature map `channel`, position `(y, x)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

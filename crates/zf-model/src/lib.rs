@@ -31,7 +31,9 @@
 //! ```
 
 /// `return Err(Msg(..))` without the backtrace that candle's own `bail!` captures when
-/// `RUST_BACKTRACE` is set: our messages are for people and say everything themselves.
+/// `RUST_BACKTRACE` is set: our messages are for people and say everything themselves. The one
+/// `bail!` of the tensor crates (zf-deconv and zf-probe use it too).
+#[macro_export]
 macro_rules! bail {
     ($($arg:tt)*) => {
         return Err(candle_core::Error::Msg(format!($($arg)*)))

@@ -42,13 +42,7 @@ pub use invariance::{invariance, transform, InvarianceCurve, Transform};
 pub use linear_probe::{fit_softmax, pooled_features, ProbeConfig, ProbeResult};
 pub use occlusion::{occlusion, ObjectSplit, Occlusion, OcclusionConfig};
 
-/// `return Err(Msg(..))` without a backtrace.
-macro_rules! bail {
-    ($($arg:tt)*) => {
-        return Err(candle_core::Error::Msg(format!($($arg)*)))
-    };
-}
-pub(crate) use bail;
+pub(crate) use zf_model::bail;
 
 use candle_core::{Result, Tensor};
 
