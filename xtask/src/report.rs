@@ -46,6 +46,12 @@ pub fn departures(run: &Run) -> Vec<String> {
             c["epochs"], c["batch"], c["lr"], c["momentum"], c["model"]["dropout"], c["patience"]
         ));
     }
+    if run.trains() {
+        d.push(format!(
+            "Budgets: ZFNet and both Fig. 6 ablations (AlexNet-style first layer; no renormalization) train on the same data with the same recipe, {} epochs each, seed {}.",
+            p.epochs, run.opts.seed
+        ));
+    }
     d.push("Where the paper is silent, PAPER.md's choices (marked \"ours\") are used: conv1 padding 1, ceil-mode pools, LRN n=5, the occluder's size and stride, invariance ranges, the Hamming distance of Table 1.".into());
     d
 }

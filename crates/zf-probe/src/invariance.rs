@@ -54,6 +54,17 @@ impl Sweep {
 
     /// PAPER.md's ranges (ours; the paper gives only its axes): translation -60..+60 px in
     /// steps of 10, scale 1.0..1.8 in steps of 0.1, rotation 0..350 degrees in steps of 10.
+    /// The sweep's amounts for an `input`-pixel network: the paper's, with translations scaled
+    /// from 224 pixels to `input` (as the occluder is), so that a shift covers the same fraction
+    /// of the image.
+    pub fn amounts_for(self, input: usize) -> Vec<f32> {
+        let k = input as f32 / 224.0;
+        match self {
+            Sweep::Translate => self.paper_amounts().into_iter().map(|a| a * k).collect(),
+            _ => self.paper_amounts(),
+        }
+    }
+
     pub fn paper_amounts(self) -> Vec<f32> {
         match self {
             Sweep::Translate => (-6..=6).map(|i| i as f32 * 10.0).collect(),
@@ -245,6 +256,8 @@ mod tests {
     #[test]
     fn paper_ranges() {
         assert_eq!(Sweep::Translate.paper_amounts().first(), Some(&-60.0));
+        assert_eq!(Sweep::Translate.amounts_for(112)[..3], [-30.0, -25.0, -20.0]);
+        assert_eq!(Sweep::Rotate.amounts_for(112), Sweep::Rotate.paper_amounts());
         assert_eq!(Sweep::Translate.paper_amounts().len(), 13);
         assert!((Sweep::Scale.paper_amounts()[8] - 1.8).abs() < 1e-6);
         assert_eq!(Sweep::Rotate.paper_amounts().last(), Some(&350.0));

@@ -165,6 +165,14 @@ fn missing_numbers_are_not_measured_and_ties_are_not_held() {
     let c = claims(&r);
     assert_eq!(held(&c, "table2-first-layer"), Some(false));
     assert_eq!(held(&c, "table7-depth"), Some(false), "0.401 vs 0.4 is within the margin");
+    // Ties are never held: equal errors, and no dead filters in either bank.
+    r.eval.insert("alexnet".into(), eval(0.30));
+    for b in &mut r.fig6.as_mut().unwrap().banks {
+        b.stats.dead_fraction = 0.0;
+    }
+    let c = claims(&r);
+    assert_eq!(held(&c, "table2-first-layer"), Some(false));
+    assert_eq!(held(&c, "fig6-dead-filters"), Some(false));
     assert!(clearly_less(1.0, 1.03) && !clearly_less(1.0, 1.01));
     // An image without a box has no on/off numbers and does not count.
     r.fig7.as_mut().unwrap().images[1].mean_prob_square_on_object = None;

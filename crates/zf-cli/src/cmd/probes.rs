@@ -185,7 +185,7 @@ pub fn invariance(args: InvarianceArgs, device: &Device) -> Result<()> {
     let pb = bar((sweeps.len() * loaded.images.len()) as u64, "sweeping");
     let (mut tensors, mut json) = (Vec::new(), Vec::new());
     for sweep in sweeps {
-        let amounts = sweep.paper_amounts();
+        let amounts = sweep.amounts_for(loaded.net.config().input_size);
         let mut curves = Vec::new();
         for img in &loaded.images {
             curves.push(zf_probe::invariance(&loaded.net, &img.tensor, img.label, sweep, &amounts)?);
