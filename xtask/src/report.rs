@@ -46,6 +46,9 @@ pub fn departures(run: &Run) -> Vec<String> {
             c["epochs"], c["batch"], c["lr"], c["momentum"], c["model"]["dropout"], c["patience"]
         ));
     }
+    if run.trains() && c["init"] != "paper" {
+        d.push("Renormalization: the paper caps conv filters at RMS 0.1 with weights drawn at std 0.01 — 10x above their start. Its radius here scales with the init (10x each layer's initial std: 1.17 at conv1 under He's init), so filters start as far below it as in the paper and the with/without comparison of Fig. 6 is a real experiment; a fixed 0.1 would bind from the first step (He's conv1 starts at 0.117).".into());
+    }
     if run.trains() {
         d.push(format!(
             "Budgets: ZFNet and both Fig. 6 ablations (AlexNet-style first layer; no renormalization) train on the same data with the same recipe, {} epochs each, seed {}.",

@@ -42,7 +42,8 @@ impl Init {
         }
     }
 
-    fn std(self, shape: &[usize]) -> f64 {
+    /// The standard deviation this init draws a weight of `shape` (`[out, in, ...]`) with.
+    pub fn std(self, shape: &[usize]) -> f64 {
         match self {
             Init::Paper => PAPER_WEIGHT_STD,
             Init::Gaussian(std) => std,

@@ -39,7 +39,10 @@ pub struct TrainConfig {
     pub lr_decay: f64,
     /// ...but not below this.
     pub lr_floor: f64,
-    /// RMS radius of the conv filter renormalization; `None` switches it off.
+    /// RMS radius of the conv filter renormalization as the paper states it, for its init (0.1
+    /// for weights of std 0.01); under another init each layer's radius scales with that init's
+    /// std ([`crate::trainer::renorm_radius`]), so filters start 10x below it as in the paper.
+    /// `None` switches renormalization off.
     pub renorm: Option<f64>,
     /// Validate with the softmax averaged over the ten crops (else the centre crop only).
     pub ten_crop_eval: bool,
