@@ -155,3 +155,23 @@ fn unpool_agrees_with_scatter_and_rejects_bad_switches() {
     let bad = (sw.indices.ones_like().unwrap() * 49.0).unwrap();
     assert!(unpool(&v, &bad, (7, 7)).is_err());
 }
+
+/// The one gemm wrapper against a naive product, on shapes that leave remainders in every
+/// microkernel tile. `gemm` picks its AVX-512 or AVX2/FMA kernels at run time
+/// (gemm-common's `feature_detected!("avx512f")`, `std::arch::is_x86_feature_detected!`): the
+/// dispatch is the library's, so this checks whichever path this CPU takes.
+#[test]
+fn gemm_agrees_with_a_naive_product_on_odd_shapes() {
+    for (m, k, n) in [(1, 1, 1), (7, 13, 5), (33, 17, 49), (64, 147, 35)] {
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 19) as f32 - 9.0) / 7.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i * 53 % 23) as f32 - 11.0) / 5.0).collect();
+        let mut got = vec![0f32; m * n];
+        gemm(&mut got, Mat::new(&a, m, k), Mat::new(&b, k, n), false, gemm::Parallelism::None);
+        for i in 0..m {
+            for j in 0..n {
+                let want: f32 = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+                assert!((got[i * n + j] - want).abs() <= 1e-4 * want.abs().max(1.0), "{m}x{k}x{n} at ({i},{j})");
+            }
+        }
+    }
+}
