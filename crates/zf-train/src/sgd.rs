@@ -117,6 +117,21 @@ pub fn renormalize(weight: &Var, radius: f64) -> Result<usize> {
     Ok(n)
 }
 
+/// [`renormalize`] for the training loop, which does not need the count: on the CPU the same
+/// (counting is free there and lets an untouched weight stay as it is); on other devices the
+/// factor is applied without reading anything back, so a step makes no host round trip per
+/// conv layer.
+pub fn renormalize_in_place(weight: &Var, radius: f64) -> Result<()> {
+    if weight.as_tensor().device().is_cpu() {
+        return renormalize(weight, radius).map(|_| ());
+    }
+    let w = weight.as_tensor();
+    let rms = w.flatten_from(1)?.sqr()?.mean(D::Minus1)?.sqrt()?; // [O]
+    let factor = rms.gt(radius)?.where_cond(&(rms.recip()? * radius)?, &rms.ones_like()?)?;
+    weight.set(&w.broadcast_mul(&factor.reshape((w.dim(0)?, 1, 1, 1))?)?)?;
+    Ok(())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -12,7 +12,7 @@ use zf_model::{Dropout, NoTap, Point, ZfNet};
 
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
-use crate::sgd::{renormalize, Sgd};
+use crate::sgd::{renormalize_in_place, Sgd};
 
 /// The network being trained, its parameters (as `Var`s, in the order of
 /// [`expected_shapes`]) and SGD's momentum.
@@ -107,7 +107,7 @@ impl Trainer {
         self.sgd.step(&self.params, &g, lr)?;
         if self.renorm {
             for &(i, radius) in &self.conv_weights {
-                renormalize(&self.params[i].1, radius)?;
+                renormalize_in_place(&self.params[i].1, radius)?;
             }
         }
         Ok(value)
