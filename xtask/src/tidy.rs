@@ -7,15 +7,16 @@ use std::path::{Path, PathBuf};
 /// Which workspace crates each crate may depend on (DESIGN.md, "Layout and layering").
 /// Dependencies point down only; nothing imports zf-cli; xtask imports no workspace crate.
 pub const LAYERING: &[(&str, &[&str])] = &[
-    ("zf-data", &[]),
-    ("zf-model", &[]),
-    ("zf-viz", &[]),
-    ("zf-deconv", &["zf-model"]),
-    ("zf-train", &["zf-model", "zf-data"]),
-    ("zf-probe", &["zf-model", "zf-data", "zf-deconv"]),
-    ("zf-report", &["zf-train", "zf-probe"]),
-    ("zf-cli", &["zf-data", "zf-model", "zf-deconv", "zf-train", "zf-probe", "zf-viz", "zf-report"]),
-    ("zfnet-tests", &["zf-data", "zf-model", "zf-deconv", "zf-train", "zf-probe", "zf-viz"]),
+    ("zf-io", &[]),
+    ("zf-data", &["zf-io"]),
+    ("zf-model", &["zf-io"]),
+    ("zf-viz", &["zf-io"]),
+    ("zf-deconv", &["zf-io", "zf-model"]),
+    ("zf-train", &["zf-io", "zf-model", "zf-data"]),
+    ("zf-probe", &["zf-io", "zf-model", "zf-data", "zf-deconv"]),
+    ("zf-report", &["zf-io", "zf-train", "zf-probe"]),
+    ("zf-cli", &["zf-io", "zf-data", "zf-model", "zf-deconv", "zf-train", "zf-probe", "zf-viz", "zf-report"]),
+    ("zfnet-tests", &["zf-io", "zf-data", "zf-model", "zf-deconv", "zf-train", "zf-probe", "zf-viz"]),
     ("xtask", &[]),
 ];
 

@@ -66,28 +66,10 @@ pub trait Dataset: Send + Sync {
     fn preprocess(&self) -> Preprocess;
 }
 
-/// Writes `bytes` to `path` atomically (see [`write_atomic_with`]).
+/// Writes `bytes` to `path` atomically (zf-io's rule: a synced temporary file renamed into
+/// place), with zf-data's error.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomic_with(path, |f| std::io::Write::write_all(f, bytes)).map_err(|e| DataError::io(path, e))
+    zf_io::write_atomic(path, bytes).map_err(|e| DataError::io(path, e))
 }
 
-/// Writes `path` through `write` into a fresh temporary file beside it (tempfile's, removed if
-/// anything fails), synced to disk, then renamed into place: a reader or a crash never sees a
-/// half-written file, and two writers never share a temporary file.
-pub fn write_atomic_with(
-    path: &Path,
-    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
-) -> std::io::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp = {
-        // An ordinary output file's mode (0o666 less the umask), not a temporary file's 0o600.
-        let mut builder = tempfile::Builder::new();
-        #[cfg(unix)]
-        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-        builder.tempfile_in(dir)
-    }?;
-    write(tmp.as_file_mut())?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
-}
+pub use zf_io::write_atomic_with;

@@ -292,27 +292,13 @@ impl ZfNet {
     }
 }
 
-/// Writes named tensors to `path` as safetensors with `metadata`, atomically: into a fresh
-/// temporary file beside it (tempfile's, removed if anything fails), synced to disk, then
-/// renamed into place (the rule of `zf_data::write_atomic_with`; zf-model depends on no
-/// workspace crate). A reader or a crash never sees a half-written file.
+/// Writes named tensors to `path` as safetensors with `metadata`, atomically (zf-io: a synced
+/// temporary file renamed into place): a reader or a crash never sees a half-written file.
 pub fn save_tensors(tensors: &[(String, Tensor)], metadata: HashMap<String, String>, path: &Path) -> Result<()> {
     let cannot = |e: String| candle_core::Error::Msg(format!("cannot write {}: {e}", path.display()));
     let contiguous: Vec<(String, Tensor)> =
         tensors.iter().map(|(n, t)| Ok((n.clone(), t.contiguous()?))).collect::<Result<_>>()?;
     let bytes = safetensors::serialize(contiguous.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))
         .map_err(|e| cannot(e.to_string()))?;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp = {
-        // An ordinary output file's mode (0o666 less the umask), not a temporary file's 0o600.
-        let mut builder = tempfile::Builder::new();
-        #[cfg(unix)]
-        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-        builder.tempfile_in(dir)
-    }
-    .map_err(|e| cannot(e.to_string()))?;
-    std::io::Write::write_all(tmp.as_file_mut(), &bytes).map_err(|e| cannot(e.to_string()))?;
-    tmp.as_file().sync_all().map_err(|e| cannot(e.to_string()))?;
-    tmp.persist(path).map_err(|e| cannot(e.error.to_string()))?;
-    Ok(())
+    zf_io::write_atomic(path, &bytes).map_err(|e| cannot(e.to_string()))
 }

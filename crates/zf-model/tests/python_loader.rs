@@ -2,7 +2,7 @@
 //! metadata: imgclsmob's layer order, an input scale and per-channel scales, a 96-pixel input)
 //! and our logits and conv5 activations on a fixed input. The Python test builds the network in
 //! PyTorch from that file alone (`zfnet_torch.load`) and must reproduce our numbers; this test
-//! keeps the committed numbers equal to our forward pass, so the two sides stay tied.
+//! keeps the committed numbers equal to our forward pass (to float rounding), so the two sides stay tied.
 //!
 //! `ZF_WRITE_FIXTURE=1 cargo test -p zf-model --test python_loader` rewrites the fixture.
 #![allow(clippy::unwrap_used)]
@@ -46,8 +46,11 @@ fn the_python_fixture_holds_our_forward_pass() {
     assert_eq!(net.config(), &config());
     let g = candle_core::safetensors::load(&golden, &Device::Cpu).unwrap();
     let (fc8, conv5) = outputs(&net, &g["input"]);
+    // To float rounding: gemm's kernels differ between CPUs (AVX2, AVX-512), and so do the
+    // last bits of a sum.
     for (name, ours) in [("fc8", fc8), ("conv5", conv5)] {
-        let d = (ours - &g[name]).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
-        assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0, "{name}: the committed fixture is not our forward pass");
+        let max = |t: &Tensor| t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        let (d, scale) = (max(&(ours - &g[name]).unwrap()), max(&g[name]));
+        assert!(d <= 1e-5 * scale, "{name}: the committed fixture is not our forward pass ({d} of {scale})");
     }
 }

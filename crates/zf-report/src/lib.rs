@@ -109,20 +109,9 @@ pub fn machine() -> String {
     format!("{cpu}, {cores} threads, {}", std::env::consts::OS)
 }
 
-/// Writes `path` atomically (tempfile beside it, synced, renamed), as every zfnet crate does.
+/// Writes `path` atomically (zf-io), naming it in the error.
 fn write(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
-    let io = |e: std::io::Error| ReportError::Io { path: path.to_path_buf(), source: e };
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp = {
-        let mut builder = tempfile::Builder::new();
-        #[cfg(unix)]
-        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-        builder.tempfile_in(dir).map_err(io)?
-    };
-    std::io::Write::write_all(tmp.as_file_mut(), bytes).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    zf_io::write_atomic(path, bytes).map_err(|e| ReportError::Io { path: path.to_path_buf(), source: e })
 }
 
 /// Writes `run/report/` from the run's files (see the crate docs), with `revision` (the zfnet

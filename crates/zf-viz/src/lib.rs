@@ -206,7 +206,7 @@ pub fn stack(images: &[RgbImage], direction: Direction, gap: u32) -> RgbImage {
 
 /// Writes a PNG atomically: into a temporary file beside `path`, synced, then renamed into place.
 pub fn save_png(img: &RgbImage, path: &Path) -> std::io::Result<()> {
-    write_atomic_with(path, |f| {
+    zf_io::write_atomic_with(path, |f| {
         let mut w = std::io::BufWriter::new(f);
         img.write_to(&mut w, image::ImageFormat::Png).map_err(|e| std::io::Error::other(e.to_string()))?;
         std::io::Write::flush(&mut w)
@@ -215,28 +215,7 @@ pub fn save_png(img: &RgbImage, path: &Path) -> std::io::Result<()> {
 
 /// Writes text (an SVG chart, a page) atomically, as [`save_png`] writes pictures.
 pub fn save_text(text: &str, path: &Path) -> std::io::Result<()> {
-    write_atomic_with(path, |f| std::io::Write::write_all(f, text.as_bytes()))
-}
-
-/// Writes `path` through `write` into a fresh temporary file beside it (tempfile's), synced,
-/// then renamed into place: never a half-written picture. The same rule as
-/// `zf_data::write_atomic_with` (zf-viz depends on no workspace crate).
-fn write_atomic_with(
-    path: &Path,
-    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
-) -> std::io::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp = {
-        // An ordinary output file's mode (0o666 less the umask), not a temporary file's 0o600.
-        let mut builder = tempfile::Builder::new();
-        #[cfg(unix)]
-        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-        builder.tempfile_in(dir)
-    }?;
-    write(tmp.as_file_mut())?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    zf_io::write_atomic(path, text.as_bytes())
 }
 
 #[cfg(test)]
