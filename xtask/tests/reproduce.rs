@@ -61,7 +61,10 @@ fn quick_profile_writes_a_complete_report_and_resumes() {
     assert_eq!(claims.len(), 13);
     for c in claims {
         assert!(c["value"].is_string(), "claim {} has no measured value", c["id"]);
-        assert!(c["held"].is_boolean(), "claim {} has no verdict", c["id"]);
+        // A verdict, or, for a claim decided by statistics on too few samples (the quick
+        // profile's), "not testable" said in its value.
+        let untestable = c["value"].as_str().is_some_and(|v| v.contains("not testable: n = "));
+        assert!(c["held"].is_boolean() || (c["held"].is_null() && untestable), "claim {} has no verdict", c["id"]);
     }
     assert_eq!(results["about"]["profile"], "quick");
     assert!(results["results"]["eval"]["zfnet"]["top1_err"].is_number());

@@ -1,10 +1,13 @@
 //! The paper's claims, each a pure function of the typed [`Results`]: what the paper says, the
 //! quantity measured, the rule that decides it, the value and the verdict ([`claims`]).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use zf_probe::records::ImageCurve;
 
 use crate::results::Results;
+use crate::stats::{paired, two_groups, Effect, MIN_N};
 
 /// One claim of the paper, the quantity that tests it, its value and the verdict.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -15,7 +18,38 @@ pub struct Claim {
     pub test: String,
     /// The measured value(s), as text; `None` when the run has no such number.
     pub value: Option<String>,
+    /// `None`: not measured (no value) or not testable (a value, but too few samples).
     pub held: Option<bool>,
+    /// For claims decided by statistics: the effect, its 95% interval and n.
+    #[serde(default)]
+    pub stats: Option<Effect>,
+}
+
+impl Claim {
+    /// The verdict's word: held, not held, not testable (measured on too few samples) or not
+    /// measured.
+    pub fn verdict(&self) -> &'static str {
+        match (self.held, &self.value) {
+            (Some(true), _) => "held",
+            (Some(false), _) => "not held",
+            (None, Some(_)) => "not testable",
+            (None, None) => "not measured",
+        }
+    }
+}
+
+/// A claim decided by an [`Effect`]: held when its interval lies on the paper's side of zero;
+/// not testable below [`MIN_N`] samples; the value gives the effect and `base` (the means).
+fn by_stats(id: &str, paper: &str, test: String, base: Option<String>, effect: Option<Effect>) -> Claim {
+    let (value, held) = match &effect {
+        None => (None, None),
+        Some(e) if e.n < MIN_N => (
+            Some(format!("{}; {} — not testable: n = {} < {MIN_N}", base.unwrap_or_default(), e.describe(), e.n)),
+            None,
+        ),
+        Some(e) => (Some(format!("{}; {}", base.unwrap_or_default(), e.describe())), Some(e.supports())),
+    };
+    Claim { id: id.into(), paper: paper.into(), test, value, held, stats: effect }
 }
 
 /// The margin a comparison must clear to count as held: `a` is clearly below `b` when it is
@@ -33,16 +67,7 @@ fn mean(v: &[f64]) -> Option<f64> {
 }
 
 fn claim(id: &str, paper: &str, test: String, value: Option<String>, held: Option<bool>) -> Claim {
-    Claim { id: id.into(), paper: paper.into(), test, value, held }
-}
-
-/// The verdict's word: held, not held, or not measured.
-pub fn verdict(held: Option<bool>) -> &'static str {
-    match held {
-        Some(true) => "held",
-        Some(false) => "not held",
-        None => "not measured",
-    }
+    Claim { id: id.into(), paper: paper.into(), test, value, held, stats: None }
 }
 
 /// The paper's claims, tested on `r`. Every comparison counts as held only when it clears
@@ -146,12 +171,12 @@ pub fn claims(r: &Results) -> Vec<Claim> {
         .collect();
     let (s1, s7) =
         (mean(&small.iter().map(|p| p.0).collect::<Vec<_>>()), mean(&small.iter().map(|p| p.1).collect::<Vec<_>>()));
-    out.push(claim(
+    out.push(by_stats(
         "fig5-layers",
         "Fig. 5: small transformations change layer 1 a lot and the top feature layer (7) much less",
-        "for the smallest vertical shift (±10 px at 224, scaled with the input), the relative change |x' - x| / |x| is larger at conv1 than at fc7 (mean over images)".into(),
+        "for the smallest vertical shift (±10 px at 224, scaled with the input), per image the relative change |x' - x| / |x| at conv1 minus that at fc7; held when the 95% interval is above 0".into(),
         s1.zip(s7).map(|(a, b)| format!("conv1 {a:.3} vs fc7 {b:.3}")),
-        s1.zip(s7).map(|(a, b)| clearly_less(b, a)),
+        paired(&small.iter().map(|(a, b)| a - b).collect::<Vec<_>>()),
     ));
     let prob_at = |img: &ImageCurve, pred: &dyn Fn(f64) -> bool| -> Vec<f64> {
         let c = &img.curve;
@@ -160,38 +185,44 @@ pub fn claims(r: &Results) -> Vec<Claim> {
     let symmetric = ["ring", "flower", "star"];
     let is_sym = |img: &ImageCurve| symmetric.iter().any(|s| img.image.contains(&format!("/{s}/")));
     let rot = sweep("rotate");
-    let rot_prob = |sym: bool| {
-        let v: Vec<f64> = rot
-            .iter()
-            .filter(|i| is_sym(i) == sym)
-            .flat_map(|i| prob_at(i, &|a| (30.0..=330.0).contains(&a)))
-            .collect();
-        mean(&v)
-    };
-    let shift: Vec<f64> = sweep("translate")
+    // Per image: the mean p(true class) over a range of the sweep.
+    let image_mean = |img: &ImageCurve, pred: &dyn Fn(f64) -> bool| mean(&prob_at(img, pred));
+    let shifted: BTreeMap<&str, f64> = sweep("translate")
         .iter()
-        .flat_map(|i| {
+        .filter_map(|i| {
             let d = step(i);
-            prob_at(i, &|a| a.abs() <= 2.0 * d + 1e-6)
+            Some((i.image.as_str(), image_mean(i, &|a| a.abs() <= 2.0 * d + 1e-6)?))
         })
         .collect();
-    let far_rot: Vec<f64> =
-        rot.iter().filter(|i| !is_sym(i)).flat_map(|i| prob_at(i, &|a| (60.0..=300.0).contains(&a))).collect();
-    let (ps, pr) = (mean(&shift), mean(&far_rot));
-    out.push(claim(
+    let rotated: BTreeMap<&str, f64> = rot
+        .iter()
+        .filter(|i| !is_sym(i))
+        .filter_map(|i| Some((i.image.as_str(), image_mean(i, &|a| (60.0..=300.0).contains(&a))?)))
+        .collect();
+    // The upright images swept both ways: shifted minus rotated, per image.
+    let pairs: Vec<(f64, f64)> = rotated.iter().filter_map(|(k, r)| Some((*shifted.get(k)?, *r))).collect();
+    let (ps, pr) =
+        (mean(&pairs.iter().map(|p| p.0).collect::<Vec<_>>()), mean(&pairs.iter().map(|p| p.1).collect::<Vec<_>>()));
+    out.push(by_stats(
         "fig5-output",
         "Fig. 5: the output is stable to translation and scaling, much less to rotation",
-        "mean p(true class) under shifts of at most two steps (20 px at 224) is higher than under rotations of 60..300 degrees (upright classes)".into(),
+        "per upright image, mean p(true class) under shifts of at most two steps (20 px at 224) minus that under rotations of 60..300 degrees; held when the 95% interval is above 0".into(),
         ps.zip(pr).map(|(a, b)| format!("{a:.3} (shifted) vs {b:.3} (rotated)")),
-        ps.zip(pr).map(|(a, b)| clearly_less(b, a)),
+        paired(&pairs.iter().map(|(a, b)| a - b).collect::<Vec<_>>()),
     ));
-    let (sym, up) = (rot_prob(true), rot_prob(false));
-    out.push(claim(
+    let rot_means = |sym: bool| -> Vec<f64> {
+        rot.iter()
+            .filter(|i| is_sym(i) == sym)
+            .filter_map(|i| image_mean(i, &|a| (30.0..=330.0).contains(&a)))
+            .collect()
+    };
+    let (sym, up) = (rot_means(true), rot_means(false));
+    out.push(by_stats(
         "fig5-symmetric",
         "Fig. 5: rotation changes the output except for objects with rotational symmetry",
-        "mean p(true class) over rotations of 30..330 degrees is higher for the symmetric classes (ring, flower, star) than for upright ones".into(),
-        sym.zip(up).map(|(a, b)| format!("{a:.3} (symmetric) vs {b:.3} (upright)")),
-        sym.zip(up).map(|(a, b)| clearly_less(b, a)),
+        "mean p(true class) over rotations of 30..330 degrees, symmetric-class images (ring, flower, star) minus upright ones; held when the 95% interval is above 0".into(),
+        mean(&sym).zip(mean(&up)).map(|(a, b)| format!("{a:.3} (symmetric) vs {b:.3} (upright)")),
+        two_groups(&sym, &up),
     ));
 
     // Fig. 7: occlusion.
@@ -203,17 +234,14 @@ pub fn claims(r: &Results) -> Vec<Claim> {
         .iter()
         .filter_map(|i| Some((f64::from(i.mean_prob_square_on_object?), f64::from(i.mean_prob_square_off_object?))))
         .collect();
-    let drops = pairs.iter().filter(|(on, off)| clearly_less(*on, *off)).count();
-    out.push(claim(
+    let (on, off) =
+        (mean(&pairs.iter().map(|p| p.0).collect::<Vec<_>>()), mean(&pairs.iter().map(|p| p.1).collect::<Vec<_>>()));
+    out.push(by_stats(
         "fig7-occlusion",
         "Fig. 7: the probability of the correct class drops sharply when the object is occluded",
-        "for most images, mean p(true class) with the square's centre on the object's box is below that with it elsewhere".into(),
-        (!pairs.is_empty()).then(|| {
-            let on = mean(&pairs.iter().map(|p| p.0).collect::<Vec<_>>()).unwrap_or(f64::NAN);
-            let off = mean(&pairs.iter().map(|p| p.1).collect::<Vec<_>>()).unwrap_or(f64::NAN);
-            format!("{drops} of {} images; mean {on:.3} on vs {off:.3} off", pairs.len())
-        }),
-        (!pairs.is_empty()).then(|| 2 * drops > pairs.len()),
+        "per image, mean p(true class) with the square's centre off the object's box minus that with it on the box; held when the 95% interval is above 0".into(),
+        on.zip(off).map(|(on, off)| format!("mean {on:.3} on vs {off:.3} off")),
+        paired(&pairs.iter().map(|(on, off)| off - on).collect::<Vec<_>>()),
     ));
 
     // Table 1: correspondence.
@@ -274,7 +302,7 @@ pub fn claims_markdown(claims: &[Claim]) -> String {
             cell(&c.paper),
             cell(&c.test),
             cell(c.value.as_deref().unwrap_or("not measured")),
-            verdict(c.held)
+            c.verdict()
         ));
     }
     md

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::claims::{verdict, Claim};
+use crate::claims::Claim;
 use crate::results::Results;
 use crate::About;
 
@@ -101,7 +101,7 @@ pub fn page(
                 t(&c.paper),
                 t(&c.test),
                 t(c.value.as_deref().unwrap_or("not measured")),
-                Cell::Class(verdict(c.held).into(), class),
+                Cell::Class(c.verdict().into(), class),
             ]
         })
         .collect();

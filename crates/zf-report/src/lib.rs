@@ -16,6 +16,7 @@
 pub mod claims;
 pub mod html;
 pub mod results;
+pub mod stats;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,138 @@
+//! Verdicts by statistics: the mean of per-image differences with a 95% interval from the
+//! bootstrap ([`paired`]), or the difference of two groups' means ([`two_groups`]). A claim that
+//! uses them is `held` only when the whole interval lies on the paper's side of zero, and is
+//! not testable below [`MIN_N`] samples.
+
+use serde::{Deserialize, Serialize};
+
+/// Fewer samples than this make a claim "not testable" (its interval would mean little).
+pub const MIN_N: usize = 10;
+/// Bootstrap resamples.
+pub const RESAMPLES: usize = 10_000;
+/// The interval's coverage.
+pub const LEVEL: f64 = 0.95;
+
+/// An effect with its interval.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Effect {
+    /// The estimate (a mean difference, in the claim's direction: positive supports it).
+    pub effect: f64,
+    /// The 95% percentile-bootstrap interval.
+    pub lo: f64,
+    pub hi: f64,
+    /// Samples (images, or the smaller group).
+    pub n: usize,
+    pub method: String,
+}
+
+impl Effect {
+    /// The interval excludes "no effect" on the paper's side.
+    pub fn supports(&self) -> bool {
+        self.lo > 0.0
+    }
+
+    /// `effect +0.123 [95% CI +0.045, +0.201], n = 40 (method)`.
+    pub fn describe(&self) -> String {
+        format!(
+            "effect {:+.3} [95% CI {:+.3}, {:+.3}], n = {} ({})",
+            self.effect, self.lo, self.hi, self.n, self.method
+        )
+    }
+}
+
+/// SplitMix64: a small seeded generator, so that intervals are the same on every machine.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((q * (v.len() - 1) as f64).round() as usize).min(v.len() - 1)];
+    (at((1.0 - LEVEL) / 2.0), at(1.0 - (1.0 - LEVEL) / 2.0))
+}
+
+/// The mean of `diffs` (one per image, positive in the claim's direction) and its percentile
+/// bootstrap interval (images resampled with replacement). `None` for no samples.
+pub fn paired(diffs: &[f64]) -> Option<Effect> {
+    let diffs: Vec<f64> = diffs.iter().copied().filter(|d| d.is_finite()).collect();
+    if diffs.is_empty() {
+        return None;
+    }
+    let mut rng = Rng(0x5eed);
+    let n = diffs.len();
+    let means: Vec<f64> = (0..RESAMPLES).map(|_| (0..n).map(|_| diffs[rng.below(n)]).sum::<f64>() / n as f64).collect();
+    let (lo, hi) = percentiles(means);
+    Some(Effect { effect: mean(&diffs), lo, hi, n, method: "paired bootstrap over images".into() })
+}
+
+/// `mean(a) - mean(b)` and its percentile bootstrap interval (each group resampled on its own).
+/// `n` is the smaller group. `None` when a group is empty.
+pub fn two_groups(a: &[f64], b: &[f64]) -> Option<Effect> {
+    let a: Vec<f64> = a.iter().copied().filter(|v| v.is_finite()).collect();
+    let b: Vec<f64> = b.iter().copied().filter(|v| v.is_finite()).collect();
+    if a.is_empty() || b.is_empty() {
+        return None;
+    }
+    let mut rng = Rng(0x5eed);
+    let draw = |v: &[f64], rng: &mut Rng| (0..v.len()).map(|_| v[rng.below(v.len())]).sum::<f64>() / v.len() as f64;
+    let diffs: Vec<f64> = (0..RESAMPLES).map(|_| draw(&a, &mut rng) - draw(&b, &mut rng)).collect();
+    let (lo, hi) = percentiles(diffs);
+    Some(Effect {
+        effect: mean(&a) - mean(&b),
+        lo,
+        hi,
+        n: a.len().min(b.len()),
+        method: "bootstrap of two groups".into(),
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clear_effect_is_supported_and_noise_is_not() {
+        // 40 differences of 1 +- 0.5: the interval is about 1 +- 0.15.
+        let clear: Vec<f64> = (0..40).map(|i| 1.0 + if i % 2 == 0 { 0.5 } else { -0.5 }).collect();
+        let e = paired(&clear).unwrap();
+        assert!((e.effect - 1.0).abs() < 1e-12 && e.lo > 0.8 && e.hi < 1.2 && e.supports(), "{e:?}");
+        // Symmetric noise around zero: the interval straddles it.
+        let noise: Vec<f64> = (0..40).map(|i| if i % 2 == 0 { 1.0 } else { -1.0 }).collect();
+        let e = paired(&noise).unwrap();
+        assert!(e.lo < 0.0 && e.hi > 0.0 && !e.supports(), "{e:?}");
+        // All ties: zero width at zero, not supported.
+        let e = paired(&[0.0; 20]).unwrap();
+        assert_eq!((e.lo, e.hi), (0.0, 0.0));
+        assert!(!e.supports());
+        assert!(paired(&[]).is_none() && paired(&[f64::NAN]).is_none());
+    }
+
+    #[test]
+    fn two_groups_compare_means() {
+        let a: Vec<f64> = (0..20).map(|i| 0.8 + 0.01 * (i % 5) as f64).collect();
+        let b: Vec<f64> = (0..30).map(|i| 0.1 + 0.01 * (i % 7) as f64).collect();
+        let e = two_groups(&a, &b).unwrap();
+        let m = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        assert!(e.supports() && e.n == 20 && (e.effect - (m(&a) - m(&b))).abs() < 1e-12, "{e:?}");
+        assert!(!two_groups(&b, &a).unwrap().supports());
+        // Deterministic: the same interval every time.
+        assert_eq!(two_groups(&a, &b), two_groups(&a, &b));
+    }
+}
