@@ -14,7 +14,10 @@ use zf_train::Eval;
 use super::*;
 
 fn eval(top1: f64) -> Eval {
-    Eval { top1_err: top1, top5_err: top1 / 2.0, loss: 1.0, images: 100, ten_crop: true }
+    // 100 images, the first `100 * top1` wrong.
+    let wrong = (100.0 * top1).round() as usize;
+    let top1_correct = (0..100).map(|i| (i, i >= wrong)).collect();
+    Eval { top1_err: top1, top5_err: top1 / 2.0, loss: 1.0, images: 100, ten_crop: true, top1_correct }
 }
 
 fn bank(name: &str, dominance: f32, mid: f32, dead: f32) -> BankRecord {

@@ -25,6 +25,10 @@ pub struct Eval {
     pub images: usize,
     /// Whether the softmax was averaged over the ten crops (else the centre crop only).
     pub ten_crop: bool,
+    /// Per image (data-set index, in index order): whether the top-1 class was right, so that
+    /// two networks evaluated on the same set can be compared image by image.
+    #[serde(default)]
+    pub top1_correct: Vec<(usize, bool)>,
 }
 
 /// What one update reports.
@@ -100,6 +104,7 @@ impl std::fmt::Debug for Data {
 pub fn evaluate(net: &ZfNet, loader: &Loader, device: &Device) -> Result<Eval> {
     let ten = loader.config().crops == Crops::Ten;
     let (mut n, mut top1, mut top5, mut loss) = (0usize, 0usize, 0usize, 0f64);
+    let mut top1_correct = Vec::new();
     for batch in loader.epoch(0) {
         let batch = batch?;
         let b = batch.indices.len();
@@ -112,9 +117,10 @@ pub fn evaluate(net: &ZfNet, loader: &Loader, device: &Device) -> Result<Eval> {
         let probs = if ten { probs.reshape((b, 10, classes))?.mean(1)? } else { probs };
         let probs = probs.to_dtype(DType::F32)?.to_vec2::<f32>()?;
         let labels = batch.labels.to_vec1::<u32>()?;
-        for (p, &l) in probs.iter().zip(&labels) {
+        for ((p, &l), &index) in probs.iter().zip(&labels).zip(&batch.indices) {
             let pl = p[l as usize];
             let rank = p.iter().filter(|&&q| q > pl).count();
+            top1_correct.push((index, rank == 0));
             top1 += usize::from(rank == 0);
             top5 += usize::from(rank < 5);
             loss -= (pl.max(1e-12) as f64).ln();
@@ -124,7 +130,9 @@ pub fn evaluate(net: &ZfNet, loader: &Loader, device: &Device) -> Result<Eval> {
     if n == 0 {
         return Err(TrainError::Config("no validation image could be read".into()));
     }
+    top1_correct.sort_unstable();
     Ok(Eval {
+        top1_correct,
         top1_err: 1.0 - top1 as f64 / n as f64,
         top5_err: 1.0 - top5 as f64 / n as f64,
         loss: loss / n as f64,
