@@ -42,7 +42,36 @@ impl CustomOp3 for Linear {
         for line in y.chunks_exact_mut(o) {
             line.copy_from_slice(b);
         }
-        gemm(&mut y, Mat::new(x, n, i), Mat::new(w, o, i).t(), true, Parallelism::Rayon(rayon::current_num_threads()));
+        let threads = rayon::current_num_threads();
+        if n < threads && o >= 2 * threads {
+            // Few rows (one image): a gemm this flat uses one thread however many it is given,
+            // so the output features are split over the threads instead, each block one
+            // single-threaded gemm against its rows of W, then copied into place.
+            let chunk = o.div_ceil(threads);
+            let starts: Vec<usize> = (0..o).step_by(chunk).collect();
+            let parts: Vec<(usize, Vec<f32>)> = starts
+                .into_par_iter()
+                .map(|c0| {
+                    let c1 = (c0 + chunk).min(o);
+                    let width = c1 - c0;
+                    let mut part = vec![0f32; n * width];
+                    for line in part.chunks_exact_mut(width) {
+                        line.copy_from_slice(&b[c0..c1]);
+                    }
+                    let rows = Mat::new(&w[c0 * i..c1 * i], width, i).t();
+                    gemm(&mut part, Mat::new(x, n, i), rows, true, Parallelism::None);
+                    (c0, part)
+                })
+                .collect();
+            for (c0, part) in parts {
+                let width = part.len() / n.max(1);
+                for (r, line) in part.chunks_exact(width).enumerate() {
+                    y[r * o + c0..r * o + c0 + width].copy_from_slice(line);
+                }
+            }
+        } else {
+            gemm(&mut y, Mat::new(x, n, i), Mat::new(w, o, i).t(), true, Parallelism::Rayon(threads));
+        }
         if self.relu {
             y.iter_mut().for_each(|v| *v = v.max(0.0));
         }

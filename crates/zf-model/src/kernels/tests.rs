@@ -100,14 +100,16 @@ fn im2col_and_col2im_are_adjoint() {
 
 #[test]
 fn linear_agrees_with_candle_forward_and_backward() {
-    for (n, relu) in [(1, true), (5, true), (3, false)] {
+    // One row and many outputs takes the path that splits the outputs over the threads (an
+    // uneven last block with 37); more rows take the threaded gemm.
+    for (n, o, relu) in [(1, 6, true), (1, 37, true), (5, 6, true), (3, 6, false), (40, 37, true)] {
         let x = var(&[n, 7], 1.0);
-        let w = var(&[6, 7], 0.3);
-        let b = var(&[6], 0.3);
+        let w = var(&[o, 7], 0.3);
+        let b = var(&[o], 0.3);
         let ours = linear(x.as_tensor(), w.as_tensor(), b.as_tensor(), relu).unwrap();
         let plain = x.as_tensor().matmul(&w.as_tensor().t().unwrap()).unwrap().broadcast_add(b.as_tensor()).unwrap();
         let theirs = if relu { plain.relu().unwrap() } else { plain };
-        check(&format!("linear batch {n} relu {relu}"), &[&x, &w, &b], ours, theirs, 1e-5);
+        check(&format!("linear batch {n} outputs {o} relu {relu}"), &[&x, &w, &b], ours, theirs, 1e-5);
     }
 }
 
