@@ -71,5 +71,3 @@ pub trait Dataset: Send + Sync {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     zf_io::write_atomic(path, bytes).map_err(|e| DataError::io(path, e))
 }
-
-pub use zf_io::write_atomic_with;

@@ -33,6 +33,8 @@ use zf_model::{Point, Trace, ZfConfig, ZfNet};
 
 pub use fig2::{top_projections, Fig2Config, MapHits, Phase, Projected};
 pub use topk::{Hit, TopK};
+/// Switch unpooling, the deconvnet's (zf-model's; see there).
+pub use zf_model::pool::unpool;
 
 pub(crate) use zf_model::bail;
 
@@ -268,17 +270,6 @@ fn conv_input_side(config: &ZfConfig, layer: Point) -> Result<usize> {
         Point::Conv5 => row("conv4"),
         other => bail!("{other} is not a convolution"),
     }
-}
-
-/// Switch unpooling: each value goes back to its switch in a zero `[N, C, H, W]` map; where
-/// two windows share a switch the later one (row-major) wins, as PyTorch's `max_unpool2d`
-/// does on the CPU.
-///
-/// # Shapes
-/// - `xs`, `indices`: `[N, C, Ho, Wo]` (`indices` u32 flat positions in each `H x W` plane)
-/// - returns: `[N, C, H, W]` with `(H, W) = input_hw`
-pub fn unpool(xs: &Tensor, indices: &Tensor, input_hw: (usize, usize)) -> Result<Tensor> {
-    zf_model::pool::unpool(xs, indices, input_hw)
 }
 
 /// The box of input pixels that unit `(y, x)` of conv `layer` sees, `[x0, y0, x1, y1)`

@@ -18,7 +18,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: ConvGeometry) -> Re
     if wc != c || kh != g.kernel || kw != g.kernel {
         bail!("conv2d: input has {c} channels, weight has shape {:?} for a {}x{} kernel", w.dims(), g.kernel, g.kernel)
     }
-    if crate::kernels::applies(x) {
+    if crate::device::fused(x) {
         let zeros;
         let b = match b {
             Some(b) => b,
@@ -53,7 +53,7 @@ pub fn conv_transpose2d(x: &Tensor, w: &Tensor, g: ConvGeometry, (h, wd): (usize
             w.dims()
         )
     }
-    if crate::kernels::applies(x) {
+    if crate::device::fused(x) {
         return crate::kernels::conv_transpose2d(x, w, g, (h, wd));
     }
     let op = |side: usize, out: usize| side - ((out - 1) * g.stride + g.kernel - 2 * g.padding);

@@ -398,7 +398,7 @@ impl ZfNet {
         };
         let (g1, g2) = self.config.first_layer.geometry();
         // On the CPU in f32 each layer is one fused op (crate::kernels); elsewhere candle's ops.
-        let fused = crate::kernels::applies(xs);
+        let fused = crate::device::fused(xs);
         let conv = |c: &Conv2d, x: &Tensor, g: ConvGeometry| match (fused, c.bias()) {
             (true, Some(b)) => crate::kernels::conv2d(x, c.weight(), b, g, true),
             _ => crate::conv::conv2d(x, c.weight(), c.bias(), g)?.relu(),

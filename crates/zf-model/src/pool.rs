@@ -40,7 +40,7 @@ impl PoolGeometry {
             bail!("max pool {k}x{k} stride {s} does not fit a {h}x{w} input", k = self.kernel, s = self.stride)
         };
         let indices = self.switches(xs, ho, wo)?;
-        let values = if crate::kernels::applies(xs) {
+        let values = if crate::device::fused(xs) {
             crate::kernels::pool_values(xs, &indices)?
         } else {
             xs.flatten_from(2)?.gather(&indices.flatten_from(2)?, 2)?.reshape((n, c, ho, wo))?
@@ -221,6 +221,10 @@ impl CustomOp1 for SwitchKernel {
 /// (flat positions in each `H x W` plane) to a zero `[N, C, H, W]` map holding each value at its
 /// switch; where two windows share a switch the later one (row-major) wins, as PyTorch's
 /// `max_unpool2d` does on the CPU. The fused kernel on the CPU, candle's `scatter` elsewhere.
+///
+/// # Shapes
+/// - `xs`, `indices`: `[N, C, Ho, Wo]` (`indices` u32 flat positions in each `H x W` plane)
+/// - returns: `[N, C, H, W]`
 pub fn unpool(xs: &Tensor, indices: &Tensor, (h, w): (usize, usize)) -> Result<Tensor> {
     let (n, c, ho, wo) = xs.dims4()?;
     if indices.dims() != [n, c, ho, wo] {

@@ -35,10 +35,9 @@ pub struct Trainer {
     net: ZfNet,
     params: Vec<(String, Var)>,
     sgd: Sgd,
-    /// Indices in `params` of conv1..conv5's weights (the filters renormalization caps), each
-    /// with its radius.
+    /// Indices in `params` of conv1..conv5's weights with their renormalization radius (empty
+    /// when renormalization is off).
     conv_weights: Vec<(usize, f64)>,
-    renorm: bool,
     seed: u64,
 }
 
@@ -71,16 +70,18 @@ impl Trainer {
                 *v = m.get(k).cloned().ok_or_else(|| missing("momentum for", k))?;
             }
         }
-        let radius = config.renorm.unwrap_or(0.0);
-        let conv_weights = params
-            .iter()
-            .enumerate()
-            .filter(|(_, (k, _))| {
-                k.ends_with(".weight") && Point::WEIGHTED.iter().any(|p| p.is_conv() && k.starts_with(p.name()))
-            })
-            .map(|(i, (_, v))| (i, renorm_radius(radius, config.init, v.dims())))
-            .collect();
-        Ok(Self { net, params, sgd, conv_weights, renorm: config.renorm.is_some(), seed: config.seed })
+        let conv_weights = match config.renorm {
+            None => Vec::new(),
+            Some(radius) => params
+                .iter()
+                .enumerate()
+                .filter(|(_, (k, _))| {
+                    k.ends_with(".weight") && Point::WEIGHTED.iter().any(|p| p.is_conv() && k.starts_with(p.name()))
+                })
+                .map(|(i, (_, v))| (i, renorm_radius(radius, config.init, v.dims())))
+                .collect(),
+        };
+        Ok(Self { net, params, sgd, conv_weights, seed: config.seed })
     }
 
     /// One update on a batch: forward with dropout (its mask drawn from the run's seed and
@@ -105,10 +106,8 @@ impl Trainer {
             .map(|(_, v)| grads.get(v.as_tensor()).cloned().map_or_else(|| v.as_tensor().zeros_like(), Ok))
             .collect::<candle_core::Result<_>>()?;
         self.sgd.step(&self.params, &g, lr)?;
-        if self.renorm {
-            for &(i, radius) in &self.conv_weights {
-                renormalize_in_place(&self.params[i].1, radius)?;
-            }
+        for &(i, radius) in &self.conv_weights {
+            renormalize_in_place(&self.params[i].1, radius)?;
         }
         Ok(value)
     }

@@ -167,5 +167,3 @@ pub fn write_tensors(path: &Path, tensors: Vec<(&str, Tensor)>) -> Result<()> {
     let named: Vec<(String, Tensor)> = tensors.into_iter().map(|(k, t)| (k.to_string(), t)).collect();
     Ok(zf_model::weights::save_tensors(&named, Default::default(), path)?)
 }
-
-pub use zf_data::pick::centre_crops;

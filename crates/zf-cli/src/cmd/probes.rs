@@ -18,8 +18,9 @@ use zf_viz::heat::{class_colour, class_map, heatmap, overlay_at, range};
 use zf_viz::plot::{BarPlot, LinePlot};
 use zf_viz::{font, projection_image, save_png, save_text, stack, Direction, Grid};
 
-use super::analysis::{centre_crops, out_dir, write_json, write_tensors, Source};
+use super::analysis::{out_dir, write_json, write_tensors, Source};
 use crate::progress::bar;
+use zf_data::pick::centre_crops;
 
 /// Occlusion sensitivity (the paper's Fig. 7): a gray square (0 after mean subtraction) slid over
 /// each image; as maps over its position, (b) the total activation of the conv5 map strongest on

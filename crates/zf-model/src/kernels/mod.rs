@@ -53,11 +53,6 @@ fn with_f32<R>(ts: &[&Tensor], f: impl FnOnce(&[&[f32]]) -> Result<R>) -> Result
     f(&slices)
 }
 
-/// Whether `t` takes these kernels: a CPU tensor in f32 (anything else keeps candle's ops).
-pub fn applies(t: &Tensor) -> bool {
-    crate::device::fused(t)
-}
-
 /// The contiguous u32 data (switches) of one custom-op argument.
 fn u32_arg<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [u32]> {
     match (storage, layout.contiguous_offsets()) {
