@@ -6,16 +6,27 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn run_example(package: &str, example: &str, args: &[&str], cwd: &std::path::Path) -> String {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = Command::new(cargo)
-        .args(["run", "-q", "-p", package, "--example", example, "--manifest-path"])
-        .arg(root.join("Cargo.toml"))
-        .arg("--")
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .unwrap();
+    // `cargo test --workspace` has built the examples beside this test (target/<profile>/
+    // examples): run those; otherwise (this crate tested alone) build one with `cargo run`.
+    let built = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("examples").join(example)))
+        .filter(|p| p.is_file());
+    let out = match built {
+        Some(bin) => Command::new(bin).args(args).current_dir(cwd).output().unwrap(),
+        None => {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+            Command::new(cargo)
+                .args(["run", "-q", "-p", package, "--example", example, "--manifest-path"])
+                .arg(root.join("Cargo.toml"))
+                .arg("--")
+                .args(args)
+                .current_dir(cwd)
+                .output()
+                .unwrap()
+        }
+    };
     assert!(out.status.success(), "{example}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }

@@ -126,12 +126,23 @@ fn a_stage_stopped_by_ctrl_c_is_not_marked_done() {
         seed: 0,
         device: None,
     };
-    let e = reproduce(&root, opts(&interrupted)).unwrap_err();
+    // A script just written can be "busy" for a moment when the other test in this binary forks
+    // while its file is still open (ETXTBSY): try again then.
+    let run = |o: Options| {
+        for _ in 0..50 {
+            match reproduce(&root, o.clone()) {
+                Err(e) if e.contains("Text file busy") => std::thread::sleep(std::time::Duration::from_millis(100)),
+                r => return r,
+            }
+        }
+        reproduce(&root, o)
+    };
+    let e = run(opts(&interrupted)).unwrap_err();
     assert_eq!(e, xtask::reproduce::INTERRUPTED);
     let markers = dir.path().join("run/stages");
     assert!(!markers.join("data.json").exists(), "an interrupted stage was marked done");
     // A failure is reported as one, naming the stage and the command.
-    let e = reproduce(&root, opts(&failing)).unwrap_err();
+    let e = run(opts(&failing)).unwrap_err();
     assert!(e.starts_with("stage data: `zfnet data generate") && e.contains("exit status: 3"), "{e}");
     assert!(!markers.join("data.json").exists());
 }
