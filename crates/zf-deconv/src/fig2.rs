@@ -131,3 +131,25 @@ pub fn top_projections(
     }
     Ok(out)
 }
+
+/// [`top_projections`] over images already in memory, `[N, 3, S, S]` on the network's device
+/// (searched in chunks of `config.batch`; hits name images by their row).
+pub fn top_projections_of(
+    net: &ZfNet,
+    selection: Vec<(Point, Vec<usize>)>,
+    config: Fig2Config,
+    images: &Tensor,
+    progress: &mut dyn FnMut(Phase, usize, usize),
+) -> Result<Vec<MapHits>> {
+    let n = images.dim(0)?;
+    let batch = config.batch.max(1);
+    let mut search = (0..n).step_by(batch).map(|start| {
+        let len = batch.min(n - start);
+        Ok(((start..start + len).collect::<Vec<_>>(), images.narrow(0, start, len)?))
+    });
+    let mut load = |idx: &[usize]| {
+        let ids = Tensor::new(idx.iter().map(|&i| i as u32).collect::<Vec<_>>(), images.device())?;
+        images.index_select(&ids, 0)
+    };
+    top_projections(net, selection, config, &mut search, n, &mut load, progress)
+}

@@ -215,7 +215,7 @@ fn fig2_pipeline_equals_search_then_projecting_each_hit_alone() {
     let cfg = ZfConfig::tiny().with_input_size(96);
     let net = init_net(&cfg, Init::He, 4, &Device::Cpu).unwrap();
     let images = Tensor::randn(0f32, 40.0, (10, 3, 96, 96), &Device::Cpu).unwrap();
-    let selection = vec![(Point::Conv2, vec![0, 5]), (Point::Conv5, vec![1, 3, 7])];
+    let selection = selection_again();
     let config = zf_deconv::Fig2Config { top: 4, one_per_image: true, batch: 3 };
     // Batches of 3 (the last of 1), as a loader yields them.
     let mut search = (0..10).step_by(3).map(|s| {
@@ -254,4 +254,18 @@ fn fig2_pipeline_equals_search_then_projecting_each_hit_alone() {
             assert_eq!(p.receptive_field, receptive_field(&cfg, *layer, p.hit.y, p.hit.x).unwrap());
         }
     }
+    // The in-memory form finds the same hits and projections.
+    let mem = zf_deconv::top_projections_of(&net, selection_again(), config, &images, &mut |_, _, _| {}).unwrap();
+    assert_eq!(mem.len(), got.len());
+    for (a, b) in mem.iter().zip(&got) {
+        assert_eq!((a.layer, a.map), (b.layer, b.map));
+        for (x, y) in a.hits.iter().zip(&b.hits) {
+            assert_eq!((x.hit, x.receptive_field), (y.hit, y.receptive_field));
+            assert_eq!(x.projection, y.projection);
+        }
+    }
+}
+
+fn selection_again() -> Vec<(Point, Vec<usize>)> {
+    vec![(Point::Conv2, vec![0, 5]), (Point::Conv5, vec![1, 3, 7])]
 }

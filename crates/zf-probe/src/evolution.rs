@@ -1,11 +1,138 @@
-//! Weight movement between training snapshots (Fig. 4's claim: lower layers settle within a
-//! few epochs, upper layers only much later).
+//! Fig. 4's claim — lower layers settle within a few epochs, upper layers only much later — as
+//! a measurement: per layer, how similar its features at each training snapshot are to the
+//! final network's on a fixed image set ([`settling`], linear CKA), and, as a secondary
+//! number, how far each layer's weights move between snapshots ([`weight_change`]; that
+//! measures step size rather than whether the features have settled).
 
 use candle_core::{DType, Result, Tensor};
 use serde::{Deserialize, Serialize};
 use zf_model::{Point, ZfNet};
 
 use crate::bail;
+use crate::stats::{resampled, Effect};
+
+/// Side of the grid conv features are averaged on before their similarity is taken (so that
+/// the paper's network at 224 px fits in memory: conv1 has 110x110 positions).
+pub const SETTLING_GRID: usize = 7;
+/// Bootstrap resamples of the settling effect (each one recomputes every similarity).
+pub const SETTLING_RESAMPLES: usize = 1000;
+
+/// One layer's similarity to the final network at each snapshot.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LayerSettling {
+    pub layer: String,
+    /// Linear CKA between this layer's features at snapshot `i` and at the final snapshot, on
+    /// the same images (1 = the same features up to rotation and scale).
+    pub cka: Vec<f32>,
+    /// The mean of `cka` over every snapshot but the final one: high when the layer reached its
+    /// final features early.
+    pub mean_cka: f32,
+}
+
+/// Fig. 4 as settling (see [`settling`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Settling {
+    /// The snapshots' epochs; the last is the final network every similarity is taken against.
+    pub epochs: Vec<usize>,
+    pub images: usize,
+    pub grid: usize,
+    pub layers: Vec<LayerSettling>,
+    /// The lowest layer's mean CKA minus the highest layer's, with its bootstrap interval over
+    /// the images (positive: the lower layer settled earlier).
+    pub lower_minus_upper: Option<Effect>,
+}
+
+/// For each of `layers` (lowest first) and each snapshot (in training order, the last one the
+/// final network), the linear CKA (Kornblith et al., 2019) between the layer's features on
+/// `images` `[N, 3, S, S]` at that snapshot and at the final one. Conv features are averaged on
+/// a [`SETTLING_GRID`]² grid. The effect compares the first and the last of `layers`, resampling
+/// the images ([`SETTLING_RESAMPLES`] times). `progress` is called after each snapshot.
+pub fn settling(
+    snapshots: &[(usize, &ZfNet)],
+    images: &Tensor,
+    layers: &[Point],
+    progress: crate::Progress<'_>,
+) -> Result<Settling> {
+    if snapshots.len() < 2 || layers.is_empty() {
+        bail!("settling needs at least two snapshots and one layer, got {} and {}", snapshots.len(), layers.len())
+    }
+    let n = images.dim(0)?;
+    // grams[layer][snapshot]: the N x N Gram matrix of that layer's features.
+    let mut grams: Vec<Vec<Vec<f64>>> = vec![Vec::new(); layers.len()];
+    for (k, (_, net)) in snapshots.iter().enumerate() {
+        for (li, &layer) in layers.iter().enumerate() {
+            let f = crate::linear_probe::pooled_features(net, images, layer, SETTLING_GRID)?;
+            let g = f.matmul(&f.t()?)?.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+            grams[li].push(g);
+        }
+        progress(k + 1, snapshots.len());
+    }
+    let all: Vec<usize> = (0..n).collect();
+    let last = snapshots.len() - 1;
+    let mean_cka = |li: usize, idx: &[usize]| -> f64 {
+        let fin = centred(&grams[li][last], n, idx);
+        let v: Vec<f64> = (0..last).map(|s| cka(&centred(&grams[li][s], n, idx), &fin)).collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    let out_layers = layers
+        .iter()
+        .enumerate()
+        .map(|(li, p)| {
+            let fin = centred(&grams[li][last], n, &all);
+            let cka: Vec<f32> =
+                (0..snapshots.len()).map(|s| cka(&centred(&grams[li][s], n, &all), &fin) as f32).collect();
+            let mean = cka[..last].iter().sum::<f32>() / last as f32;
+            LayerSettling { layer: p.name().to_string(), cka, mean_cka: mean }
+        })
+        .collect();
+    let (lo, hi) = (0, layers.len() - 1);
+    let effect = (lo != hi)
+        .then(|| {
+            resampled(n, SETTLING_RESAMPLES, "bootstrap over images (CKA recomputed on each resample)", |idx| {
+                mean_cka(lo, idx) - mean_cka(hi, idx)
+            })
+        })
+        .flatten();
+    Ok(Settling {
+        epochs: snapshots.iter().map(|(e, _)| *e).collect(),
+        images: n,
+        grid: SETTLING_GRID,
+        layers: out_layers,
+        lower_minus_upper: effect,
+    })
+}
+
+/// The Gram matrix `g` (`n x n`, row-major) restricted to rows and columns `idx` (repeats
+/// allowed), double-centred: `H K H` with `H = I - 1/m`.
+fn centred(g: &[f64], n: usize, idx: &[usize]) -> Vec<f64> {
+    let m = idx.len();
+    let mut k: Vec<f64> = Vec::with_capacity(m * m);
+    for &i in idx {
+        let row = &g[i * n..(i + 1) * n];
+        k.extend(idx.iter().map(|&j| row[j]));
+    }
+    let rows: Vec<f64> = k.chunks(m).map(|r| r.iter().sum::<f64>() / m as f64).collect();
+    let total = rows.iter().sum::<f64>() / m as f64;
+    for (i, r) in k.chunks_mut(m).enumerate() {
+        for (j, v) in r.iter_mut().enumerate() {
+            // The Gram matrix is symmetric: column means are the row means.
+            *v += total - rows[i] - rows[j];
+        }
+    }
+    k
+}
+
+/// Linear CKA of two centred Gram matrices: `<K, L> / (|K| |L|)` (Frobenius). 0 when either is
+/// zero (a dead layer has no features to compare).
+fn cka(k: &[f64], l: &[f64]) -> f64 {
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let d = (dot(k, k) * dot(l, l)).sqrt();
+    if d > 0.0 {
+        dot(k, l) / d
+    } else {
+        0.0
+    }
+}
 
 /// How far one layer's weights moved between two snapshots.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -45,6 +172,68 @@ mod tests {
     use candle_core::Device;
     use zf_model::init::{init_net, Init};
     use zf_model::ZfConfig;
+
+    /// Linear CKA from features directly: |Yc^T Xc|^2 / (|Xc^T Xc| |Yc^T Yc|), columns centred.
+    fn cka_of_features(x: &[Vec<f64>], y: &[Vec<f64>]) -> f64 {
+        let centre = |a: &[Vec<f64>]| -> Vec<Vec<f64>> {
+            let p = a[0].len();
+            let mean: Vec<f64> = (0..p).map(|j| a.iter().map(|r| r[j]).sum::<f64>() / a.len() as f64).collect();
+            a.iter().map(|r| r.iter().zip(&mean).map(|(v, m)| v - m).collect()).collect()
+        };
+        let cross = |a: &[Vec<f64>], b: &[Vec<f64>]| -> f64 {
+            let (p, q) = (a[0].len(), b[0].len());
+            let mut s = 0.0;
+            for i in 0..p {
+                for j in 0..q {
+                    let v: f64 = a.iter().zip(b).map(|(ra, rb)| ra[i] * rb[j]).sum();
+                    s += v * v;
+                }
+            }
+            s
+        };
+        let (xc, yc) = (centre(x), centre(y));
+        cross(&yc, &xc) / (cross(&xc, &xc) * cross(&yc, &yc)).sqrt()
+    }
+
+    #[test]
+    fn cka_of_centred_grams_is_the_feature_formula_and_invariant_to_rotation_and_scale() {
+        let x: Vec<Vec<f64>> = (0..9).map(|i| (0..4).map(|j| ((i * 7 + j * 3) as f64).sin()).collect()).collect();
+        let y: Vec<Vec<f64>> = (0..9).map(|i| (0..3).map(|j| ((i * 5 + j * 11) as f64).cos()).collect()).collect();
+        let gram = |a: &[Vec<f64>]| -> Vec<f64> {
+            let n = a.len();
+            (0..n * n).map(|k| a[k / n].iter().zip(&a[k % n]).map(|(u, v)| u * v).sum()).collect()
+        };
+        let all: Vec<usize> = (0..9).collect();
+        let got = cka(&centred(&gram(&x), 9, &all), &centred(&gram(&y), 9, &all));
+        assert!((got - cka_of_features(&x, &y)).abs() < 1e-12, "{got}");
+        // A rotation (swap and negate two columns) and a scale leave it at 1 against the original.
+        let r: Vec<Vec<f64>> = x.iter().map(|v| vec![-3.0 * v[1], 3.0 * v[0], 3.0 * v[2], 3.0 * v[3]]).collect();
+        let same = cka(&centred(&gram(&x), 9, &all), &centred(&gram(&r), 9, &all));
+        assert!((same - 1.0).abs() < 1e-12, "{same}");
+        // Resampled rows are the features of the resampled images.
+        let idx = [3, 3, 0, 8, 5, 1, 1];
+        let sub = |a: &[Vec<f64>]| -> Vec<Vec<f64>> { idx.iter().map(|&i| a[i].clone()).collect() };
+        let got = cka(&centred(&gram(&x), 9, &idx), &centred(&gram(&y), 9, &idx));
+        assert!((got - cka_of_features(&sub(&x), &sub(&y))).abs() < 1e-12, "{got}");
+    }
+
+    #[test]
+    fn the_final_snapshot_is_fully_similar_to_itself_and_a_fresh_net_less() {
+        let cfg = ZfConfig::tiny().with_input_size(64);
+        let (a, b) =
+            (init_net(&cfg, Init::He, 1, &Device::Cpu).unwrap(), init_net(&cfg, Init::He, 2, &Device::Cpu).unwrap());
+        let x = Tensor::randn(0f32, 1.0, (12, 3, 64, 64), &Device::Cpu).unwrap();
+        let s = settling(&[(1, &a), (2, &b)], &x, &[Point::Conv1, Point::Conv5], &mut |_, _| {}).unwrap();
+        assert_eq!(s.epochs, [1, 2]);
+        for l in &s.layers {
+            assert!((l.cka[1] - 1.0).abs() < 1e-5, "{l:?}");
+            assert!(l.cka[0] < 0.999 && l.cka[0] >= 0.0, "{l:?}");
+            assert_eq!(l.mean_cka, l.cka[0]);
+        }
+        let e = s.lower_minus_upper.unwrap();
+        assert!((e.effect - f64::from(s.layers[0].mean_cka - s.layers[1].mean_cka)).abs() < 1e-5 && e.lo <= e.hi);
+        assert!(settling(&[(1, &a)], &x, &[Point::Conv1], &mut |_, _| {}).is_err());
+    }
 
     #[test]
     fn identical_nets_do_not_move_and_scaled_weights_move_by_the_scale() {

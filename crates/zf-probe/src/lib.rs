@@ -16,6 +16,8 @@
 //!   snapshots.
 //! - [`linear_probe`](mod@linear_probe) — Table 7: a softmax classifier fitted on one frozen layer's pooled
 //!   features.
+//! - [`stats`](mod@stats) — bootstrap intervals, so that a claim is decided by an effect and its
+//!   95% interval rather than by a threshold.
 //! - [`records`](mod@records) — the files the `zfnet` analysis commands write, as types the
 //!   report reads back.
 //!
@@ -34,6 +36,7 @@ pub mod invariance;
 pub mod linear_probe;
 pub mod occlusion;
 pub mod records;
+pub mod stats;
 
 pub use correspondence::{correspondence, CorrespondenceRow, PartBox};
 pub use evolution::weight_change;

@@ -105,9 +105,9 @@ pub struct EvolutionLayer {
     pub strongest: Vec<StrongestRecord>,
 }
 
-/// `evolution.json`: per layer the strongest activations per snapshot, and each layer's
-/// relative weight movement between consecutive snapshots (`movement[i]`: snapshot i to i+1,
-/// one entry per weighted layer).
+/// `evolution.json`: per layer the strongest activations per snapshot, each layer's relative
+/// weight movement between consecutive snapshots (`movement[i]`: snapshot i to i+1, one entry
+/// per weighted layer), and each layer's feature similarity to the final network.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EvolutionDoc {
     pub run: String,
@@ -115,6 +115,9 @@ pub struct EvolutionDoc {
     pub images_searched: usize,
     pub layers: Vec<EvolutionLayer>,
     pub movement: Vec<Vec<crate::evolution::LayerChange>>,
+    /// Each layer's feature similarity to the final network per snapshot (Fig. 4's claim).
+    #[serde(default)]
+    pub settling: Option<crate::evolution::Settling>,
 }
 
 /// `probes.json` (Table 7).

@@ -176,6 +176,12 @@ pub fn page(
     }
     fig(
         &mut h,
+        "fig4/settling.svg",
+        "fig4-settling.svg",
+        "Each layer's feature similarity to the final network (linear CKA on the same images) at each snapshot",
+    );
+    fig(
+        &mut h,
         "fig4/movement.svg",
         "fig4-movement.svg",
         "Relative weight movement per layer between consecutive snapshots",

@@ -16,7 +16,7 @@
 pub mod claims;
 pub mod html;
 pub mod results;
-pub mod stats;
+pub use zf_probe::stats;
 
 use std::path::{Path, PathBuf};
 

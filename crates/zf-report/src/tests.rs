@@ -34,6 +34,29 @@ fn bank(name: &str, dominance: f32, mid: f32, dead: f32) -> BankRecord {
     BankRecord { name: name.into(), weights: format!("{name}.safetensors"), stats }
 }
 
+/// Fig. 4 over `snapshots` snapshots: conv1 and conv5 at the given mean CKA, the effect's
+/// interval `ci`.
+fn settling(snapshots: usize, conv1: f32, conv5: f32, ci: (f64, f64)) -> zf_probe::evolution::Settling {
+    let layer = |name: &str, m: f32| zf_probe::evolution::LayerSettling {
+        layer: name.into(),
+        cka: (0..snapshots).map(|i| if i + 1 == snapshots { 1.0 } else { m }).collect(),
+        mean_cka: m,
+    };
+    zf_probe::evolution::Settling {
+        epochs: (1..=snapshots).collect(),
+        images: 100,
+        grid: 7,
+        layers: vec![layer("conv1", conv1), layer("conv5", conv5)],
+        lower_minus_upper: Some(zf_probe::stats::Effect {
+            effect: f64::from(conv1 - conv5),
+            lo: ci.0,
+            hi: ci.1,
+            n: 100,
+            method: "bootstrap".into(),
+        }),
+    }
+}
+
 /// One image's curve at amounts -10, 0, 10, 90, 180: p_small at the first three, p_rot after.
 fn curve(class: &str, i: usize, p_small: f32, p_rot: f32) -> ImageCurve {
     let curve = InvarianceCurve {
@@ -96,6 +119,7 @@ fn results() -> Results {
                 vec![change("conv1", 0.5), change("conv5", 0.5)],
                 vec![change("conv1", 0.01), change("conv5", 0.1)],
             ],
+            settling: Some(settling(8, 0.9, 0.4, (0.3, 0.6))),
         }),
         // 12 upright faces (swept both ways) and 12 rings, with a little spread.
         fig5: Some(InvarianceDoc {
@@ -156,7 +180,7 @@ fn verdicts_follow_the_stated_rules() {
     assert_eq!(held(&c, "fig6-renorm"), Some(true));
     assert_eq!(held(&c, "fig6-mid-frequencies"), Some(true));
     assert_eq!(held(&c, "fig6-dead-filters"), Some(true));
-    // Later half = the second interval: 0.01 < 0.1.
+    // conv1 0.9 vs conv5 0.4, the interval above 0.
     assert_eq!(held(&c, "fig4-evolution"), Some(true));
     // ±10 px: conv1 moves 5/10, fc7 1/10.
     assert_eq!(held(&c, "fig5-layers"), Some(true));
@@ -211,6 +235,15 @@ fn missing_numbers_are_not_measured_and_ties_are_not_held() {
     }
     r.fig7.as_mut().unwrap().images = r.fig7.as_ref().unwrap().images.iter().cycle().take(20).cloned().collect();
     assert_eq!(held(&claims(&r), "fig7-occlusion"), Some(false));
+    // Fig. 4: an interval that reaches below 0 is not held; fewer than 8 snapshots are not
+    // testable.
+    r.fig4.as_mut().unwrap().settling = Some(settling(8, 0.9, 0.85, (-0.01, 0.1)));
+    assert_eq!(held(&claims(&r), "fig4-evolution"), Some(false));
+    r.fig4.as_mut().unwrap().settling = Some(settling(5, 0.9, 0.4, (0.3, 0.6)));
+    let c = claims(&r);
+    let fig4 = c.iter().find(|c| c.id == "fig4-evolution").unwrap();
+    assert_eq!(fig4.verdict(), "not testable");
+    assert!(fig4.value.as_deref().unwrap().contains("5 snapshots < 8"), "{:?}", fig4.value);
 }
 
 #[test]

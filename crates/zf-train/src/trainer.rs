@@ -44,7 +44,14 @@ pub struct Trainer {
 impl Trainer {
     /// A fresh network, initialized as `config` says (its init and seed).
     pub fn new(config: &TrainConfig, device: &Device) -> Result<Self> {
-        let weights = init_tensors(&config.model, config.init, config.seed, device)?;
+        let mut weights = init_tensors(&config.model, config.init, config.seed, device)?;
+        if config.conv1_init_scale != 1.0 {
+            let key = format!("{}.weight", Point::Conv1.name());
+            if let Some(w) = weights.get(&key) {
+                let scaled = w.affine(config.conv1_init_scale, 0.0)?;
+                weights.insert(key, scaled);
+            }
+        }
         Self::from_tensors(config, &weights, None, device)
     }
 
@@ -78,7 +85,10 @@ impl Trainer {
                 .filter(|(_, (k, _))| {
                     k.ends_with(".weight") && Point::WEIGHTED.iter().any(|p| p.is_conv() && k.starts_with(p.name()))
                 })
-                .map(|(i, (_, v))| (i, renorm_radius(radius, config.init, v.dims())))
+                .map(|(i, (k, v))| {
+                    let scale = if k.starts_with(Point::Conv1.name()) { config.conv1_init_scale } else { 1.0 };
+                    (i, scale * renorm_radius(radius, config.init, v.dims()))
+                })
                 .collect(),
         };
         Ok(Self { net, params, sgd, conv_weights, seed: config.seed })
@@ -156,8 +166,10 @@ mod tests {
         let he = renorm_radius(0.1, Init::He, &[96, 3, 7, 7]);
         assert!((he - 10.0 * (2.0f64 / 147.0).sqrt()).abs() < 1e-12, "{he}");
         // Under the CPU preset, every conv filter starts about 10x below its radius, as under
-        // the paper's init (RMS 0.01 against 0.1), so renormalization is a real experiment.
+        // the paper's init (RMS 0.01 against 0.1), so renormalization is a real experiment;
+        // conv1 starts at a tenth of He's std and so does its radius.
         let config = TrainConfig::tiny();
+        assert_eq!(config.conv1_init_scale, crate::config::CPU_CONV1_INIT_SCALE);
         let trainer = Trainer::new(&config, &Device::Cpu).unwrap();
         assert_eq!(trainer.conv_weights.len(), 5);
         for &(i, radius) in &trainer.conv_weights {
@@ -169,6 +181,11 @@ mod tests {
                 "{}: filter RMS up to {max:.4} against radius {radius:.4}",
                 trainer.params[i].0
             );
+            assert!(max > 0.05 * radius, "{}: {max:.4} against {radius:.4}", trainer.params[i].0);
         }
+        let (i, radius) = trainer.conv_weights[0];
+        assert_eq!(trainer.params[i].0, "conv1.weight");
+        let he = renorm_radius(0.1, Init::He, trainer.params[i].1.as_tensor().dims());
+        assert!((radius - 0.1 * he).abs() < 1e-12, "{radius} vs {he}");
     }
 }

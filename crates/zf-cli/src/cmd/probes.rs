@@ -3,7 +3,7 @@
 //! its figures and, beside them, its raw numbers.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
@@ -412,23 +412,28 @@ pub fn filters(args: FiltersArgs, device: &Device) -> Result<()> {
 
 /// Feature evolution (the paper's Fig. 4): from a training run's snapshots, for a few feature
 /// maps of each layer, the strongest activation over a data set and its projection, per
-/// snapshot, as one grid per layer; and how much each layer's weights move between consecutive
-/// snapshots.
+/// snapshot, as one grid per layer; and, per layer, how similar its features at each snapshot
+/// are to the final network's (linear CKA on the same images) — the claim that lower layers
+/// settle first is decided on that.
 ///
-/// Writes OUT/layerN.png (rows: maps, columns: snapshots), OUT/movement.svg and
+/// Writes OUT/layerN.png (rows: maps, columns: snapshots), OUT/settling.svg (similarity per
+/// layer over the snapshots), OUT/movement.svg (weight movement between snapshots) and
 /// OUT/evolution.json.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Example:\n  zfnet evolution --run runs/zf --data data/gen --out fig4")]
+#[command(after_help = "Example:\n  zfnet evolution --run runs/zf --data generated --out fig4")]
 pub struct EvolutionArgs {
-    /// The training run (its snapshots/ folder and mean.safetensors).
+    /// The training run (its snapshots/ folder, model.safetensors and mean.safetensors).
     #[arg(long, value_name = "RUN")]
     run: PathBuf,
-    /// The data set searched: an image folder (its val/ split when it has one).
+    /// The images: an image folder (its val/ split when it has one) or `generated`.
     #[arg(long, value_name = "DIR")]
     data: String,
-    /// Images searched.
+    /// Images searched for the strongest activations.
     #[arg(long, default_value_t = 200, value_name = "N")]
     limit: usize,
+    /// Images the feature similarity is measured on (the first N of those searched).
+    #[arg(long, default_value_t = 300, value_name = "N")]
+    similarity_images: usize,
     /// Feature maps per layer.
     #[arg(long, default_value_t = 4, value_name = "N")]
     maps: usize,
@@ -439,9 +444,14 @@ pub struct EvolutionArgs {
 
 pub fn evolution(args: EvolutionArgs, device: &Device) -> Result<()> {
     let run = zf_train::RunDir::open(&args.run)?;
-    let snaps = run.snapshots()?;
+    let mut snaps = run.snapshots()?;
     if snaps.is_empty() {
         bail!("no snapshots (epoch-NNN.safetensors) in {}", args.run.join("snapshots").display())
+    }
+    // The final network: the trained weights, when the last snapshot is not already them.
+    let epochs = run.record()?.config.epochs;
+    if snaps.last().is_some_and(|(e, _)| *e < epochs) && run.model().is_file() {
+        snaps.push((epochs, run.model()));
     }
     let mean = zf_data::MeanImage::load(&run.mean())?;
     let nets: Vec<ZfNet> = snaps
@@ -451,15 +461,14 @@ pub fn evolution(args: EvolutionArgs, device: &Device) -> Result<()> {
     let config = nets[0].config().clone();
     let s = config.input_size;
     let pre = zf_data::Preprocess::for_input(s);
-    let root = Path::new(&args.data);
-    let dir = crate::args::val_dir(root);
-    let set = zf_data::ImageFolder::open(&dir, pre)?;
-    use zf_data::Dataset;
-    let n = set.len().min(args.limit);
-    let (images, _) = centre_crops(&set, &(0..n).collect::<Vec<_>>(), &mean, device)?;
+    let spec = zf_data::DataSpec::parse(&args.data, &zf_data::GeneratedConfig::default());
+    let set = spec.open(zf_data::Split::Val, Some(args.limit.max(args.similarity_images)), pre)?;
+    let n = set.len();
+    let (images, _) = centre_crops(set.as_ref(), &(0..n).collect::<Vec<_>>(), &mean, device)?;
     out_dir(&args.out)?;
     let layers = [Point::Conv1, Point::Conv2, Point::Conv3, Point::Conv4, Point::Conv5];
-    let pb = bar((layers.len() * nets.len()) as u64, "evolution");
+    let pb = bar((layers.len() * nets.len() + nets.len()) as u64, "evolution");
+    let searched = images.narrow(0, 0, n.min(args.limit))?;
     let mut json_layers = Vec::new();
     for layer in layers {
         let [c, _, _] = zf_deconv::layer_shape(&config, layer)?;
@@ -470,24 +479,9 @@ pub fn evolution(args: EvolutionArgs, device: &Device) -> Result<()> {
         let mut values = Vec::new();
         for ((epoch, _), net) in snaps.iter().zip(&nets) {
             // Fig. 2's pipeline with one hit per map, on this snapshot.
-            let mut search = (0..n).step_by(32).map(|start| {
-                let len = 32.min(n - start);
-                Ok(((start..start + len).collect::<Vec<_>>(), images.narrow(0, start, len)?))
-            });
-            let mut load = |idx: &[usize]| {
-                let ids = Tensor::new(idx.iter().map(|&i| i as u32).collect::<Vec<_>>(), images.device())?;
-                images.index_select(&ids, 0)
-            };
             let config = zf_deconv::Fig2Config { top: 1, one_per_image: true, batch: 32 };
-            let found = zf_deconv::top_projections(
-                net,
-                vec![(layer, maps.clone())],
-                config,
-                &mut search,
-                n,
-                &mut load,
-                &mut |_, _, _| {},
-            )?;
+            let found =
+                zf_deconv::top_projections_of(net, vec![(layer, maps.clone())], config, &searched, &mut |_, _, _| {})?;
             for (mi, m) in found.iter().enumerate() {
                 let Some(p) = m.hits.first() else { continue };
                 let (h, map, rf) = (p.hit, m.map, p.receptive_field.map(|v| v as u32));
@@ -516,7 +510,16 @@ pub fn evolution(args: EvolutionArgs, device: &Device) -> Result<()> {
         )?;
         json_layers.push(EvolutionLayer { layer: layer.name().to_string(), maps, strongest: values });
     }
+    // How similar each layer's features are to the final network's, per snapshot.
+    let similar = images.narrow(0, 0, n.min(args.similarity_images))?;
+    let pairs: Vec<(usize, &ZfNet)> = snaps.iter().map(|(e, _)| *e).zip(&nets).collect();
+    let settling = zf_probe::evolution::settling(&pairs, &similar, &layers, &mut |_, _| pb.inc(1))?;
     pb.finish_and_clear();
+    let mut plot = LinePlot::new("feature similarity to the final network", "epoch", "linear CKA").y_range(0.0, 1.0);
+    for l in &settling.layers {
+        plot = plot.series(&l.layer, settling.epochs.iter().zip(&l.cka).map(|(&e, &v)| (e as f32, v)).collect());
+    }
+    save_text(&plot.svg(), &args.out.join("settling.svg"))?;
     // Weight movement between consecutive snapshots.
     let mut movement = Vec::new();
     let mut plot = LinePlot::new("weight movement between snapshots", "epoch", "|W_t - W_prev| / |W_t|");
@@ -529,15 +532,18 @@ pub fn evolution(args: EvolutionArgs, device: &Device) -> Result<()> {
         plot = plot.series(p.name(), pts);
     }
     save_text(&plot.svg(), &args.out.join("movement.svg"))?;
-    let epochs: Vec<usize> = snaps.iter().map(|(e, _)| *e).collect();
+    for l in &settling.layers {
+        tracing::info!("{}: mean similarity to the final network {:.3}", l.layer, l.mean_cka);
+    }
     write_json(
         &args.out.join("evolution.json"),
         &EvolutionDoc {
             run: args.run.display().to_string(),
-            snapshots: epochs,
-            images_searched: n,
+            snapshots: snaps.iter().map(|(e, _)| *e).collect(),
+            images_searched: searched.dim(0)?,
             layers: json_layers,
             movement,
+            settling: Some(settling),
         },
     )?;
     tracing::info!("wrote the feature evolution to {}", args.out.display());

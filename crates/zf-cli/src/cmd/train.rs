@@ -48,6 +48,10 @@ pub struct Args {
     /// Weight initialization: paper (std 0.01), he, or a standard deviation.
     #[arg(long, value_name = "INIT")]
     init: Option<String>,
+    /// Multiplies conv1's initial weights, and its renormalization radius with them (the CPU
+    /// presets: 0.1, so the first layer starts small as under the paper's init; 1: as drawn).
+    #[arg(long, value_name = "X")]
+    conv1_init_scale: Option<f64>,
     /// Dropout probability in fc6 and fc7 while training (paper: 0.5).
     #[arg(long, value_name = "P")]
     dropout: Option<f64>,
@@ -187,6 +191,9 @@ fn config_from_flags(args: &Args) -> Result<TrainConfig> {
     if let Some(i) = &args.init {
         c.init = zf_model::init::Init::parse(i)?;
     }
+    if let Some(x) = args.conv1_init_scale {
+        c.conv1_init_scale = x;
+    }
     if let Some(s) = args.seed {
         c.seed = s;
     }
@@ -240,6 +247,9 @@ fn resumed(args: &Args, record: zf_train::RunRecord) -> Result<(TrainConfig, Dat
     }
     if let Some(v) = &args.init {
         differ("--init", format!("{:?}", zf_model::init::Init::parse(v)?), format!("{:?}", c.init));
+    }
+    if let Some(v) = args.conv1_init_scale {
+        differ("--conv1-init-scale", v.to_string(), c.conv1_init_scale.to_string());
     }
     if let Some(v) = args.seed {
         differ("--seed", v.to_string(), c.seed.to_string());

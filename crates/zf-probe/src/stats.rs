@@ -1,7 +1,9 @@
 //! Verdicts by statistics: the mean of per-image differences with a 95% interval from the
-//! bootstrap ([`paired`]), or the difference of two groups' means ([`two_groups`]). A claim that
-//! uses them is `held` only when the whole interval lies on the paper's side of zero, and is
-//! not testable below [`MIN_N`] samples.
+//! bootstrap ([`paired`]), the difference of two groups' means ([`two_groups`]), or any
+//! statistic of a resampled set of items ([`resampled`], e.g. a similarity computed over
+//! images). A claim that uses them is `held` only when the whole interval lies on the paper's
+//! side of zero, and is not testable below [`MIN_N`] samples. The generator is seeded, so an
+//! interval is the same on every machine.
 
 use serde::{Deserialize, Serialize};
 
@@ -74,11 +76,38 @@ pub fn paired(diffs: &[f64]) -> Option<Effect> {
     if diffs.is_empty() {
         return None;
     }
+    resampled(diffs.len(), RESAMPLES, "paired bootstrap over images", |idx| {
+        idx.iter().map(|&i| diffs[i]).sum::<f64>() / idx.len() as f64
+    })
+}
+
+/// `statistic` of all `n` items, and its percentile bootstrap interval: `statistic` evaluated on
+/// `resamples` draws of `n` item indices with replacement. `None` for no items.
+pub fn resampled(
+    n: usize,
+    resamples: usize,
+    method: &str,
+    mut statistic: impl FnMut(&[usize]) -> f64,
+) -> Option<Effect> {
+    if n == 0 || resamples == 0 {
+        return None;
+    }
+    let all: Vec<usize> = (0..n).collect();
+    let effect = statistic(&all);
     let mut rng = Rng(0x5eed);
-    let n = diffs.len();
-    let means: Vec<f64> = (0..RESAMPLES).map(|_| (0..n).map(|_| diffs[rng.below(n)]).sum::<f64>() / n as f64).collect();
-    let (lo, hi) = percentiles(means);
-    Some(Effect { effect: mean(&diffs), lo, hi, n, method: "paired bootstrap over images".into() })
+    let mut idx = vec![0; n];
+    let values: Vec<f64> = (0..resamples)
+        .map(|_| {
+            idx.iter_mut().for_each(|i| *i = rng.below(n));
+            statistic(&idx)
+        })
+        .filter(|v| v.is_finite())
+        .collect();
+    if values.is_empty() {
+        return None;
+    }
+    let (lo, hi) = percentiles(values);
+    Some(Effect { effect, lo, hi, n, method: method.into() })
 }
 
 /// `mean(a) - mean(b)` and its percentile bootstrap interval (each group resampled on its own).
@@ -134,5 +163,16 @@ mod tests {
         assert!(!two_groups(&b, &a).unwrap().supports());
         // Deterministic: the same interval every time.
         assert_eq!(two_groups(&a, &b), two_groups(&a, &b));
+    }
+
+    #[test]
+    fn a_resampled_mean_is_the_paired_bootstrap() {
+        // The mean as a statistic of resampled items draws the same indices as `paired`.
+        let d: Vec<f64> = (0..30).map(|i| (i as f64 * 0.37).sin()).collect();
+        let r = resampled(d.len(), RESAMPLES, "m", |idx| idx.iter().map(|&i| d[i]).sum::<f64>() / idx.len() as f64);
+        let p = paired(&d).unwrap();
+        let r = r.unwrap();
+        assert!((r.effect - p.effect).abs() < 1e-12 && (r.lo - p.lo).abs() < 1e-12 && (r.hi - p.hi).abs() < 1e-12);
+        assert!(resampled(0, 10, "m", |_| 0.0).is_none());
     }
 }
