@@ -70,9 +70,11 @@ pub struct Profile {
     pub correspondence_images: usize,
     /// Side of the square occluding each part at 224 pixels, scaled with the input size.
     pub correspondence_box: usize,
-    /// Table 7: training and test images of the probes.
+    /// Table 7: training and test images of the probes (generated: images per held-out class
+    /// in each transfer split).
     pub probe_train: usize,
     pub probe_test: usize,
+    pub transfer_per_class: usize,
 }
 
 impl Profile {
@@ -101,9 +103,10 @@ impl Profile {
             occlusion_size: 48,
             occlusion_stride: 8,
             correspondence_images: 30,
-            correspondence_box: 24,
+            correspondence_box: 48,
             probe_train: 1000,
             probe_test: 500,
+            transfer_per_class: 200,
         }
     }
 
@@ -126,6 +129,7 @@ impl Profile {
             correspondence_images: 3,
             probe_train: 60,
             probe_test: 30,
+            transfer_per_class: 8,
             ..Self::default_cpu()
         }
     }
@@ -152,9 +156,10 @@ impl Profile {
             occlusion_size: 48,
             occlusion_stride: 8,
             correspondence_images: 5,
-            correspondence_box: 24,
+            correspondence_box: 48,
             probe_train: 3000,
             probe_test: 3000,
+            transfer_per_class: 0,
         }
     }
 
@@ -428,6 +433,10 @@ pub fn reproduce(root: &Path, opts: Options) -> Result<PathBuf, String> {
                 s(p.val_per_class),
                 s("--clutter"),
                 s(p.clutter),
+                s("--transfer-per-class"),
+                s(p.transfer_per_class),
+                s("--faces"),
+                s(p.correspondence_images),
                 s("--seed"),
                 s(r.opts.seed),
             ])
@@ -498,7 +507,7 @@ pub fn reproduce(root: &Path, opts: Options) -> Result<PathBuf, String> {
         r.zfnet(&a)
     })?;
     run.stage("fig6", |r| {
-        let mut a = vec![s("filters")];
+        let mut a = vec![s("filters"), s("--data"), r.data_dir().display().to_string()];
         for (name, w) in &nets {
             a.extend([s("--weights"), format!("{name}={w}")]);
         }
@@ -562,7 +571,8 @@ pub fn reproduce(root: &Path, opts: Options) -> Result<PathBuf, String> {
         let mut a = vec![s("correspondence")];
         a.extend(common(r));
         if generated {
-            a.extend([s("--class"), s("face")]);
+            // Aligned frontal faces, as the paper's five dog faces (`zfnet data generate`).
+            a.extend([s("--split"), s("faces")]);
         } else if boxes.is_file() {
             a.extend([s("--boxes"), boxes.display().to_string()]);
         }
@@ -571,8 +581,17 @@ pub fn reproduce(root: &Path, opts: Options) -> Result<PathBuf, String> {
         r.zfnet(&a)
     })?;
     run.stage("table7", |r| {
+        // Transfer: classes the network never trained on (the generated set's held-out
+        // classes); a folder without transfer splits is probed on its own classes, which the
+        // report marks not testable.
+        let transfer = r.data_dir().join("transfer-train").is_dir();
+        let splits = if transfer { ["transfer-train", "transfer-val"] } else { ["train", "val"] };
         r.zfnet(&[
             s("probe-layers"),
+            s("--train-split"),
+            s(splits[0]),
+            s("--test-split"),
+            s(splits[1]),
             s("--weights"),
             r.weights(),
             s("--mean"),

@@ -212,12 +212,3 @@ pub fn classes_for(weights: &str, classes: Option<&str>) -> Result<Option<Vec<St
     };
     Ok(Some(zf_data::folder::read_classes(&path)?))
 }
-
-/// A data set folder's validation split: `DIR/val` when there is one, else `DIR` itself.
-pub fn val_dir(dir: &Path) -> PathBuf {
-    if dir.join("val").is_dir() {
-        dir.join("val")
-    } else {
-        dir.to_path_buf()
-    }
-}

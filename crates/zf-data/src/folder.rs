@@ -103,6 +103,10 @@ impl Dataset for ImageFolder {
     fn preprocess(&self) -> Preprocess {
         self.preprocess
     }
+
+    fn annotation(&self, index: usize) -> Result<Option<crate::generated::Annotation>> {
+        crate::generated::read_annotation(&self.files[index].0)
+    }
 }
 
 /// Unlabelled images for prediction: the given files, and the image files of the given

@@ -64,6 +64,12 @@ pub trait Dataset: Send + Sync {
     fn describe(&self, index: usize) -> String;
     /// The sizes this data set's images are squared and cropped to.
     fn preprocess(&self) -> Preprocess;
+    /// What image `index` shows (its object's box and named parts, in the generated set's
+    /// 256-pixel frame), when the data set knows: the generated set always, an image folder
+    /// when the image has a `<image>.json` side file.
+    fn annotation(&self, _index: usize) -> Result<Option<generated::Annotation>> {
+        Ok(None)
+    }
 }
 
 /// Writes `bytes` to `path` atomically (zf-io's rule: a synced temporary file renamed into

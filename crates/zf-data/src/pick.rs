@@ -1,7 +1,7 @@
 //! Choosing and preparing the few images an analysis looks at: one rule for which images
 //! ([`one_class_after_another`]), one way to make their centre crops a batch
-//! ([`centre_crops`], [`centre_crop`]), and annotations moved into the crop's frame
-//! ([`Annotation::in_crop`]).
+//! ([`centre_crops`], [`centre_crop`]), annotations moved into the crop's frame
+//! ([`Annotation::in_crop`]), and all of it at once ([`pick`]).
 
 use candle_core::{Device, Tensor};
 
@@ -59,6 +59,53 @@ pub fn centre_crops(
         labels.push(sample.label as u32);
     }
     Ok((Tensor::from_vec(x, (indices.len(), 3, s, s), device)?, labels))
+}
+
+/// One image an analysis looks at.
+#[derive(Debug)]
+pub struct Picked {
+    /// `[3, S, S]`, preprocessed (centre crop, mean subtracted), on the device.
+    pub tensor: Tensor,
+    pub label: usize,
+    /// Where it came from ([`Dataset::describe`]).
+    pub name: String,
+    /// The centre crop as a picture (before mean subtraction).
+    pub picture: image::RgbImage,
+    /// Its annotation moved into the crop's pixel frame, when the data set has one.
+    pub annotation: Option<Annotation>,
+}
+
+/// Up to `n` images of `set` by [`one_class_after_another`] (of class `class` only, when
+/// given), centre-cropped with `mean` subtracted, with their pictures and annotations.
+pub fn pick(
+    set: &dyn Dataset,
+    class: Option<usize>,
+    n: usize,
+    mean: &MeanImage,
+    device: &Device,
+) -> Result<Vec<Picked>> {
+    let pre = set.preprocess();
+    if mean.side != pre.resize {
+        return Err(crate::DataError::Invalid(format!(
+            "the mean image is {0}x{0}, images squared to {1} need {1}x{1}",
+            mean.side, pre.resize
+        )));
+    }
+    let (oy, ox) = pre.crop_offsets()[Crop::CENTRE.0];
+    let s = pre.crop as u32;
+    one_class_after_another(set, class, n)
+        .into_iter()
+        .map(|i| {
+            let sample = set.get(i)?;
+            Ok(Picked {
+                tensor: centre_crop(&pre, &sample.image, mean, device)?,
+                label: sample.label,
+                name: set.describe(i),
+                picture: image::imageops::crop_imm(&sample.image, ox as u32, oy as u32, s, s).to_image(),
+                annotation: set.annotation(i)?.map(|a| a.in_crop(&pre)),
+            })
+        })
+        .collect()
 }
 
 impl Annotation {

@@ -127,6 +127,9 @@ impl Dataset for Take {
     fn preprocess(&self) -> Preprocess {
         self.0.preprocess()
     }
+    fn annotation(&self, i: usize) -> Result<Option<crate::generated::Annotation>> {
+        self.0.annotation(i)
+    }
 }
 
 #[cfg(test)]

@@ -38,11 +38,11 @@ pub mod occlusion;
 pub mod records;
 pub mod stats;
 
-pub use correspondence::{correspondence, CorrespondenceRow, PartBox};
+pub use correspondence::{correspondence, CorrespondenceRow, PartBox, RandomBoxes};
 pub use evolution::weight_change;
 pub use filters::{filter_stats, FilterStats};
 pub use invariance::{invariance, transform, InvarianceCurve, Transform};
-pub use linear_probe::{fit_softmax, pooled_features, ProbeConfig, ProbeResult};
+pub use linear_probe::{fit_softmax, pooled_features, probe_layers, ProbeConfig, ProbeResult};
 pub use occlusion::{occlusion, ObjectSplit, Occlusion, OcclusionConfig};
 
 pub(crate) use zf_model::bail;

@@ -39,6 +39,39 @@ pub struct ProbeResult {
     pub features: usize,
     pub train_accuracy: f32,
     pub test_accuracy: f32,
+    /// Per test image, whether the probe classified it correctly (for intervals by resampling
+    /// the test images).
+    #[serde(default)]
+    pub test_correct: Vec<bool>,
+}
+
+/// Table 7 in one call: for each of `layers` (the paper's 1..7), its features of the train
+/// and test images (`[N, 3, S, S]` with labels below `classes`) pooled on `config.grid`, a
+/// softmax fitted on the train split and measured on both. `progress` is called per layer.
+pub fn probe_layers(
+    net: &ZfNet,
+    (train_x, train_y): (&Tensor, &[u32]),
+    (test_x, test_y): (&Tensor, &[u32]),
+    classes: usize,
+    layers: &[Point],
+    config: ProbeConfig,
+    progress: crate::Progress<'_>,
+) -> Result<Vec<ProbeResult>> {
+    let mut out = Vec::with_capacity(layers.len());
+    for (k, &layer) in layers.iter().enumerate() {
+        let fa = pooled_features(net, train_x, layer, config.grid)?;
+        let fb = pooled_features(net, test_x, layer, config.grid)?;
+        let (train, test, test_correct) = fit_softmax_with(&fa, train_y, &fb, test_y, classes, config)?;
+        out.push(ProbeResult {
+            layer: layer.name().into(),
+            features: fa.dim(1)?,
+            train_accuracy: train,
+            test_accuracy: test,
+            test_correct,
+        });
+        progress(k + 1, layers.len());
+    }
+    Ok(out)
 }
 
 /// One layer's features `[N, F]` (f32, host) for images `[N, 3, S, S]`, batch by batch.
@@ -88,6 +121,19 @@ pub fn fit_softmax(
     classes: usize,
     config: ProbeConfig,
 ) -> Result<(f32, f32)> {
+    let (train, test, _) = fit_softmax_with(train_x, train_y, test_x, test_y, classes, config)?;
+    Ok((train, test))
+}
+
+/// [`fit_softmax`], with each test image's correctness.
+fn fit_softmax_with(
+    train_x: &Tensor,
+    train_y: &[u32],
+    test_x: &Tensor,
+    test_y: &[u32],
+    classes: usize,
+    config: ProbeConfig,
+) -> Result<(f32, f32, Vec<bool>)> {
     let (n, f) = train_x.dims2()?;
     if n != train_y.len() || test_x.dim(0)? != test_y.len() || test_x.dim(1)? != f {
         bail!(
@@ -144,11 +190,13 @@ pub fn fit_softmax(
         w = (&wy - gw.affine(step as f64, 0.0)?)?;
         b = (&by - gb.affine(step as f64, 0.0)?)?;
     }
-    let accuracy = |x: &Tensor, y: &[u32]| -> Result<f32> {
+    let correct = |x: &Tensor, y: &[u32]| -> Result<Vec<bool>> {
         let pred = x.matmul(&w)?.broadcast_add(&b)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
-        Ok(pred.iter().zip(y).filter(|(a, b)| a == b).count() as f32 / y.len().max(1) as f32)
+        Ok(pred.iter().zip(y).map(|(a, b)| a == b).collect())
     };
-    Ok((accuracy(&x, train_y)?, accuracy(&xt, test_y)?))
+    let rate = |c: &[bool]| c.iter().filter(|&&v| v).count() as f32 / c.len().max(1) as f32;
+    let (train, test) = (correct(&x, train_y)?, correct(&xt, test_y)?);
+    Ok((rate(&train), rate(&test), test))
 }
 
 #[cfg(test)]

@@ -68,6 +68,9 @@ pub struct CorrespondenceDoc {
     pub boxes: Vec<BTreeMap<String, [usize; 4]>>,
     #[serde(rename = "box")]
     pub box_size: usize,
+    /// How the random baseline's boxes were placed.
+    #[serde(default)]
+    pub random: Option<crate::RandomBoxes>,
     pub rows: Vec<CorrespondenceRow>,
 }
 
@@ -124,6 +127,12 @@ pub struct EvolutionDoc {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProbesDoc {
     pub weights: String,
+    /// The splits the probes were fitted and measured on: transfer-train/transfer-val (classes
+    /// the network never trained on, as the paper's Table 7) or train/val.
+    #[serde(default)]
+    pub train_split: String,
+    #[serde(default)]
+    pub test_split: String,
     pub train_images: usize,
     pub test_images: usize,
     pub config: ProbeConfig,

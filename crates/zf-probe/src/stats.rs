@@ -110,6 +110,28 @@ pub fn resampled(
     Some(Effect { effect, lo, hi, n, method: method.into() })
 }
 
+/// `statistic(a) - statistic(b)` and its percentile bootstrap interval, each group resampled
+/// on its own ([`RESAMPLES`] times). `n` is the smaller group. `None` when a group is empty.
+pub fn two_groups_by(a: &[f64], b: &[f64], method: &str, statistic: impl Fn(&[f64]) -> f64) -> Option<Effect> {
+    if a.is_empty() || b.is_empty() {
+        return None;
+    }
+    let mut rng = Rng(0x5eed);
+    let mut draw = |v: &[f64]| -> Vec<f64> { (0..v.len()).map(|_| v[rng.below(v.len())]).collect() };
+    let diffs: Vec<f64> = (0..RESAMPLES)
+        .map(|_| {
+            let (x, y) = (draw(a), draw(b));
+            statistic(&x) - statistic(&y)
+        })
+        .filter(|d| d.is_finite())
+        .collect();
+    if diffs.is_empty() {
+        return None;
+    }
+    let (lo, hi) = percentiles(diffs);
+    Some(Effect { effect: statistic(a) - statistic(b), lo, hi, n: a.len().min(b.len()), method: method.into() })
+}
+
 /// `mean(a) - mean(b)` and its percentile bootstrap interval (each group resampled on its own).
 /// `n` is the smaller group. `None` when a group is empty.
 pub fn two_groups(a: &[f64], b: &[f64]) -> Option<Effect> {
@@ -118,17 +140,7 @@ pub fn two_groups(a: &[f64], b: &[f64]) -> Option<Effect> {
     if a.is_empty() || b.is_empty() {
         return None;
     }
-    let mut rng = Rng(0x5eed);
-    let draw = |v: &[f64], rng: &mut Rng| (0..v.len()).map(|_| v[rng.below(v.len())]).sum::<f64>() / v.len() as f64;
-    let diffs: Vec<f64> = (0..RESAMPLES).map(|_| draw(&a, &mut rng) - draw(&b, &mut rng)).collect();
-    let (lo, hi) = percentiles(diffs);
-    Some(Effect {
-        effect: mean(&a) - mean(&b),
-        lo,
-        hi,
-        n: a.len().min(b.len()),
-        method: "bootstrap of two groups".into(),
-    })
+    two_groups_by(&a, &b, "bootstrap of two groups", mean)
 }
 
 #[cfg(test)]
@@ -163,6 +175,24 @@ mod tests {
         assert!(!two_groups(&b, &a).unwrap().supports());
         // Deterministic: the same interval every time.
         assert_eq!(two_groups(&a, &b), two_groups(&a, &b));
+    }
+
+    #[test]
+    fn two_groups_by_the_mean_is_two_groups() {
+        let a: Vec<f64> = (0..20).map(|i| 0.8 + 0.01 * (i % 5) as f64).collect();
+        let b: Vec<f64> = (0..30).map(|i| 0.1 + 0.01 * (i % 7) as f64).collect();
+        let by = two_groups_by(&a, &b, "bootstrap of two groups", mean).unwrap();
+        assert_eq!(Some(by), two_groups(&a, &b));
+        // The largest value over the median: a clear outlier in one group only.
+        let ratio = |v: &[f64]| {
+            let mut s = v.to_vec();
+            s.sort_by(f64::total_cmp);
+            s[s.len() - 1] / s[s.len() / 2]
+        };
+        let spiky: Vec<f64> = (0..12).map(|i| if i == 0 { 9.0 } else { 1.0 + 0.01 * i as f64 }).collect();
+        let even: Vec<f64> = (0..12).map(|i| 1.0 + 0.01 * i as f64).collect();
+        let e = two_groups_by(&spiky, &even, "m", ratio).unwrap();
+        assert!(e.effect > 7.0 && e.hi >= e.lo, "{e:?}");
     }
 
     #[test]

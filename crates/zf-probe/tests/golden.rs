@@ -49,7 +49,15 @@ fn correspondence_delta_matches_pytorch() {
         .into_iter()
         .map(|b| BTreeMap::from([("part".to_string(), [b[0] as usize, b[1] as usize, b[2] as usize, b[3] as usize])]))
         .collect();
-    let rows = correspondence(&net, &g["images"], &boxes, &["part".into()], &[Point::Conv5, Point::Fc7], 0).unwrap();
+    let rows = correspondence(
+        &net,
+        &g["images"],
+        &boxes,
+        &["part".into()],
+        &[Point::Conv5, Point::Fc7],
+        &zf_probe::RandomBoxes::default(),
+    )
+    .unwrap();
     for (layer, key) in [("conv5", "delta.conv5"), ("fc7", "delta.fc7")] {
         let r = rows.iter().find(|r| r.part == "part" && r.layer == layer).unwrap();
         assert_close(key, &[r.mean, r.std], &vec_f32(&g[key]), 1e-4);

@@ -81,14 +81,38 @@ fn identical_images_with_identical_boxes_correspond_perfectly() {
     let images = Tensor::stack(&[&img, &img, &img, &img], 0).unwrap();
     let boxes: Vec<BTreeMap<String, [usize; 4]>> =
         (0..4).map(|_| BTreeMap::from([("eye".to_string(), [10, 12, 26, 28])])).collect();
-    let rows = correspondence(&net, &images, &boxes, &["eye".into()], &[Point::Conv5, Point::Fc7], 0).unwrap();
+    let rows = correspondence(
+        &net,
+        &images,
+        &boxes,
+        &["eye".into()],
+        &[Point::Conv5, Point::Fc7],
+        &zf_probe::RandomBoxes::default(),
+    )
+    .unwrap();
     assert_eq!(rows.len(), 4);
     for r in &rows[..2] {
         assert_eq!((r.part.as_str(), r.mean, r.std, r.images), ("eye", 0.0, 0.0, 4));
     }
+    // Their image-by-image distances are all 0; the occlusion changed some units.
+    assert!(rows[0].pairs.len() == 4 && rows[0].pairs.iter().flatten().all(|&d| d == 0.0));
+    assert!(rows[0].changed > 0.0 && rows[0].changed <= 1.0, "{:?}", rows[0].changed);
     assert_eq!(rows[2].part, "random");
     assert!(rows[2].mean > 0.0, "{:?}", rows[2]);
-    assert!(correspondence(&net, &images, &boxes[..2], &["eye".into()], &[Point::Conv5], 0).is_err());
+    // The random row is the mean over its draws: one draw alone differs from ten.
+    let one = zf_probe::RandomBoxes { draws: 1, ..Default::default() };
+    let single = correspondence(&net, &images, &boxes, &["eye".into()], &[Point::Conv5], &one).unwrap();
+    assert_eq!(single[1].part, "random");
+    assert_ne!(single[1].mean, rows[2].mean);
+    assert!(correspondence(
+        &net,
+        &images,
+        &boxes[..2],
+        &["eye".into()],
+        &[Point::Conv5],
+        &zf_probe::RandomBoxes::default()
+    )
+    .is_err());
 }
 
 #[test]
@@ -154,12 +178,19 @@ fn bad_inputs_are_clear_errors() {
     let img = image(3);
     let images = Tensor::stack(&[&img, &img], 0).unwrap();
     let good: Vec<BTreeMap<String, [usize; 4]>> = vec![BTreeMap::from([("eye".to_string(), [0, 0, 8, 8])]); 2];
-    let e = correspondence(&net, &images, &good, &[], &[Point::Conv5], 0).unwrap_err().to_string();
+    let e = correspondence(&net, &images, &good, &[], &[Point::Conv5], &zf_probe::RandomBoxes::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no parts"), "{e}");
     let outside: Vec<BTreeMap<String, [usize; 4]>> = vec![BTreeMap::from([("eye".to_string(), [60, 60, 70, 70])]); 2];
-    let e = correspondence(&net, &images, &outside, &["eye".into()], &[Point::Conv5], 0).unwrap_err().to_string();
+    let e =
+        correspondence(&net, &images, &outside, &["eye".into()], &[Point::Conv5], &zf_probe::RandomBoxes::default())
+            .unwrap_err()
+            .to_string();
     assert!(e.contains("outside the 64x64 image"), "{e}");
-    let e = correspondence(&net, &images, &good, &["eye".into()], &[Point::Pool2], 0).unwrap_err().to_string();
+    let e = correspondence(&net, &images, &good, &["eye".into()], &[Point::Pool2], &zf_probe::RandomBoxes::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("got pool2"), "{e}");
     let e = occlusion(&net, &img, 0, OcclusionConfig { size: 65, stride: 8, batch: 4 }, &mut |_, _| ())
         .unwrap_err()

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use zf_probe::records::ImageCurve;
 
 use crate::results::Results;
-use crate::stats::{paired, two_groups, Effect, MIN_N};
+use crate::stats::{paired, resampled, two_groups, Effect, MIN_N};
 
 /// One claim of the paper, the quantity that tests it, its value and the verdict.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -51,6 +51,9 @@ fn by_stats(id: &str, paper: &str, test: String, base: Option<String>, effect: O
     };
     Claim { id: id.into(), paper: paper.into(), test, value, held, stats: effect }
 }
+
+/// Bootstrap resamples for Table 1 (each recomputes Δ from the distance matrices).
+pub const TABLE1_RESAMPLES: usize = 2000;
 
 /// Fewer training snapshots than this make Fig. 4's claim not testable (the paper shows eight).
 pub const MIN_SNAPSHOTS: usize = 8;
@@ -117,43 +120,105 @@ pub fn claims(r: &Results) -> Vec<Claim> {
     // Fig. 6: filters.
     let bank = |name: &str| r.fig6.as_ref()?.banks.iter().find(|b| b.name == name).map(|b| &b.stats);
     let dom = |n: &str| bank(n).map(|b| f64::from(b.dominance));
-    out.push(claim(
+    // The spread of the filters' norms: |log(RMS / the bank's median RMS)| per filter (0 for a
+    // bank of equal norms; large when a few filters dominate).
+    let spread =
+        |n: &str| {
+            bank(n)
+                .map(|b| {
+                    b.rms
+                        .iter()
+                        .map(|&v| {
+                            if v > 0.0 && b.median_rms > 0.0 {
+                                f64::from(v / b.median_rms).ln().abs()
+                            } else {
+                                f64::NAN
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        };
+    out.push(by_stats(
         "fig6-renorm",
         "Sec. 3 / Fig. 6: without filter renormalization a few first-layer filters come to dominate",
-        "largest/median conv1 filter RMS is higher without renormalization than with it".into(),
+        "per conv1 filter, |log(RMS / the bank's median RMS)| (how far its norm stands out); the mean without renormalization minus with it, bootstrap of two groups of filters; held when the 95% interval is above 0 (the value gives largest/median RMS)".into(),
         dom("no-renorm").zip(dom("zfnet")).map(|(n, z)| {
             // How close the trained filters came to the radius: a radius never reached makes the
             // two runs the same.
             let reach = bank("no-renorm").zip(r.run.as_ref()).and_then(|(b, run)| {
                 let radius = run.config.renorm?;
                 let shape = [b.filters, 3, b.kernel, b.kernel];
-                let radius = zf_train::trainer::renorm_radius(radius, run.config.init, &shape);
+                let radius = run.config.conv1_init_scale * zf_train::trainer::renorm_radius(radius, run.config.init, &shape);
                 let max = b.rms.iter().copied().fold(0f32, f32::max);
                 Some(format!(
-                    "; the largest conv1 filter RMS without it is {max:.3}, {:.0}% of the radius {radius:.3}",
+                    "; the largest conv1 filter RMS without it is {max:.3}, {:.0}% of ZFNet's radius {radius:.3}",
                     100.0 * f64::from(max) / radius
                 ))
             });
             format!("{n:.2} without vs {z:.2} with{}", reach.unwrap_or_default())
         }),
-        dom("no-renorm").zip(dom("zfnet")).map(|(n, z)| clearly_less(z, n)),
+        two_groups(&spread("no-renorm"), &spread("zfnet")),
     ));
+    let mids = |n: &str| {
+        bank(n).map(|b| b.filter_bands.iter().map(|f| f64::from(f[1])).collect::<Vec<_>>()).unwrap_or_default()
+    };
     let mid = |n: &str| bank(n).map(|b| f64::from(b.band_energy[1]));
-    let dead = |n: &str| bank(n).map(|b| f64::from(b.dead_fraction));
-    out.push(claim(
+    let init_mid = |n: &str| bank(n).and_then(|b| b.init_band_energy).map(|e| format!(" (init {:.3})", e[1]));
+    let change = |n: &str| {
+        bank(n)
+            .filter(|b| !b.spectral_change.is_empty())
+            .map(|b| format!("{:.2}", b.spectral_change.iter().sum::<f32>() / b.spectral_change.len() as f32))
+    };
+    out.push(by_stats(
         "fig6-mid-frequencies",
         "Fig. 6 (b) vs (c): the 11x11 stride-4 first layer has little mid-frequency coverage; 7x7 stride 2 covers it better",
-        "mean fraction of conv1 spectral energy in the mid band (1/6..1/3 cycles/px) is higher for ZFNet".into(),
-        mid("zfnet").zip(mid("alexnet")).map(|(z, a)| format!("{z:.3} (ZFNet) vs {a:.3} (AlexNet-style)")),
-        mid("zfnet").zip(mid("alexnet")).map(|(z, a)| clearly_less(a, z)),
+        "per filter, the fraction of conv1 spectral energy in the mid band (1/6..1/3 cycles per input pixel, both kernel sizes zero-padded to one 32x32 DFT grid); ZFNet's filters minus the AlexNet-style ones, bootstrap of two groups; held when the 95% interval is above 0".into(),
+        mid("zfnet").zip(mid("alexnet")).map(|(z, a)| {
+            format!(
+                "{z:.3}{} (ZFNet) vs {a:.3}{} (AlexNet-style); spectral change from the init {} vs {}",
+                init_mid("zfnet").unwrap_or_default(),
+                init_mid("alexnet").unwrap_or_default(),
+                change("zfnet").unwrap_or_else(|| "–".into()),
+                change("alexnet").unwrap_or_else(|| "–".into())
+            )
+        }),
+        two_groups(&mids("zfnet"), &mids("alexnet")),
     ));
-    out.push(claim(
+    // Dead on data when measured, else by RMS.
+    let dead_flags = |n: &str| -> Vec<f64> {
+        bank(n)
+            .map(|b| {
+                if b.dead_on_data.is_empty() {
+                    b.rms
+                        .iter()
+                        .map(|&v| f64::from(u8::from(v < b.median_rms * zf_probe::filters::DEAD_FRACTION)))
+                        .collect()
+                } else {
+                    b.dead_on_data.iter().map(|&d| f64::from(u8::from(d))).collect()
+                }
+            })
+            .unwrap_or_default()
+    };
+    let on_data = bank("zfnet").is_some_and(|b| !b.dead_on_data.is_empty());
+    let frac = |v: &[f64]| mean(v).map(|m| format!("{:.0}%", 100.0 * m));
+    let (dz, da) = (dead_flags("zfnet"), dead_flags("alexnet"));
+    let by_rms = |n: &str| bank(n).map(|b| format!("{:.0}%", 100.0 * b.dead_fraction));
+    out.push(by_stats(
         "fig6-dead-filters",
         "Fig. 6 (b): the 11x11 stride-4 first layer has dead filters; 7x7 stride 2 has fewer",
-        "fraction of dead conv1 filters (RMS < 0.1 x median) is clearly lower for ZFNet (0% vs 0% is a tie: not held)"
-            .into(),
-        dead("zfnet").zip(dead("alexnet")).map(|(z, a)| format!("{:.0}% vs {:.0}%", 100.0 * z, 100.0 * a)),
-        dead("zfnet").zip(dead("alexnet")).map(|(z, a)| clearly_less(z, a)),
+        format!(
+            "fraction of dead conv1 filters ({}), AlexNet-style minus ZFNet, bootstrap of two groups; held when the 95% interval is above 0 (0% vs 0% is a tie: not held)",
+            if on_data { "mean ReLU response below 1% of the median filter's on at least 95% of 200 validation images" } else { "RMS < 0.1 x the bank's median" }
+        ),
+        frac(&dz).zip(frac(&da)).map(|(z, a)| {
+            format!(
+                "{z} (ZFNet) vs {a} (AlexNet-style); by RMS {} vs {}",
+                by_rms("zfnet").unwrap_or_default(),
+                by_rms("alexnet").unwrap_or_default()
+            )
+        }),
+        two_groups(&da, &dz),
     ));
 
     // Fig. 4: lower layers settle first.
@@ -273,48 +338,100 @@ pub fn claims(r: &Results) -> Vec<Claim> {
         paired(&pairs.iter().map(|(on, off)| off - on).collect::<Vec<_>>()),
     ));
 
-    // Table 1: correspondence.
+    // Table 1: correspondence, by resampling the images (every row's image-by-image distances).
     let rows = r.table1.as_ref().map(|t| t.rows.as_slice()).unwrap_or_default();
-    let delta = |layer: &str, random: bool| {
-        let v: Vec<f64> = rows
-            .iter()
-            .filter(|x| x.layer == layer && (x.part == zf_probe::correspondence::RANDOM) == random)
-            .map(|x| f64::from(x.mean))
-            .collect();
-        mean(&v)
+    let at = |layer: &str, random: bool| -> Vec<&zf_probe::CorrespondenceRow> {
+        rows.iter().filter(|x| x.layer == layer && (x.part == zf_probe::correspondence::RANDOM) == random).collect()
     };
-    let (p5, r5, p7, r7) = (delta("conv5", false), delta("conv5", true), delta("fc7", false), delta("fc7", true));
-    out.push(claim(
+    let mean_delta =
+        |layer: &str, random: bool| mean(&at(layer, random).iter().map(|x| f64::from(x.mean)).collect::<Vec<_>>());
+    let (p5, r5, p7, r7) =
+        (mean_delta("conv5", false), mean_delta("conv5", true), mean_delta("fc7", false), mean_delta("fc7", true));
+    // Random Δ minus the parts' mean Δ at `layer` on the images `idx`.
+    let n_images = rows.first().map_or(0, |x| x.pairs.len());
+    let comparable = !rows.is_empty() && rows.iter().all(|x| x.pairs.len() == n_images && x.images == n_images);
+    let gap = |layer: &str, idx: &[usize]| -> f64 {
+        let parts = at(layer, false);
+        let random = at(layer, true);
+        let d = |x: &&zf_probe::CorrespondenceRow| zf_probe::correspondence::delta_of(&x.pairs, idx);
+        let p = parts.iter().map(d).sum::<f64>() / parts.len() as f64;
+        random.iter().map(d).sum::<f64>() / random.len().max(1) as f64 - p
+    };
+    let testable = comparable && !at("conv5", false).is_empty() && at("conv5", true).len() == 1;
+    let parts_effect = testable
+        .then(|| {
+            resampled(n_images, TABLE1_RESAMPLES, "bootstrap over images (Δ recomputed on each resample)", |idx| {
+                gap("conv5", idx)
+            })
+        })
+        .flatten();
+    let changed =
+        |layer: &str, random: bool| mean(&at(layer, random).iter().map(|x| f64::from(x.changed)).collect::<Vec<_>>());
+    let parts_held = parts_effect.as_ref().map(|e| e.n >= MIN_N && e.supports());
+    out.push(by_stats(
         "table1-parts",
         "Table 1: occluding the same part changes layer-5 features more consistently than occluding random regions",
-        "mean Δ over the parts < Δ of random boxes, at layer 5 (conv5)".into(),
-        p5.zip(r5).map(|(a, b)| format!("{a:.3} (parts) vs {b:.3} (random)")),
-        p5.zip(r5).map(|(a, b)| clearly_less(a, b)),
+        "Δ of random boxes (same size, inside the face, off the named parts, mean of 10 draws) minus the parts' mean Δ at conv5, on aligned frontal faces; bootstrap over the images; held when the 95% interval is above 0".into(),
+        p5.zip(r5).map(|(a, b)| {
+            let ch = changed("conv5", false).zip(changed("conv5", true));
+            format!(
+                "Δ {a:.3} (parts) vs {b:.3} (random){}",
+                ch.map(|(c, d)| format!(", units changed {:.0}% vs {:.0}%", 100.0 * c, 100.0 * d)).unwrap_or_default()
+            )
+        }),
+        parts_effect,
     ));
-    let gap = |p: Option<f64>, r: Option<f64>| p.zip(r).map(|(p, r)| r - p);
-    let (g5, g7) = (gap(p5, r5), gap(p7, r7));
-    out.push(claim(
+    let layer7_effect = (testable && !at("fc7", false).is_empty() && at("fc7", true).len() == 1)
+        .then(|| {
+            resampled(n_images, TABLE1_RESAMPLES, "bootstrap over images (Δ recomputed on each resample)", |idx| {
+                gap("conv5", idx) - gap("fc7", idx)
+            })
+        })
+        .flatten();
+    let mut layer7 = by_stats(
         "table1-layer7",
         "Table 1: at layer 7 the gap between parts and random regions narrows",
-        "(Δ random - Δ parts) at fc7 < the same gap at conv5".into(),
-        g5.zip(g7).map(|(a, b)| format!("gap {a:.4} at conv5 vs {b:.4} at fc7")),
-        g5.zip(g7).map(|(a, b)| a > 0.0 && clearly_less(b, a)),
-    ));
+        "(Δ random − Δ parts) at conv5 minus the same gap at fc7; bootstrap over the images; held when the 95% interval is above 0; not testable unless the layer-5 gap holds".into(),
+        p5.zip(r5).zip(p7.zip(r7)).map(|((a, b), (c, d))| format!("gap {:.4} at conv5 vs {:.4} at fc7", b - a, d - c)),
+        layer7_effect,
+    );
+    if parts_held == Some(false) && layer7.value.is_some() {
+        layer7.held = None;
+        layer7.value = layer7.value.map(|v| format!("{v} — not testable: there is no layer-5 gap to narrow"));
+    }
+    out.push(layer7);
 
-    // Table 7: deeper features are more discriminative.
-    let layers = r.table7.as_ref().map(|t| t.layers.as_slice()).unwrap_or_default();
-    let acc = |name: &str| layers.iter().find(|l| l.layer == name).map(|l| f64::from(l.test_accuracy));
-    let deep = ["conv5", "fc6", "fc7"]
-        .iter()
-        .filter_map(|l| acc(l))
-        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
-    out.push(claim(
+    // Table 7: deeper features are more discriminative, on classes the network never saw.
+    let probes = r.table7.as_ref();
+    let layers = probes.map(|t| t.layers.as_slice()).unwrap_or_default();
+    let layer = |name: &str| layers.iter().find(|l| l.layer == name);
+    let acc = |name: &str| layer(name).map(|l| f64::from(l.test_accuracy));
+    let per_image = layer("conv1").zip(layer("fc7")).and_then(|(a, b)| {
+        (!a.test_correct.is_empty() && a.test_correct.len() == b.test_correct.len()).then(|| {
+            a.test_correct
+                .iter()
+                .zip(&b.test_correct)
+                .map(|(&x, &y)| f64::from(u8::from(y)) - f64::from(u8::from(x)))
+                .collect::<Vec<_>>()
+        })
+    });
+    let transfer =
+        probes.is_some_and(|p| p.train_split.starts_with("transfer") && p.test_split.starts_with("transfer"));
+    let mut t7 = by_stats(
         "table7-depth",
         "Table 7: a linear classifier on deeper layers' features is more accurate (SVM(1) 44.8% ... SVM(7) 85.5% on Caltech-101)",
-        "the best test accuracy of a softmax on conv5, fc6 or fc7 features exceeds that on conv1's".into(),
-        acc("conv1").zip(deep).map(|(a, b)| format!("{:.1}% (conv1) vs {:.1}% (best of 5-7)", 100.0 * a, 100.0 * b)),
-        acc("conv1").zip(deep).map(|(a, b)| clearly_less(a, b)),
-    ));
+        "softmax probes on frozen features of held-out classes the network never trained on (as the paper's Caltech-101): per test image, fc7's probe correct minus conv1's; held when the 95% interval is above 0".into(),
+        acc("conv1").zip(acc("fc7")).map(|(a, b)| {
+            let all: Vec<String> = layers.iter().map(|l| format!("{} {:.1}%", l.layer, 100.0 * l.test_accuracy)).collect();
+            format!("{:.1}% (conv1) vs {:.1}% (fc7); {}", 100.0 * a, 100.0 * b, all.join(", "))
+        }),
+        per_image.as_deref().and_then(paired),
+    );
+    if !transfer && t7.value.is_some() {
+        t7.held = None;
+        t7.value = t7.value.map(|v| format!("{v} — not testable: probed on the trained classes, not on held-out ones"));
+    }
+    out.push(t7);
     out
 }
 

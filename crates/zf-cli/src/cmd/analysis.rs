@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
-use zf_data::{Annotation, Crop, Dataset, Generated, GeneratedConfig, ImageFolder, Preprocess};
+use zf_data::pick::Picked;
+use zf_data::{DataSpec, GeneratedConfig, Preprocess, Split};
 use zf_model::ZfNet;
 
 use crate::args::{mean_beside, mean_for, read_input, NetArgs};
@@ -18,10 +19,13 @@ pub struct Source {
     /// Weights: a path or hf://owner/repo[@revision]/file.
     #[arg(long, value_name = "W")]
     pub weights: String,
-    /// Images from a data set: an image folder (its val/ split when it has one) or `generated`
-    /// (the default generated set's validation split).
+    /// Images from a data set: an image folder (its --split sub-folder when it has one) or
+    /// `generated`.
     #[arg(long, value_name = "DIR", conflicts_with = "input")]
     pub data: Option<String>,
+    /// Which split of --data: val, train, transfer-train, transfer-val or faces.
+    #[arg(long, default_value = "val", value_name = "SPLIT")]
+    pub split: String,
     /// Or one input: an image file or a preprocessed safetensors tensor `input` (needs --label).
     #[arg(long, value_name = "FILE")]
     pub input: Option<PathBuf>,
@@ -38,20 +42,6 @@ pub struct Source {
     /// Pick only images of this class (name or index).
     #[arg(long, value_name = "CLASS")]
     pub class: Option<String>,
-}
-
-/// One picked image.
-#[derive(Debug)]
-pub struct Picked {
-    /// `[3, S, S]`, preprocessed (centre crop, mean subtracted), on the device.
-    pub tensor: Tensor,
-    pub label: usize,
-    /// Where it came from.
-    pub name: String,
-    /// The centre crop as a picture (before mean subtraction).
-    pub picture: image::RgbImage,
-    /// The generated data set's annotation, moved into the crop's pixel frame, if it has one.
-    pub annotation: Option<Annotation>,
 }
 
 /// The loaded network, picked images and class names.
@@ -79,10 +69,10 @@ impl Source {
             let x = read_input(input, size, mean.as_deref(), device)?;
             let mut images = Vec::new();
             for i in 0..x.dim(0)? {
-                let t = x.get(i)?;
-                let v = t.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+                let tensor = x.get(i)?;
+                let v = tensor.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
                 images.push(Picked {
-                    tensor: t,
+                    tensor,
                     label,
                     name: format!("{}[{i}]", input.display()),
                     picture: zf_viz::minmax_image(&v, 3, size, size),
@@ -92,24 +82,11 @@ impl Source {
             return Ok(Loaded { net, images, classes: (0..classes_n).map(|c| c.to_string()).collect() });
         }
         let data = self.data.as_deref().context("give --data DIR|generated or --input FILE --label N")?;
+        let split = Split::parse(&self.split)?;
         let pre = Preprocess::for_input(size);
-        let (set, files): (Box<dyn Dataset>, Option<Vec<PathBuf>>) = if data == "generated" {
-            (
-                Box::new(Generated::split(&GeneratedConfig::default(), zf_data::Split::Val, 500).with_preprocess(pre)),
-                None,
-            )
-        } else {
-            let root = Path::new(data);
-            let dir = crate::args::val_dir(root);
-            let f = ImageFolder::open(&dir, pre)?;
-            let files = f.files().iter().map(|(p, _)| p.clone()).collect();
-            (Box::new(f), Some(files))
-        };
+        let set = DataSpec::parse(data, &GeneratedConfig::default()).open(split, None, pre)?;
         let classes = set.classes().to_vec();
         let mean = mean_for(&self.weights, self.mean.as_deref())?;
-        if mean.side != pre.resize {
-            bail!("the mean image is {0}x{0}, a {size}-pixel network needs {1}x{1}", mean.side, pre.resize)
-        }
         let want = match &self.class {
             None => None,
             Some(c) => Some(match c.parse::<usize>() {
@@ -120,33 +97,12 @@ impl Source {
                     .with_context(|| format!("unknown class `{c}`: the data set has {}", classes.join(", ")))?,
             }),
         };
-        let order = zf_data::pick::one_class_after_another(set.as_ref(), want, self.images);
-        if order.is_empty() {
+        let images = zf_data::pick::pick(set.as_ref(), want, self.images, &mean, device)?;
+        if images.is_empty() {
             bail!(
-                "no images to pick from {data}{}",
+                "no images to pick from {data} ({split}){}",
                 want.map(|w| format!(" of class {}", classes[w])).unwrap_or_default()
             )
-        }
-        let (oy, ox) = pre.crop_offsets()[Crop::CENTRE.0];
-        let mut images = Vec::new();
-        for i in order {
-            let sample = set.get(i)?;
-            let picture =
-                image::imageops::crop_imm(&sample.image, ox as u32, oy as u32, size as u32, size as u32).to_image();
-            let annotation = match (&files, data) {
-                (Some(f), _) => zf_data::generated::read_annotation(&f[i])?,
-                (None, _) => {
-                    Some(Generated::split(&GeneratedConfig::default(), zf_data::Split::Val, 500).annotation(i))
-                }
-            }
-            .map(|a| a.in_crop(&pre));
-            images.push(Picked {
-                tensor: zf_data::pick::centre_crop(&pre, &sample.image, &mean, device)?,
-                label: sample.label,
-                name: set.describe(i),
-                picture,
-                annotation,
-            });
         }
         Ok(Loaded { net, images, classes })
     }

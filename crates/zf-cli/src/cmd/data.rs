@@ -24,7 +24,10 @@ enum Command {
 
 /// Write the generated data set (ten classes of objects on cluttered backgrounds, 256x256) as
 /// an ImageNet-layout folder: OUT/train/<class>/<n>.png and OUT/val/<class>/<n>.png, each with a
-/// <n>.json beside it holding the class, bounding box and named parts; OUT/classes.txt.
+/// <n>.json beside it holding the class, bounding box and named parts; OUT/classes.txt. Beside
+/// them, for the analyses: OUT/transfer-train/ and OUT/transfer-val/ (five held-out classes the
+/// network never trains on, for `zfnet probe-layers`) and OUT/faces/ (aligned frontal faces,
+/// for `zfnet correspondence`).
 ///
 /// The same seed always gives the same pixels.
 #[derive(Debug, clap::Args)]
@@ -42,6 +45,12 @@ struct GenerateArgs {
     /// Seed of the whole set.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Images per held-out class in each transfer split (0: none).
+    #[arg(long, default_value_t = 40, value_name = "N")]
+    transfer_per_class: usize,
+    /// Aligned frontal faces (0: none).
+    #[arg(long, default_value_t = 30, value_name = "N")]
+    faces: usize,
     /// Clutter shapes behind each object (more is harder).
     #[arg(long, default_value_t = GeneratedConfig::default().clutter, value_name = "N")]
     clutter: usize,
@@ -81,11 +90,18 @@ fn generate(a: GenerateArgs) -> Result<()> {
     }
     let classes = zf_data::Class::ALL.len();
     let cfg = GeneratedConfig { seed: a.seed, clutter: a.clutter, ..Default::default() };
-    for (split, per_class) in [(zf_data::Split::Train, a.per_class), (zf_data::Split::Val, a.val_per_class)] {
-        if per_class == 0 {
+    let held_out = zf_data::Class::HELD_OUT.len();
+    for (split, len) in [
+        (zf_data::Split::Train, a.per_class * classes),
+        (zf_data::Split::Val, a.val_per_class * classes),
+        (zf_data::Split::TransferTrain, a.transfer_per_class * held_out),
+        (zf_data::Split::TransferVal, a.transfer_per_class * held_out),
+        (zf_data::Split::Faces, a.faces),
+    ] {
+        if len == 0 {
             continue;
         }
-        let set = Generated::split(&cfg, split, per_class * classes);
+        let set = Generated::split(&cfg, split, len);
         let pb = bar(set.len() as u64, split.name());
         set.write_folder(&a.out.join(split.name()), &|| pb.inc(1))?;
         pb.finish_and_clear();

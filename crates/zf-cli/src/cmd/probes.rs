@@ -250,14 +250,17 @@ pub fn side_by_side(svgs: &[String], w: u32, h: u32) -> String {
 /// pairs, ± its std) for each part and for randomly placed boxes of the same size, at layers 5
 /// and 7. Lower is more consistent.
 ///
+/// The random baseline's boxes have the parts' size and lie inside each image's object box, off
+/// its named parts (when the images are annotated), averaged over --draws draws.
+///
 /// Parts come from the generated data set's annotations (a square of --box pixels around each
-/// named part) or from --boxes FILE: JSON `{"<image name>": {"<part>": [x0, y0, x1, y1]}}` in
+/// named part; `--split faces` gives aligned frontal faces) or from --boxes FILE: JSON `{"<image name>": {"<part>": [x0, y0, x1, y1]}}` in
 /// pixels of the network's input crop, image names as in the output's `images` list.
 ///
 /// Writes OUT/correspondence.json (rows: part, layer, mean, std, images) and OUT/table1.md.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Example:\n  zfnet correspondence --weights run/model.safetensors --data data/gen --class face --images 5 --out table1"
+    after_help = "Example:\n  zfnet correspondence --weights run/model.safetensors --data data/gen --split faces --images 30 --out table1"
 )]
 pub struct CorrespondenceArgs {
     #[command(flatten)]
@@ -274,6 +277,9 @@ pub struct CorrespondenceArgs {
     /// Seed of the random baseline's positions.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Draws of the random baseline (one box per image each), averaged.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    draws: usize,
     /// Output folder.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
@@ -289,24 +295,15 @@ pub fn correspondence(args: CorrespondenceArgs, device: &Device) -> Result<()> {
         ),
         None => None,
     };
-    let half = args.box_size as f32 / 2.0;
-    let mut boxes = Vec::new();
-    for img in &loaded.images {
-        let b: BTreeMap<String, [usize; 4]> = match (&given, &img.annotation) {
+    let boxes: Vec<BTreeMap<String, [usize; 4]>> = loaded
+        .images
+        .iter()
+        .map(|img| match (&given, &img.annotation) {
             (Some(g), _) => g.get(&img.name).cloned().unwrap_or_default(),
-            (None, Some(a)) => a
-                .parts
-                .iter()
-                .map(|(k, &[x, y])| {
-                    let c = |v: f32| (v - half).round().clamp(0.0, (s - args.box_size) as f32) as usize;
-                    let (x0, y0) = (c(x), c(y));
-                    (k.clone(), [x0, y0, x0 + args.box_size, y0 + args.box_size])
-                })
-                .collect(),
+            (None, Some(a)) => zf_probe::correspondence::part_boxes(a, args.box_size, s),
             (None, None) => BTreeMap::new(),
-        };
-        boxes.push(b);
-    }
+        })
+        .collect();
     let parts: Vec<String> = match &args.parts {
         Some(p) => p.split(',').map(|s| s.trim().to_string()).collect(),
         None => {
@@ -317,20 +314,28 @@ pub fn correspondence(args: CorrespondenceArgs, device: &Device) -> Result<()> {
         }
     };
     if parts.is_empty() {
-        bail!("no parts to occlude: the images have no part annotations (use --class face on the generated data, or --boxes FILE)")
+        bail!("no parts to occlude: the images have no part annotations (use --split faces or --class face on the generated data, or --boxes FILE)")
     }
+    // Random boxes inside each object's box (off its parts) when every image has one.
+    let regions: Option<Vec<[usize; 4]>> = loaded
+        .images
+        .iter()
+        .map(|i| i.annotation.as_ref().map(|a| zf_probe::correspondence::object_box(a, s)))
+        .collect();
+    let random = zf_probe::RandomBoxes { seed: args.seed, draws: args.draws, regions, ..Default::default() };
     let images = Tensor::stack(&loaded.images.iter().map(|p| p.tensor.clone()).collect::<Vec<_>>(), 0)?;
-    let rows = zf_probe::correspondence(&loaded.net, &images, &boxes, &parts, &[Point::Conv5, Point::Fc7], args.seed)?;
+    let rows = zf_probe::correspondence(&loaded.net, &images, &boxes, &parts, &[Point::Conv5, Point::Fc7], &random)?;
     out_dir(&args.out)?;
-    let mut md = String::from("| occluded | layer 5 (conv5) | layer 7 (fc7) |\n|---|---|---|\n");
+    let mut md =
+        String::from("| occluded | layer 5 (conv5) Δ | changed | layer 7 (fc7) Δ | changed |\n|---|---|---|---|---|\n");
     let mut names: Vec<&str> = rows.iter().map(|r| r.part.as_str()).collect();
     names.dedup();
     for name in names {
         let cell = |layer: &str| {
             rows.iter()
                 .find(|r| r.part == name && r.layer == layer)
-                .map(|r| format!("{:.3} ± {:.3}", r.mean, r.std))
-                .unwrap_or_else(|| "–".into())
+                .map(|r| format!("{:.3} ± {:.3} | {:.0}%", r.mean, r.std, 100.0 * r.changed))
+                .unwrap_or_else(|| "– | –".into())
         };
         md.push_str(&format!("| {name} | {} | {} |\n", cell("conv5"), cell("fc7")));
     }
@@ -340,6 +345,7 @@ pub fn correspondence(args: CorrespondenceArgs, device: &Device) -> Result<()> {
         images: loaded.images.iter().map(|i| i.name.clone()).collect(),
         boxes,
         box_size: args.box_size,
+        random: Some(random),
         rows,
     };
     write_json(&args.out.join("correspondence.json"), &doc)?;
@@ -348,19 +354,28 @@ pub fn correspondence(args: CorrespondenceArgs, device: &Device) -> Result<()> {
 }
 
 /// First-layer diagnostics (the paper's Fig. 6): for each weights file, the conv1 filters as an
-/// image, the fraction of dead filters, the spectral energy in low/mid/high frequency bands and
-/// the largest filter's RMS over the median.
+/// image, the fraction of dead filters (by RMS, and on data with --data), the spectral energy
+/// in low/mid/high frequency bands on one DFT grid for every kernel size, the change of each
+/// filter's spectrum from its initialization (when run.json beside the weights says how it was
+/// drawn) and the largest filter's RMS over the median.
 ///
 /// Writes OUT/<name>.png per file, OUT/bands.svg (the band energies side by side) and
 /// OUT/filters.json.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Example:\n  zfnet filters --weights zf=runs/zf/model.safetensors --weights alexnet=runs/alex/model.safetensors --out fig6"
+    after_help = "Example:\n  zfnet filters --weights zf=runs/zf/model.safetensors --weights alexnet=runs/alex/model.safetensors --data data/gen --out fig6"
 )]
 pub struct FiltersArgs {
     /// NAME=WEIGHTS (or just WEIGHTS), repeatable.
     #[arg(long, value_name = "NAME=W", required = true)]
     weights: Vec<String>,
+    /// Images to find dead filters on: an image folder (its val/ split) or `generated`; each
+    /// network's mean.safetensors beside its weights is subtracted.
+    #[arg(long, value_name = "DIR")]
+    data: Option<String>,
+    /// Images used with --data.
+    #[arg(long, default_value_t = 200, value_name = "N")]
+    images: usize,
     /// Output folder.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
@@ -382,12 +397,33 @@ pub fn filters(args: FiltersArgs, device: &Device) -> Result<()> {
         };
         let net = ZfNet::load(&path, None, device)?;
         let w = net.conv1.weight().to_device(&Device::Cpu)?;
-        let stats = zf_probe::filter_stats(&w)?;
+        let mut stats = zf_probe::filter_stats(&w)?;
+        // The bank's own initialization, redrawn from the run's record.
+        if let Some(run) = std::path::Path::new(&path).parent().and_then(|d| zf_train::RunDir::open(d).ok()) {
+            let c = run.record()?.config;
+            let init = zf_model::init::init_tensors(&c.model, c.init, c.seed, &Device::Cpu)?;
+            if let Some(w0) = init.get("conv1.weight") {
+                stats.against_init(&zf_probe::filter_stats(w0)?);
+            }
+        }
+        if let Some(data) = &args.data {
+            let mean = crate::args::mean_for(&path, None)?;
+            let pre = zf_data::Preprocess::for_input(net.config().input_size);
+            let set = zf_data::DataSpec::parse(data, &zf_data::GeneratedConfig::default()).open(
+                zf_data::Split::Val,
+                None,
+                pre,
+            )?;
+            let idx = zf_data::pick::one_class_after_another(set.as_ref(), None, args.images);
+            let (x, _) = centre_crops(set.as_ref(), &idx, &mean, device)?;
+            stats.dead_on_data = zf_probe::filters::dead_on_data(&net, &x)?;
+        }
         let (n, _, k, _) = w.dims4()?;
         let zoom = (64 / k as u32).max(2);
         let pic = zf_viz::filters_image(&w.flatten_all()?.to_vec1::<f32>()?, n, k, 16, zoom);
+        let on_data = stats.dead_on_data.iter().filter(|&&d| d).count();
         let title = format!(
-            "{name}: {n} filters {k}x{k}, dead {:.0}%, dominance {:.1}",
+            "{name}: {n} filters {k}x{k}, dead {:.0}% (on data {on_data}), dominance {:.1}",
             100.0 * stats.dead_fraction,
             stats.dominance
         );
@@ -551,8 +587,9 @@ pub fn evolution(args: EvolutionArgs, device: &Device) -> Result<()> {
 }
 
 /// Layer probes (the paper's Table 7): with the network frozen, fit a softmax classifier on one
-/// layer's features (conv layers average-pooled on a grid) for layers 1..7, on a data set's
-/// train split, and measure it on its val split.
+/// layer's features (conv layers average-pooled on a grid) for layers 1..7, on one split of a
+/// data set, and measure it on another. By default the transfer splits — classes the network
+/// never trained on, as the paper probes an ImageNet network on Caltech-101.
 ///
 /// Writes OUT/probes.svg (test accuracy per layer) and OUT/probes.json.
 #[derive(Debug, clap::Args)]
@@ -561,9 +598,15 @@ pub struct ProbeArgs {
     /// Weights: a path or hf://owner/repo[@revision]/file.
     #[arg(long, value_name = "W")]
     weights: String,
-    /// An image folder with train/ and val/ splits.
+    /// An image folder with the splits below as sub-folders, or `generated`.
     #[arg(long, value_name = "DIR")]
-    data: PathBuf,
+    data: String,
+    /// The split the probes are fitted on.
+    #[arg(long, default_value = "transfer-train", value_name = "SPLIT")]
+    train_split: String,
+    /// The split they are measured on.
+    #[arg(long, default_value = "transfer-val", value_name = "SPLIT")]
+    test_split: String,
     /// The training set's mean image, a path or hf://... (default: mean.safetensors beside the
     /// weights).
     #[arg(long, value_name = "FILE")]
@@ -583,46 +626,42 @@ pub struct ProbeArgs {
 }
 
 pub fn probe_layers(args: ProbeArgs, device: &Device) -> Result<()> {
-    use zf_data::Dataset;
     let net = ZfNet::load(&args.weights, None, device)?;
-    let s = net.config().input_size;
-    let pre = zf_data::Preprocess::for_input(s);
+    let pre = zf_data::Preprocess::for_input(net.config().input_size);
     let mean = crate::args::mean_for(&args.weights, args.mean.as_deref())?;
-    let load = |split: &str, limit: usize| -> Result<(Tensor, Vec<u32>)> {
-        let set = zf_data::ImageFolder::open(&args.data.join(split), pre)?;
-        // Spread the subset over the classes: every k-th image.
-        let step = (set.len() / limit.max(1)).max(1);
-        let idx: Vec<usize> = (0..set.len()).step_by(step).take(limit).collect();
-        Ok(centre_crops(&set, &idx, &mean, device)?)
+    let spec = zf_data::DataSpec::parse(&args.data, &zf_data::GeneratedConfig::default());
+    let load = |split: &str, limit: usize| -> Result<(Tensor, Vec<u32>, usize)> {
+        let set = spec.open(zf_data::Split::parse(split)?, None, pre)?;
+        // Spread the subset over the classes: one class after another.
+        let idx = zf_data::pick::one_class_after_another(set.as_ref(), None, limit);
+        let (x, y) = centre_crops(set.as_ref(), &idx, &mean, device)?;
+        Ok((x, y, set.classes().len()))
     };
-    let (xa, ya) = load("train", args.train_size)?;
-    let (xb, yb) = load("val", args.test_size)?;
+    let (xa, ya, classes) = load(&args.train_split, args.train_size)?;
+    let (xb, yb, _) = load(&args.test_split, args.test_size)?;
     let cfg = ProbeConfig { grid: args.grid, ..ProbeConfig::default() };
     let pb = bar(Point::PAPER_LAYERS.len() as u64, "probing");
-    let mut results = Vec::new();
-    for layer in Point::PAPER_LAYERS {
-        let fa = zf_probe::pooled_features(&net, &xa, layer, cfg.grid)?;
-        let fb = zf_probe::pooled_features(&net, &xb, layer, cfg.grid)?;
-        let (train, test) = zf_probe::fit_softmax(&fa, &ya, &fb, &yb, net.config().classes, cfg)?;
-        results.push(zf_probe::ProbeResult {
-            layer: layer.name().into(),
-            features: fa.dim(1)?,
-            train_accuracy: train,
-            test_accuracy: test,
-        });
-        pb.inc(1);
-    }
+    let results =
+        zf_probe::probe_layers(&net, (&xa, &ya), (&xb, &yb), classes, &Point::PAPER_LAYERS, cfg, &mut |d, _| {
+            pb.set_position(d as u64)
+        })?;
     pb.finish_and_clear();
     out_dir(&args.out)?;
     let names: Vec<String> = results.iter().map(|r| r.layer.clone()).collect();
-    let plot = BarPlot::new("softmax on one frozen layer", "test accuracy", names)
-        .series("test", results.iter().map(|r| r.test_accuracy).collect())
-        .y_range(0.0, 1.0);
+    let plot = BarPlot::new(
+        &format!("softmax on one frozen layer ({} -> {})", args.train_split, args.test_split),
+        "test accuracy",
+        names,
+    )
+    .series("test", results.iter().map(|r| r.test_accuracy).collect())
+    .y_range(0.0, 1.0);
     save_text(&plot.svg(), &args.out.join("probes.svg"))?;
     write_json(
         &args.out.join("probes.json"),
         &ProbesDoc {
             weights: args.weights.clone(),
+            train_split: args.train_split.clone(),
+            test_split: args.test_split.clone(),
             train_images: ya.len(),
             test_images: yb.len(),
             config: cfg,

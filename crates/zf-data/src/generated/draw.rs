@@ -1,6 +1,7 @@
 //! The generated set's rasterizer: primitives given by signed distances (ellipses, rectangles,
-//! polygons), placed by an affine transform, painted with solid colours or textures, on a
-//! value-noise background, antialiased by coverage.
+//! polygons), placed by an affine transform, painted with solid colours or textures and shaded
+//! by a light gradient, on a background with a natural image's 1/f amplitude spectrum,
+//! antialiased by coverage, and lit as a whole (a brightness gradient and gain).
 
 use image::{Rgb, RgbImage};
 use rand::Rng;
@@ -169,6 +170,8 @@ pub(super) struct Prim {
 pub(super) struct Shape {
     pub(super) prims: Vec<Prim>,
     pub(super) xf: Xform,
+    /// Shading: colours are multiplied by `1 + light · (x, y)` in object units.
+    pub(super) light: [f32; 2],
 }
 
 pub(super) fn bounds(prims: &[Prim], xf: &Xform) -> [f32; 4] {
@@ -185,25 +188,52 @@ pub(super) struct Canvas {
 }
 
 impl Canvas {
-    /// Smooth value noise between two random colours, with a random linear shading.
+    /// A natural-looking texture: three random colours mixed by two fields of fractal value
+    /// noise whose octave amplitudes fall as 1/frequency (the 1/f amplitude spectrum of natural
+    /// images, so edges and texture appear at every scale), under a random linear shading.
     pub(super) fn background(rng: &mut impl Rng) -> Self {
-        let a = colour(rng);
-        let b = colour(rng);
-        let cells = rng.random_range(3..9);
-        let grid: Vec<f32> = (0..(cells + 1) * (cells + 1)).map(|_| rng.random::<f32>()).collect();
-        let fine = rng.random_range(12..28);
-        let fine_grid: Vec<f32> = (0..(fine + 1) * (fine + 1)).map(|_| rng.random::<f32>()).collect();
+        let (a, b, c) = (colour(rng), colour(rng), colour(rng));
+        let field = |rng: &mut dyn rand::RngCore| -> Vec<f32> {
+            let mut f = vec![0f32; SIDE * SIDE];
+            let mut total = 0.0;
+            // Octaves of 2..128 cells, amplitude 1 / cells.
+            for octave in 1..=7 {
+                let cells = 1usize << octave;
+                let amp = 2.0 / cells as f32;
+                total += amp;
+                let grid: Vec<f32> = (0..(cells + 1) * (cells + 1)).map(|_| rng.random::<f32>() - 0.5).collect();
+                for (i, v) in f.iter_mut().enumerate() {
+                    let (u, w) = ((i % SIDE) as f32 / SIDE as f32, (i / SIDE) as f32 / SIDE as f32);
+                    *v += amp * value_noise(&grid, cells, u, w);
+                }
+            }
+            // Roughly -0.5..0.5 before, 0..1 after.
+            f.iter_mut().for_each(|v| *v = (*v / total * 2.0 + 0.5).clamp(0.0, 1.0));
+            f
+        };
+        let (t, q) = (field(rng), field(rng));
         let (gx, gy) = (rng.random_range(-0.25..0.25f32), rng.random_range(-0.25..0.25f32));
         let mut px = vec![[0f32; 3]; SIDE * SIDE];
-        for y in 0..SIDE {
-            for x in 0..SIDE {
-                let (u, v) = (x as f32 / SIDE as f32, y as f32 / SIDE as f32);
-                let t = 0.75 * value_noise(&grid, cells, u, v) + 0.25 * value_noise(&fine_grid, fine, u, v);
-                let shade = 1.0 + gx * (u - 0.5) + gy * (v - 0.5);
-                px[y * SIDE + x] = std::array::from_fn(|c| ((a[c] * (1.0 - t) + b[c] * t) * shade).clamp(0.0, 255.0));
-            }
+        for (i, p) in px.iter_mut().enumerate() {
+            let (u, v) = ((i % SIDE) as f32 / SIDE as f32, (i / SIDE) as f32 / SIDE as f32);
+            let shade = 1.0 + gx * (u - 0.5) + gy * (v - 0.5);
+            let (t, q) = (t[i], 0.6 * q[i]);
+            *p = std::array::from_fn(|k| {
+                (((a[k] * (1.0 - t) + b[k] * t) * (1.0 - q) + c[k] * q) * shade).clamp(0.0, 255.0)
+            });
         }
         Self { px }
+    }
+
+    /// Lights the whole picture: a gain (0.6..1.3) and a brightness gradient across it.
+    pub(super) fn illuminate(&mut self, rng: &mut impl Rng) {
+        let gain = rng.random_range(0.6..1.3f32);
+        let (gx, gy) = (rng.random_range(-0.4..0.4f32), rng.random_range(-0.4..0.4f32));
+        for (i, p) in self.px.iter_mut().enumerate() {
+            let (u, v) = ((i % SIDE) as f32 / SIDE as f32 - 0.5, (i / SIDE) as f32 / SIDE as f32 - 0.5);
+            let k = gain * (1.0 + gx * u + gy * v);
+            p.iter_mut().for_each(|c| *c = (*c * k).clamp(0.0, 255.0));
+        }
     }
 
     /// Draws the shape's primitives in order, each antialiased by its coverage of the pixel.
@@ -221,7 +251,8 @@ impl Canvas {
                 for p in &shape.prims {
                     let cover = (0.5 - p.geom.sdf(q) * shape.xf.scale).clamp(0.0, 1.0);
                     if cover > 0.0 {
-                        let c = p.paint.at(q);
+                        let lit = 1.0 + shape.light[0] * q[0] + shape.light[1] * q[1];
+                        let c = p.paint.at(q).map(|v| (v * lit).clamp(0.0, 255.0));
                         for ch in 0..3 {
                             dst[ch] += (c[ch] - dst[ch]) * cover;
                         }

@@ -32,7 +32,9 @@ pub const SIDE: usize = 256;
 /// Largest tilt of the upright classes, degrees either way.
 pub const UPRIGHT_TILT_DEG: f32 = 10.0;
 
-/// The ten classes, in class-index order.
+/// The ten classes the network trains on (in class-index order), and five held-out classes
+/// ([`Class::HELD_OUT`]) that only the transfer splits draw, for Table 7's question: how well
+/// do a frozen layer's features separate classes the network never saw?
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Class {
@@ -46,9 +48,15 @@ pub enum Class {
     Ring,
     Flower,
     Star,
+    Fish,
+    Cup,
+    Umbrella,
+    Heart,
+    Lamp,
 }
 
 impl Class {
+    /// The trained classes, in class-index order.
     pub const ALL: [Class; 10] = [
         Class::Face,
         Class::House,
@@ -61,6 +69,8 @@ impl Class {
         Class::Flower,
         Class::Star,
     ];
+    /// The held-out classes of the transfer splits, in their class-index order.
+    pub const HELD_OUT: [Class; 5] = [Class::Fish, Class::Cup, Class::Umbrella, Class::Heart, Class::Lamp];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -74,11 +84,17 @@ impl Class {
             Class::Ring => "ring",
             Class::Flower => "flower",
             Class::Star => "star",
+            Class::Fish => "fish",
+            Class::Cup => "cup",
+            Class::Umbrella => "umbrella",
+            Class::Heart => "heart",
+            Class::Lamp => "lamp",
         }
     }
 
+    /// The class index within its group ([`Class::ALL`] or [`Class::HELD_OUT`]).
     pub fn index(self) -> usize {
-        Self::ALL.iter().position(|&c| c == self).unwrap_or(0)
+        Self::ALL.iter().chain(&Self::HELD_OUT).position(|&c| c == self).map_or(0, |i| i % Self::ALL.len())
     }
 
     /// Rotationally symmetric classes (a ring fully, a six-petal flower and a five-point star
@@ -128,15 +144,33 @@ impl Default for GeneratedConfig {
 #[derive(Clone, Debug)]
 pub struct Generated {
     pub config: GeneratedConfig,
+    /// The classes drawn, in label order.
+    kinds: Vec<Class>,
+    /// Frontal, centred faces at one scale with parts at fixed positions ([`Split::Faces`]).
+    aligned: bool,
     classes: Vec<String>,
     preprocess: Preprocess,
 }
 
+/// The aligned faces' scale, pixels per object unit at 256 px: the face fills most of the
+/// centre crop, each eye about 28 px across (a conv5 cell or more at any input size).
+pub const ALIGNED_FACE_SCALE: f32 = 100.0;
+
+/// How often a clutter fragment is drawn over the object (partial occlusion).
+pub const OCCLUDED_FRACTION: f64 = 0.3;
+
 impl Generated {
+    /// The trained classes ([`Class::ALL`]).
     pub fn new(config: GeneratedConfig) -> Self {
+        Self::of(config, Class::ALL.to_vec(), false)
+    }
+
+    fn of(config: GeneratedConfig, kinds: Vec<Class>, aligned: bool) -> Self {
         Self {
             config,
-            classes: Class::ALL.iter().map(|c| c.name().to_string()).collect(),
+            classes: kinds.iter().map(|c| c.name().to_string()).collect(),
+            kinds,
+            aligned,
             preprocess: Preprocess::paper(),
         }
     }
@@ -149,16 +183,22 @@ impl Generated {
     }
 
     /// A split of `len` images whose pixels do not overlap another split's: the split's name is
-    /// mixed into the seed.
+    /// mixed into the seed. The transfer splits draw the held-out classes; the faces split
+    /// aligned frontal faces.
     pub fn split(config: &GeneratedConfig, split: Split, len: usize) -> Self {
         let tag =
             split.name().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
-        Self::new(GeneratedConfig { seed: config.seed ^ tag, len, ..config.clone() })
+        let config = GeneratedConfig { seed: config.seed ^ tag, len, ..config.clone() };
+        match split {
+            Split::Train | Split::Val => Self::new(config),
+            Split::TransferTrain | Split::TransferVal => Self::of(config, Class::HELD_OUT.to_vec(), false),
+            Split::Faces => Self::of(config, vec![Class::Face], true),
+        }
     }
 
     /// The class of image `index`.
     pub fn class_of(&self, index: usize) -> Class {
-        Class::ALL[index % Class::ALL.len()]
+        self.kinds[index % self.kinds.len()]
     }
 
     /// Renders image `index` with its annotation.
@@ -170,28 +210,48 @@ impl Generated {
             let shape = clutter(&mut rng);
             canvas.draw(&shape);
         }
-        let (lo, hi) = self.config.scale;
-        let scale = rng.random_range(lo..hi);
-        let rotation = if class.symmetric() {
-            rng.random_range(0.0..360.0)
+        let s = SIDE as f32;
+        let (scale, rotation) = if self.aligned {
+            (ALIGNED_FACE_SCALE, 0.0)
         } else {
-            rng.random_range(-UPRIGHT_TILT_DEG..UPRIGHT_TILT_DEG)
+            let (lo, hi) = self.config.scale;
+            let rotation = if class.symmetric() {
+                rng.random_range(0.0..360.0)
+            } else {
+                rng.random_range(-UPRIGHT_TILT_DEG..UPRIGHT_TILT_DEG)
+            };
+            (rng.random_range(lo..hi), rotation)
         };
-        let (prims, parts) = object(class, &mut rng);
-        // Place the object where its whole bounding box fits.
+        let (prims, parts) = object(class, &mut rng, !self.aligned);
+        // Place the object where its whole bounding box fits (aligned: centred).
         let xf = Xform { scale, rot: rotation.to_radians(), tx: 0.0, ty: 0.0 };
         let bb = bounds(&prims, &xf);
         let margin = 2.0;
-        let s = SIDE as f32;
-        let tx = pick(&mut rng, margin - bb[0], s - margin - bb[2]);
-        let ty = pick(&mut rng, margin - bb[1], s - margin - bb[3]);
+        let (tx, ty) = if self.aligned {
+            (s / 2.0, s / 2.0)
+        } else {
+            (pick(&mut rng, margin - bb[0], s - margin - bb[2]), pick(&mut rng, margin - bb[1], s - margin - bb[3]))
+        };
         let xf = Xform { tx, ty, ..xf };
-        canvas.draw(&Shape { prims, xf });
+        // Light falls on the object from one side: a gradient across it, in object units.
+        let light = [rng.random_range(-0.3..0.3f32), rng.random_range(-0.3..0.3f32)];
+        canvas.draw(&Shape { prims, xf, light });
         let bb = [bb[0] + tx, bb[1] + ty, bb[2] + tx, bb[3] + ty].map(|v| v.clamp(0.0, s));
+        // Partial occlusion: a fragment in front of the object, overlapping its box (never on
+        // the aligned faces, whose parts must stay visible).
+        if !self.aligned && rng.random_bool(OCCLUDED_FRACTION) {
+            let mut front = clutter(&mut rng);
+            front.xf.scale = rng.random_range(0.25..0.5) * (bb[2] - bb[0]).max(bb[3] - bb[1]);
+            let side = if rng.random::<bool>() { 0 } else { 2 };
+            front.xf.tx = bb[side] + rng.random_range(-0.2..0.2) * (bb[2] - bb[0]);
+            front.xf.ty = rng.random_range(bb[1]..bb[3].max(bb[1] + 1.0));
+            canvas.draw(&front);
+        }
+        canvas.illuminate(&mut rng);
         let parts = parts.into_iter().map(|(name, p)| (name.to_string(), xf.apply(p))).collect();
         let ann = Annotation {
             class,
-            label: class.index(),
+            label: self.kinds.iter().position(|&k| k == class).unwrap_or(0),
             bbox: bb,
             parts,
             rotation_deg: rotation,
@@ -229,23 +289,43 @@ impl Generated {
     }
 }
 
-/// Which part of the generated set: its images differ between splits (the name seeds them).
+/// Which part of a data set: its images differ between splits (the name seeds them). Train
+/// and val hold the trained classes; the transfer splits hold the held-out classes
+/// ([`Class::HELD_OUT`]), for probes of frozen features (Table 7); faces holds aligned frontal
+/// faces for the correspondence analysis (Table 1). An image folder keeps each in a sub-folder
+/// of this name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Split {
     Train,
     Val,
+    TransferTrain,
+    TransferVal,
+    Faces,
 }
 
 impl Split {
-    pub const ALL: [Split; 2] = [Split::Train, Split::Val];
+    pub const ALL: [Split; 5] = [Split::Train, Split::Val, Split::TransferTrain, Split::TransferVal, Split::Faces];
 
-    /// `train` or `val`: the folder name an image folder uses, and the seed's tag.
+    /// The folder name an image folder uses, and the seed's tag.
     pub fn name(self) -> &'static str {
         match self {
             Split::Train => "train",
             Split::Val => "val",
+            Split::TransferTrain => "transfer-train",
+            Split::TransferVal => "transfer-val",
+            Split::Faces => "faces",
         }
+    }
+
+    /// A split by its [`Split::name`].
+    pub fn parse(name: &str) -> Result<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name).ok_or_else(|| {
+            DataError::Invalid(format!(
+                "unknown split `{name}`: expected one of {}",
+                Self::ALL.map(|s| s.name()).join(", ")
+            ))
+        })
     }
 }
 
@@ -301,6 +381,10 @@ impl Dataset for Generated {
 
     fn preprocess(&self) -> Preprocess {
         self.preprocess
+    }
+
+    fn annotation(&self, index: usize) -> Result<Option<Annotation>> {
+        Ok(Some(self.render(index).1))
     }
 }
 

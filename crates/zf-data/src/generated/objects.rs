@@ -44,13 +44,15 @@ pub(super) fn clutter(rng: &mut impl Rng) -> Shape {
         tx: rng.random_range(0.0..SIDE as f32),
         ty: rng.random_range(0.0..SIDE as f32),
     };
-    Shape { prims: vec![Prim { geom, paint: paint(rng) }], xf }
+    Shape { prims: vec![Prim { geom, paint: paint(rng) }], xf, light: [0.0, 0.0] }
 }
 
 pub(super) type Parts = Vec<(&'static str, [f32; 2])>;
 
-/// The class's primitives in object units (y down, about -1..1) and its named parts.
-pub(super) fn object(class: Class, rng: &mut impl Rng) -> (Vec<Prim>, Parts) {
+/// The class's primitives in object units (y down, about -1..1) and its named parts;
+/// `jitter`: proportions vary a little per instance (off for the aligned faces, whose parts
+/// stay at fixed positions).
+pub(super) fn object(class: Class, rng: &mut impl Rng, jitter: bool) -> (Vec<Prim>, Parts) {
     let body = paint(rng);
     let base = match body {
         Paint::Solid(a) | Paint::Stripes { a, .. } | Paint::Checker { a, .. } | Paint::Dots { a, .. } => a,
@@ -61,7 +63,14 @@ pub(super) fn object(class: Class, rng: &mut impl Rng) -> (Vec<Prim>, Parts) {
     let r = |c: [f32; 2], h: [f32; 2]| Geom::Rect { c, h };
     let poly = |v: &[[f32; 2]]| Geom::Poly(v.to_vec());
     // Small per-instance variation of proportions.
-    let j = |rng: &mut dyn rand::RngCore, v: f32| v * (1.0 + 0.12 * (rng.random::<f32>() - 0.5));
+    let j = |rng: &mut dyn rand::RngCore, v: f32| {
+        let u = rng.random::<f32>();
+        if jitter {
+            v * (1.0 + 0.12 * (u - 0.5))
+        } else {
+            v
+        }
+    };
     match class {
         Class::Face => {
             let ex = j(rng, 0.34);
@@ -173,5 +182,59 @@ pub(super) fn object(class: Class, rng: &mut impl Rng) -> (Vec<Prim>, Parts) {
             }
             (prims, vec![("centre", [0.0, 0.0])])
         }
+        Class::Fish => {
+            let dir = if rng.random::<bool>() { 1.0 } else { -1.0 };
+            (
+                vec![
+                    p(poly(&[[-0.45 * dir, 0.0], [-dir, -0.45], [-dir, 0.45]]), detail),
+                    p(e([0.1 * dir, 0.0], [0.65, 0.38]), body),
+                    p(e([0.45 * dir, -0.1], [0.07, 0.07]), detail),
+                ],
+                vec![("eye", [0.45 * dir, -0.1]), ("tail", [-0.85 * dir, 0.0])],
+            )
+        }
+        Class::Cup => {
+            let side = if rng.random::<bool>() { 1.0 } else { -1.0 };
+            (
+                vec![
+                    p(Geom::Ring { c: [0.55 * side, 0.0], outer: 0.35, inner: 0.2 }, detail),
+                    p(poly(&[[-0.55, -0.55], [0.55, -0.55], [0.4, 0.6], [-0.4, 0.6]]), body),
+                    p(r([0.0, 0.7], [0.55, 0.08]), detail),
+                ],
+                vec![("handle", [0.8 * side, 0.0])],
+            )
+        }
+        Class::Umbrella => {
+            let canopy: Vec<[f32; 2]> = (0..=12)
+                .map(|k| {
+                    let t = PI * k as f32 / 12.0;
+                    [t.cos(), -0.1 - 0.75 * t.sin()]
+                })
+                .collect();
+            (
+                vec![
+                    p(r([0.0, 0.4], [0.05, 0.5]), detail),
+                    p(Geom::Poly(canopy), body),
+                    p(r([0.12, 0.88], [0.15, 0.05]), detail),
+                ],
+                vec![("canopy", [0.0, -0.5]), ("handle", [0.12, 0.88])],
+            )
+        }
+        Class::Heart => (
+            vec![
+                p(e([-0.4, -0.3], [0.45, 0.45]), body),
+                p(e([0.4, -0.3], [0.45, 0.45]), body),
+                p(poly(&[[-0.83, -0.15], [0.83, -0.15], [0.0, 0.9]]), body),
+            ],
+            vec![("tip", [0.0, 0.85])],
+        ),
+        Class::Lamp => (
+            vec![
+                p(poly(&[[-0.3, -0.9], [0.3, -0.9], [0.65, -0.25], [-0.65, -0.25]]), body),
+                p(r([0.0, 0.3], [0.06, 0.55]), detail),
+                p(e([0.0, 0.85], [0.45, 0.12]), detail),
+            ],
+            vec![("shade", [0.0, -0.6]), ("base", [0.0, 0.85])],
+        ),
     }
 }
