@@ -1,19 +1,27 @@
 //! The generated data set: ten classes of objects drawn on cluttered, textured backgrounds,
 //! deterministic from a seed, rendered on the fly at 256x256, every image carrying its class,
-//! bounding box and named part positions.
+//! bounding box and named parts; plus five held-out classes and aligned faces for the analyses.
 //!
 //! It is the embedded default of `cargo xtask reproduce-paper`, so it is designed for the
 //! paper's effects to show on a CPU:
 //! - the class is the object's *shape*: colours and textures of object and background are drawn
 //!   independently of the class, and the background is cluttered with fragments of the same
-//!   primitives (disks, boxes, triangles, bars);
+//!   primitives (disks, boxes, triangles, bars) at every orientation;
+//! - backgrounds have a natural image's 1/f amplitude spectrum (fractal noise over three
+//!   colours), objects are shaded by a light gradient, the whole picture is lit with a random
+//!   gain and gradient, and 30% of objects are partly hidden behind a fragment — so that the
+//!   first layer has reason to learn edges and colour blobs rather than flat colour;
 //! - objects vary in position (anywhere the whole object fits), scale (about 80..170 px wide)
 //!   and colour; seven classes stand upright with a small tilt (±[`UPRIGHT_TILT_DEG`]°), three
 //!   are rotationally symmetric ([`Class::symmetric`]) and appear at any angle — so the paper's
 //!   rotation claim (Fig. 5) can be tested;
 //! - the `face` class has named parts (`left_eye`, `right_eye`, `nose`, `mouth`), so the
-//!   correspondence analysis of Sec. 4.3 runs as in the paper. Left and right are as seen in the
-//!   image: `left_eye` is the eye nearer the image's left edge on an upright face.
+//!   correspondence analysis of Sec. 4.3 runs as in the paper; the faces split
+//!   ([`Split::Faces`]) draws them frontal, centred, at one scale with the parts at fixed
+//!   positions, as the paper's aligned dog faces. Left and right are as seen in the image:
+//!   `left_eye` is the eye nearer the image's left edge on an upright face;
+//! - the transfer splits ([`Split::TransferTrain`], [`Split::TransferVal`]) draw five classes
+//!   the network never trains on ([`Class::HELD_OUT`]), for Table 7's probes of frozen features.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -453,6 +461,50 @@ mod tests {
             // Upright within the tilt: the left eye is left of the right eye, the nose below both.
             assert!(l[0] < r[0] && n[1] > l[1] && n[1] > r[1], "{p:?}");
         }
+    }
+
+    #[test]
+    fn transfer_splits_hold_the_held_out_classes_and_faces_are_aligned() {
+        let cfg = GeneratedConfig::default();
+        let t = Generated::split(&cfg, Split::TransferTrain, 10);
+        assert_eq!(t.classes(), Class::HELD_OUT.map(|c| c.name()).as_slice());
+        for i in 0..10 {
+            let ann = t.annotation(i);
+            assert!(Class::HELD_OUT.contains(&ann.class) && !Class::ALL.contains(&ann.class));
+            assert_eq!((ann.label, t.label(i)), (i % 5, i % 5));
+        }
+        // Every aligned face is upright, centred, at one scale, its parts at the same pixels;
+        // the pictures differ.
+        let f = Generated::split(&cfg, Split::Faces, 6);
+        let first = f.render(0);
+        for i in 1..6 {
+            let (img, ann) = f.render(i);
+            assert_eq!((ann.class, ann.rotation_deg, ann.scale), (Class::Face, 0.0, ALIGNED_FACE_SCALE));
+            assert_eq!(ann.parts, first.1.parts);
+            assert_ne!(img.as_raw(), first.0.as_raw());
+        }
+        assert_eq!(Split::parse("transfer-val").unwrap(), Split::TransferVal);
+        assert!(Split::parse("test").is_err());
+    }
+
+    #[test]
+    fn the_background_has_a_falling_spectrum() {
+        // Fractal noise: the mean squared difference of two pixels grows with their distance
+        // (white noise would be the same at every distance, a flat colour zero everywhere).
+        let g = Generated::new(GeneratedConfig { seed: 4, len: 6, clutter: 0, ..Default::default() });
+        let mut d = [0.0f64; 4];
+        for i in 0..6 {
+            let (img, _) = g.render(i);
+            let v = |x: u32, y: u32| f64::from(img.get_pixel(x, y).0[1]);
+            for y in (0..256).step_by(4) {
+                for x in (0..180).step_by(3) {
+                    for (k, r) in [1, 4, 16, 64].into_iter().enumerate() {
+                        d[k] += (v(x, y) - v(x + r, y)).powi(2);
+                    }
+                }
+            }
+        }
+        assert!(d[0] < d[1] && d[1] < d[2] && d[2] < d[3] && d[3] > 2.0 * d[0], "{d:?}");
     }
 
     #[test]
