@@ -132,6 +132,33 @@ pub fn top_projections(
     Ok(out)
 }
 
+/// How much of a projection's energy (squared values summed over channels) inside its
+/// receptive field `rf` (`[x0, y0, x1, y1)`) falls on the object's box `bbox` (`[x0, y0, x1,
+/// y1]` in the same `s x s` pixels), and the fraction of the field's area the box covers — the
+/// energy share a projection spread evenly over the field would have. `None` for a projection
+/// without energy.
+///
+/// # Shapes
+/// `projection`: `[3, s, s]` row-major.
+pub fn energy_on_box(projection: &[f32], s: usize, rf: [usize; 4], bbox: [f32; 4]) -> Option<(f32, f32)> {
+    let (mut total, mut inside, mut area_in) = (0f64, 0f64, 0usize);
+    let plane = s * s;
+    for y in rf[1]..rf[3].min(s) {
+        for x in rf[0]..rf[2].min(s) {
+            let e: f64 = (0..3).map(|c| f64::from(projection[c * plane + y * s + x]).powi(2)).sum();
+            let (cx, cy) = (x as f32 + 0.5, y as f32 + 0.5);
+            let on = bbox[0] <= cx && cx < bbox[2] && bbox[1] <= cy && cy < bbox[3];
+            total += e;
+            if on {
+                inside += e;
+                area_in += 1;
+            }
+        }
+    }
+    let area = (rf[2].min(s).saturating_sub(rf[0])) * (rf[3].min(s).saturating_sub(rf[1]));
+    (total > 0.0 && area > 0).then(|| ((inside / total) as f32, area_in as f32 / area as f32))
+}
+
 /// [`top_projections`] over images already in memory, `[N, 3, S, S]` on the network's device
 /// (searched in chunks of `config.batch`; hits name images by their row).
 pub fn top_projections_of(

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use zf_model::config::{ConvGeometry, CONV345, POOL12};
 use zf_model::{Point, Trace, ZfConfig, ZfNet};
 
-pub use fig2::{top_projections, top_projections_of, Fig2Config, MapHits, Phase, Projected};
+pub use fig2::{energy_on_box, top_projections, top_projections_of, Fig2Config, MapHits, Phase, Projected};
 pub use topk::{Hit, TopK};
 /// Switch unpooling, the deconvnet's (zf-model's; see there).
 pub use zf_model::pool::unpool;

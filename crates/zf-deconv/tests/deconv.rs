@@ -269,3 +269,25 @@ fn fig2_pipeline_equals_search_then_projecting_each_hit_alone() {
 fn selection_again() -> Vec<(Point, Vec<usize>)> {
     vec![(Point::Conv2, vec![0, 5]), (Point::Conv5, vec![1, 3, 7])]
 }
+
+#[test]
+fn projection_energy_is_split_by_the_object_box() {
+    // A 4x4 image, energy 1 per pixel in channel 0 over the receptive field [0, 0, 4, 2)
+    // (8 pixels), 3 of them under the box [1, 0, 4, 1] (x 1..4, y 0..1): 3/8 of energy and area.
+    let s = 4;
+    let mut p = vec![0f32; 3 * s * s];
+    for y in 0..2 {
+        for x in 0..4 {
+            p[y * s + x] = 1.0;
+        }
+    }
+    let (e, a) = zf_deconv::energy_on_box(&p, s, [0, 0, 4, 2], [1.0, 0.0, 4.0, 1.0]).unwrap();
+    assert_eq!((e, a), (3.0 / 8.0, 3.0 / 8.0));
+    // All the energy on the box's pixels: 1 against an area share of 3/8.
+    let mut q = vec![0f32; 3 * s * s];
+    for x in 1..4 {
+        q[2 * s * s + x] = -2.0;
+    }
+    assert_eq!(zf_deconv::energy_on_box(&q, s, [0, 0, 4, 2], [1.0, 0.0, 4.0, 1.0]), Some((1.0, 3.0 / 8.0)));
+    assert_eq!(zf_deconv::energy_on_box(&vec![0.0; 3 * s * s], s, [0, 0, 4, 2], [0.0, 0.0, 4.0, 4.0]), None);
+}

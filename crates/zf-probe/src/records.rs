@@ -123,6 +123,46 @@ pub struct EvolutionDoc {
     pub settling: Option<crate::evolution::Settling>,
 }
 
+/// One of a map's strongest activations in Fig. 2.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Fig2Hit {
+    pub rank: usize,
+    pub image: usize,
+    /// Where the image came from.
+    pub source: String,
+    /// `(y, x)` in the layer's map.
+    pub position: (usize, usize),
+    pub value: f32,
+    /// `[x0, y0, x1, y1)` in input pixels.
+    pub receptive_field: [usize; 4],
+    /// The share of the projection's energy on the object's box and the share of the
+    /// receptive field the box covers (`zf_deconv::energy_on_box`), when the image is annotated.
+    #[serde(default)]
+    pub object_energy: Option<f32>,
+    #[serde(default)]
+    pub object_area: Option<f32>,
+}
+
+/// One feature map's hits in Fig. 2.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Fig2Map {
+    pub layer: String,
+    pub map: usize,
+    pub hits: Vec<Fig2Hit>,
+}
+
+/// `topk.json` (Fig. 2).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Fig2Doc {
+    pub weights: String,
+    pub data: String,
+    pub images_searched: usize,
+    pub skipped: usize,
+    pub top: usize,
+    pub one_per_image: bool,
+    pub maps: Vec<Fig2Map>,
+}
+
 /// `probes.json` (Table 7).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProbesDoc {

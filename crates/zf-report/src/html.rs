@@ -162,6 +162,27 @@ pub fn page(
         }
     };
     h.push_str("<h2>Fig. 2 — top activations projected to pixels</h2><p>For feature maps of layers 1-5, the strongest activations over the validation images (at most one per image), each projected alone with the deconvnet (left) beside the image patch under its receptive field (right).</p>");
+    let quality = crate::quality::picture_quality(results);
+    if !quality.is_empty() {
+        h.push_str("<p>Picture quality, measured: the share of each projection's energy inside its receptive field that falls on the object's box, against the share of the field the box covers (what a projection spread evenly would give). Above 1, the projection is drawn on the object; at 1, it is spread over object and background alike.</p>");
+        let rows: Vec<Vec<Cell>> = quality
+            .iter()
+            .map(|q| {
+                vec![
+                    t(&q.layer),
+                    t(q.hits.to_string()),
+                    t(format!("{:.2}", q.energy)),
+                    t(format!("{:.2}", q.area)),
+                    t(format!("{:.2}", q.energy / q.area.max(1e-9))),
+                ]
+            })
+            .collect();
+        table(
+            &mut h,
+            &["layer", "hits on annotated images", "energy on the object", "area of the object", "ratio"],
+            &rows,
+        );
+    }
     for l in 1..=5 {
         fig(&mut h, &format!("fig2/layer{l}.png"), &format!("fig2-layer{l}.png"), &format!("Layer {l}"));
     }

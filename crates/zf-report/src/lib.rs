@@ -1,6 +1,6 @@
 //! The report of a reproduction of Zeiler & Fergus (2014), as a library: the results a run's
 //! stages wrote, read back as types ([`Results`]); the paper's claims as pure functions over
-//! them ([`claims()`]); and the report folder — `index.html` (every figure and table, offline),
+//! them ([`claims()`]); picture-quality numbers ([`quality`]); and the report folder — `index.html` (every figure and table, offline),
 //! `results.json`, `claims.md` — written from them ([`write_report`]). `zfnet report RUN` is
 //! this crate's one call; `cargo xtask reproduce-paper` runs it after its stages.
 //!
@@ -15,6 +15,7 @@
 
 pub mod claims;
 pub mod html;
+pub mod quality;
 pub mod results;
 pub use zf_probe::stats;
 
@@ -132,7 +133,12 @@ pub fn write_report_as(run: &Path, revision: &str) -> Result<Report, ReportError
     let io = |p: &Path, e: std::io::Error| ReportError::Io { path: p.to_path_buf(), source: e };
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("figures")).map_err(|e| io(&dir, e))?;
-    let doc = serde_json::json!({ "about": about, "claims": claims, "results": results });
+    let doc = serde_json::json!({
+        "about": about,
+        "claims": claims,
+        "picture_quality": quality::picture_quality(&results),
+        "results": results,
+    });
     let json = serde_json::to_vec_pretty(&doc)
         .map_err(|e| ReportError::Parse { path: dir.join("results.json"), reason: e.to_string() })?;
     write(&dir.join("results.json"), &json)?;

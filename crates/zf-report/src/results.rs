@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use zf_probe::records::{CorrespondenceDoc, EvolutionDoc, FiltersDoc, InvarianceDoc, OcclusionDoc, ProbesDoc};
+use zf_probe::records::{CorrespondenceDoc, EvolutionDoc, Fig2Doc, FiltersDoc, InvarianceDoc, OcclusionDoc, ProbesDoc};
 use zf_train::{Eval, MetricLine, RunDir, RunRecord};
 
 use crate::ReportError;
@@ -34,6 +34,7 @@ pub struct Results {
     pub training: BTreeMap<String, Vec<EpochLine>>,
     /// How ZFNet was trained (`runs/zfnet/run.json`).
     pub run: Option<RunRecord>,
+    pub fig2: Option<Fig2Doc>,
     pub fig4: Option<EvolutionDoc>,
     pub fig5: Option<InvarianceDoc>,
     pub fig6: Option<FiltersDoc>,
@@ -79,6 +80,7 @@ impl Results {
             }
         }
         r.run = read(&p("runs/zfnet/run.json"))?;
+        r.fig2 = read(&p("fig2/topk.json"))?;
         r.fig4 = read(&p("fig4/evolution.json"))?;
         r.fig5 = read(&p("fig5/invariance.json"))?;
         r.fig6 = read(&p("fig6/filters.json"))?;

@@ -9,6 +9,7 @@ use candle_core::{Device, Tensor};
 use zf_data::{Crop, Crops, GeneratedConfig, Loader, LoaderConfig, MeanImage, Preprocess};
 use zf_deconv::layer_shape;
 use zf_model::Point;
+use zf_probe::records::{Fig2Doc, Fig2Hit, Fig2Map};
 use zf_viz::{projection_image, save_png, stack, Direction, Grid};
 
 use crate::args::NetArgs;
@@ -144,14 +145,23 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
                     None,
                 );
                 all.push(Tensor::from_slice(&p.projection, (3, size, size), &Device::Cpu)?);
-                records.push(serde_json::json!({
-                    "rank": rank, "image": h.image, "source": dataset.describe(h.image),
-                    "position": [h.y, h.x], "value": h.value, "receptive_field": p.receptive_field,
-                }));
+                let on_object = dataset.annotation(h.image)?.and_then(|a| {
+                    zf_deconv::energy_on_box(&p.projection, size, p.receptive_field, a.in_crop(&pre).bbox)
+                });
+                records.push(Fig2Hit {
+                    rank,
+                    image: h.image,
+                    source: dataset.describe(h.image),
+                    position: (h.y, h.x),
+                    value: h.value,
+                    receptive_field: p.receptive_field,
+                    object_energy: on_object.map(|o| o.0),
+                    object_area: on_object.map(|o| o.1),
+                });
             }
             let title = format!("{layer} map {}", m.map);
             blocks.push(stack(&[left.render(Some(&title)), right.render(Some(" "))], Direction::Across, 2));
-            json.push(serde_json::json!({ "layer": layer.name(), "map": m.map, "hits": records }));
+            json.push(Fig2Map { layer: layer.name().to_string(), map: m.map, hits: records });
         }
         let rows: Vec<_> = blocks.chunks(4).map(|r| stack(r, Direction::Across, 12)).collect();
         let file = format!("layer{}", layer.paper_layer().unwrap_or(0));
@@ -166,10 +176,15 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
             )?;
         }
     }
-    let doc = serde_json::json!({
-        "weights": args.weights, "data": args.data, "images_searched": dataset.len(), "skipped": loader.skipped(),
-        "top": args.top, "one_per_image": !args.many_per_image, "maps": json,
-    });
+    let doc = Fig2Doc {
+        weights: args.weights.clone(),
+        data: args.data.clone(),
+        images_searched: dataset.len(),
+        skipped: loader.skipped(),
+        top: args.top,
+        one_per_image: !args.many_per_image,
+        maps: json,
+    };
     zf_data::write_atomic(&args.out.join("topk.json"), &serde_json::to_vec_pretty(&doc)?)?;
     tracing::info!("wrote {} layer figures and topk.json to {}", layers.len(), args.out.display());
     Ok(())
