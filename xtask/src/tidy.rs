@@ -20,6 +20,12 @@ pub const LAYERING: &[(&str, &[&str])] = &[
     ("xtask", &[]),
 ];
 
+/// Crates the thin binary may not depend on directly: its numerics live in the libraries, and
+/// it holds tensors only through zf-model's re-exported types.
+pub const NUMERIC_CRATES: &[&str] = &["candle-core", "candle-nn", "gemm", "rayon"];
+/// The thin binary.
+pub const BINARY: &str = "zf-cli";
+
 /// The longest a source file may be: past it, a file holds more than one idea.
 pub const MAX_LINES: usize = 800;
 
@@ -43,6 +49,19 @@ pub fn check(root: &Path) -> Vec<String> {
                 problems.push(format!(
                     "{rel}: `{name}` depends on `{dep}`, which the layering forbids (allowed: {})",
                     list(allowed)
+                ));
+            }
+        }
+    }
+    for manifest in &manifests {
+        if package_name(manifest).as_deref() != Some(BINARY) {
+            continue;
+        }
+        let rel = manifest.strip_prefix(root).unwrap_or(manifest).display().to_string();
+        for dep in dependencies_in(manifest, false) {
+            if NUMERIC_CRATES.contains(&dep.as_str()) {
+                problems.push(format!(
+                    "{rel}: `{BINARY}` depends on the numeric crate `{dep}`: the binary parses arguments, calls a library and draws (use zf-model's re-exported tensor types; its tests may use anything)"
                 ));
             }
         }
@@ -111,8 +130,18 @@ fn package_name(manifest: &Path) -> Option<String> {
 /// `[build-dependencies]` and their `[target.*.…]` forms, in both the `name = …` and the
 /// `[dependencies.name]` spellings.
 fn dependencies(manifest: &Path) -> Vec<String> {
+    dependencies_in(manifest, true)
+}
+
+/// The crates `manifest` depends on: in every kind of dependency table (`all_kinds`: dev and
+/// build too), or only in the ones linked into the crate (`[dependencies]`, per target too).
+fn dependencies_in(manifest: &Path, all_kinds: bool) -> Vec<String> {
     let text = std::fs::read_to_string(manifest).unwrap_or_default();
-    let is_dep_table = |t: &str| t.ends_with("dependencies") && (t.starts_with("target.") || !t.contains('.'));
+    let is_dep_table = |t: &str| {
+        let last = t.rsplit('.').next().unwrap_or(t);
+        let kind_ok = if all_kinds { last.ends_with("dependencies") } else { last == "dependencies" };
+        kind_ok && (t.starts_with("target.") || !t.contains('.'))
+    };
     let mut out = Vec::new();
     let mut in_deps = false;
     for line in text.lines().map(str::trim) {

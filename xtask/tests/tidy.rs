@@ -83,3 +83,22 @@ fn files_over_the_line_limit_are_rejected() {
     assert_eq!(problems.len(), 1, "{joined}");
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn the_binary_may_not_depend_on_a_numeric_crate() {
+    let root = scratch("numeric");
+    krate(&root, "zf-model", "candle-core.workspace = true", "");
+    // Linked into the binary: rejected; in its tests: fine.
+    krate(
+        &root,
+        "zf-cli",
+        "zf-model.workspace = true\ncandle-core.workspace = true\ngemm = \"0.17\"",
+        "candle-nn = \"0.9\"",
+    );
+    let problems = xtask::tidy::check(&root);
+    let joined = problems.join("\n");
+    assert!(joined.contains("`zf-cli` depends on the numeric crate `candle-core`"), "{joined}");
+    assert!(joined.contains("`zf-cli` depends on the numeric crate `gemm`"), "{joined}");
+    assert_eq!(problems.len(), 2, "{joined}");
+    std::fs::remove_dir_all(&root).unwrap();
+}

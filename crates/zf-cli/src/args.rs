@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor};
-use zf_data::{MeanImage, Preprocess};
+use zf_data::MeanImage;
+use zf_model::{Device, Tensor};
 use zf_model::{FirstLayer, WeightsFile, ZfConfig, ZfNet};
 
 /// Which network: a preset, adjusted by the other flags. When weights are given and none of
@@ -121,48 +121,19 @@ impl ModelInput {
     }
 }
 
-/// Reads `--input`: a safetensors file holding a tensor named `input`, `[3, S, S]` or
-/// `[N, 3, S, S]`, already preprocessed; or an image file, preprocessed as the paper does
-/// (shorter side to `S * 256 / 224`, centre square, `mean` subtracted, centre crop), which needs
-/// the training set's mean image. Returns `[N, 3, S, S]` f32.
+/// Reads `--input` (see [`zf_data::pick::read_input`]); an image file needs the training set's
+/// mean image.
 pub fn read_input(path: &Path, size: usize, mean: Option<&Path>, device: &Device) -> Result<Tensor> {
     let is_tensor = path.extension().is_some_and(|e| e == "safetensors");
-    if !is_tensor {
-        let Some(mean) = mean else {
-            bail!(
-                "{}: an image input needs --mean FILE, the training set's per-pixel mean image (`zfnet data mean`); or give a preprocessed safetensors tensor `input`",
-                path.display()
-            )
-        };
-        let mean = MeanImage::load(mean)?;
-        let pre = Preprocess::for_input(size);
-        if mean.side != pre.resize {
-            bail!("the mean image is {0}x{0}, a {size}-pixel input needs {1}x{1}", mean.side, pre.resize)
-        }
-        let img = pre.load(path)?;
-        return Ok(zf_data::pick::centre_crop(&pre, &img, &mean, device)?.unsqueeze(0)?);
-    }
-    let mut map = candle_core::safetensors::load(path, device)
-        .with_context(|| format!("cannot read input {}", path.display()))?;
-    let Some(x) = map.remove("input") else {
-        let mut names: Vec<_> = map.keys().cloned().collect();
-        names.sort();
-        bail!("{} has no tensor named `input` (found: {})", path.display(), names.join(", "))
-    };
-    let x = match x.rank() {
-        3 => x.unsqueeze(0)?,
-        4 => x,
-        _ => bail!(
-            "{}: `input` has shape {:?}, expected [3,{size},{size}] or [N,3,{size},{size}]",
-            path.display(),
-            x.dims()
+    let mean = match (is_tensor, mean) {
+        (true, _) => None,
+        (false, Some(m)) => Some(MeanImage::load(m)?),
+        (false, None) => bail!(
+            "{}: an image input needs --mean FILE, the training set's per-pixel mean image (`zfnet data mean`); or give a preprocessed safetensors tensor `input`",
+            path.display()
         ),
     };
-    let (_, c, h, w) = x.dims4()?;
-    if (c, h, w) != (3, size, size) {
-        bail!("{}: `input` has shape {:?}, expected [3,{size},{size}] or [N,3,{size},{size}]", path.display(), x.dims())
-    }
-    Ok(x.to_dtype(DType::F32)?)
+    Ok(zf_data::pick::read_input(path, size, mean.as_ref(), device)?)
 }
 
 /// A file argument that may also be a hub address (`--mean`, `--classes`): a local path, or

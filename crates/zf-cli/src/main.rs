@@ -118,8 +118,8 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             // candle attaches a backtrace to its errors when RUST_BACKTRACE is set; the message
             // alone says what went wrong.
-            let msg = match e.downcast_ref::<candle_core::Error>() {
-                Some(candle_core::Error::WithBacktrace { inner, .. }) => inner.to_string(),
+            let msg = match e.downcast_ref::<zf_model::Error>() {
+                Some(zf_model::Error::WithBacktrace { inner, .. }) => inner.to_string(),
                 _ => format!("{e:#}"),
             };
             #[allow(clippy::print_stderr)]

@@ -61,6 +61,58 @@ pub fn centre_crops(
     Ok((Tensor::from_vec(x, (indices.len(), 3, s, s), device)?, labels))
 }
 
+/// An input for the network from a file: a safetensors file holding a tensor named `input`,
+/// `[3, S, S]` or `[N, 3, S, S]`, already preprocessed; or an image file, preprocessed as the
+/// paper does (shorter side to `S * 256 / 224`, centre square, `mean` subtracted, centre crop),
+/// which needs the training set's mean image. Returns `[N, 3, S, S]` f32 on `device`.
+pub fn read_input(path: &std::path::Path, size: usize, mean: Option<&MeanImage>, device: &Device) -> Result<Tensor> {
+    let invalid = |m: String| crate::DataError::Invalid(m);
+    let is_tensor = path.extension().is_some_and(|e| e == "safetensors");
+    if !is_tensor {
+        let Some(mean) = mean else {
+            return Err(invalid(format!("{}: an image input needs the training set's mean image", path.display())));
+        };
+        let pre = Preprocess::for_input(size);
+        if mean.side != pre.resize {
+            return Err(invalid(format!(
+                "the mean image is {0}x{0}, a {size}-pixel input needs {1}x{1}",
+                mean.side, pre.resize
+            )));
+        }
+        let img = pre.load(path)?;
+        return Ok(centre_crop(&pre, &img, mean, device)?.unsqueeze(0)?);
+    }
+    let mut map = candle_core::safetensors::load(path, device)
+        .map_err(|e| invalid(format!("cannot read input {}: {e}", path.display())))?;
+    let Some(x) = map.remove("input") else {
+        let mut names: Vec<_> = map.keys().cloned().collect();
+        names.sort();
+        return Err(invalid(format!("{} has no tensor named `input` (found: {})", path.display(), names.join(", "))));
+    };
+    let shape_error = |x: &Tensor| {
+        invalid(format!(
+            "{}: `input` has shape {:?}, expected [3,{size},{size}] or [N,3,{size},{size}]",
+            path.display(),
+            x.dims()
+        ))
+    };
+    let x = match x.rank() {
+        3 => x.unsqueeze(0)?,
+        4 => x,
+        _ => return Err(shape_error(&x)),
+    };
+    let (_, c, h, w) = x.dims4()?;
+    if (c, h, w) != (3, size, size) {
+        return Err(shape_error(&x));
+    }
+    Ok(x.to_dtype(candle_core::DType::F32)?)
+}
+
+/// The picked images as one batch `[N, 3, S, S]`.
+pub fn stack(images: &[Picked]) -> Result<Tensor> {
+    Ok(Tensor::stack(&images.iter().map(|p| p.tensor.clone()).collect::<Vec<_>>(), 0)?)
+}
+
 /// One image an analysis looks at.
 #[derive(Debug)]
 pub struct Picked {

@@ -27,6 +27,11 @@ pub fn parse_device(name: &str) -> Result<Device> {
     }
 }
 
+/// The threads the CPU kernels use (candle's count: `RAYON_NUM_THREADS`, else every core).
+pub fn threads() -> usize {
+    candle_core::utils::get_num_threads()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -53,6 +53,9 @@ pub mod pool;
 pub mod pth;
 pub mod weights;
 
+/// The tensor types of the API (candle's), so that a caller — the `zfnet` binary, say — needs
+/// no direct dependency on the tensor library to hold a device, a tensor or an error.
+pub use candle_core::{DType, Device, Error, Result, Tensor};
 pub use config::{FirstLayer, LayerRow, LayerTable, LrnConfig, Order, PoolGeometry, ZfConfig};
 pub use device::parse_device;
 pub use net::{Dropout, NoTap, Point, Tap, Trace, ZfNet};

@@ -272,6 +272,16 @@ fn linear(inputs: usize, outputs: usize, vb: VarBuilder<'_>) -> Result<Linear> {
 }
 
 impl ZfNet {
+    /// Builds the network for `config` from tensors by their safetensors keys (`conv1.weight`,
+    /// ...), as f32 on `device`.
+    pub fn from_tensors(
+        config: &ZfConfig,
+        tensors: std::collections::HashMap<String, Tensor>,
+        device: &candle_core::Device,
+    ) -> Result<Self> {
+        Self::new(config, VarBuilder::from_tensors(tensors, candle_core::DType::F32, device))
+    }
+
     /// Builds the network for `config`, reading `conv1.weight`, `conv1.bias`, ..., `fc8.bias`
     /// from `vb`. An error when the config does not fit its input size.
     pub fn new(config: &ZfConfig, vb: VarBuilder<'_>) -> Result<Self> {

@@ -16,6 +16,8 @@
 //!   snapshots.
 //! - [`linear_probe`](mod@linear_probe) — Table 7: a softmax classifier fitted on one frozen layer's pooled
 //!   features.
+//! - [`study`](mod@study) — the analyses over a set of picked images, one call each, with the
+//!   files the `zfnet` commands write.
 //! - [`stats`](mod@stats) — bootstrap intervals, so that a claim is decided by an effect and its
 //!   95% interval rather than by a threshold.
 //! - [`records`](mod@records) — the files the `zfnet` analysis commands write, as types the
@@ -37,6 +39,7 @@ pub mod linear_probe;
 pub mod occlusion;
 pub mod records;
 pub mod stats;
+pub mod study;
 
 pub use correspondence::{correspondence, CorrespondenceRow, PartBox, RandomBoxes};
 pub use evolution::weight_change;
@@ -44,6 +47,7 @@ pub use filters::{filter_stats, FilterStats};
 pub use invariance::{invariance, transform, InvarianceCurve, Transform};
 pub use linear_probe::{fit_softmax, pooled_features, probe_layers, ProbeConfig, ProbeResult};
 pub use occlusion::{occlusion, ObjectSplit, Occlusion, OcclusionConfig};
+pub use study::{invariance_study, occlusion_study, OcclusionStudy};
 
 pub(crate) use zf_model::bail;
 

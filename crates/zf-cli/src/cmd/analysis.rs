@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use candle_core::{Device, Tensor};
 use zf_data::pick::Picked;
 use zf_data::{DataSpec, GeneratedConfig, Preprocess, Split};
+use zf_model::Device;
 use zf_model::ZfNet;
 
 use crate::args::{mean_beside, mean_for, read_input, NetArgs};
@@ -116,10 +116,4 @@ pub fn out_dir(dir: &Path) -> Result<()> {
 /// Writes pretty JSON atomically.
 pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
     Ok(zf_data::write_atomic(path, &serde_json::to_vec_pretty(value)?)?)
-}
-
-/// Writes host f32 tensors to a safetensors file atomically.
-pub fn write_tensors(path: &Path, tensors: Vec<(&str, Tensor)>) -> Result<()> {
-    let named: Vec<(String, Tensor)> = tensors.into_iter().map(|(k, t)| (k.to_string(), t)).collect();
-    Ok(zf_model::weights::save_tensors(&named, Default::default(), path)?)
 }

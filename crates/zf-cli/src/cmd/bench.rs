@@ -4,9 +4,9 @@
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use candle_core::{Device, Tensor};
 use zf_model::init::{init_net, Init};
 use zf_model::ZfConfig;
+use zf_model::{Device, Tensor};
 
 /// Time the network on random inputs and print one JSON object per measurement:
 /// {"bench", "impl", "threads", "width", "batch", "median_s", "images_per_s"}.
@@ -47,7 +47,7 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
     let net = init_net(&config, Init::Paper, 0, device)?;
     let s = config.input_size;
     let x = Tensor::randn(0f32, 50., (args.batch, 3, s, s), device)?;
-    let threads = candle_core::utils::get_num_threads();
+    let threads = zf_model::device::threads();
     for what in args.what.split(',').map(str::trim) {
         let median = match what {
             "forward" => median_time(args.reps, || {

@@ -3,10 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use candle_core::Device;
-use candle_nn::VarBuilder;
 use zf_data::folder::IMAGENET_CLASSES;
 use zf_data::MeanImage;
+use zf_model::Device;
 use zf_model::{ZfConfig, ZfNet};
 
 /// Convert osmr/imgclsmob's ImageNet-trained ZFNet (pytorchcv's `zfnet`,
@@ -42,8 +41,7 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
     let tensors = zf_model::convert::read_checkpoint(&args.input)?;
     let (config, tensors) = zf_model::convert::from_imgclsmob(tensors)
         .with_context(|| format!("cannot convert {}", args.input.display()))?;
-    let net =
-        ZfNet::new(&config, VarBuilder::from_tensors(tensors.into_iter().collect(), candle_core::DType::F32, device))?;
+    let net = ZfNet::from_tensors(&config, tensors.into_iter().collect(), device)?;
     if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }

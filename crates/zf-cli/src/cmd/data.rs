@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use candle_core::Device;
 use zf_data::folder::{write_classes, CLASSES_FILE};
 use zf_data::{Dataset, Generated, GeneratedConfig, ImageFolder, MeanImage, Preprocess};
+use zf_model::Device;
 
 use crate::progress::bar;
 

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::Result;
-use candle_core::{DType, Device};
+use zf_model::{DType, Device};
 
 use crate::args::ModelInput;
 

@@ -1,7 +1,7 @@
 //! `zfnet info`: the layer table of a network, and a check of a weights file against it.
 
 use anyhow::Result;
-use candle_core::Device;
+use zf_model::Device;
 use zf_model::WeightsFile;
 
 use crate::args::NetArgs;

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use candle_core::Device;
 use zf_model::init::{init_net, Init};
+use zf_model::Device;
 
 use crate::args::NetArgs;
 

@@ -6,19 +6,19 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{Device, Tensor};
+use zf_model::{Device, Tensor};
 use zf_model::{Point, ZfNet};
 use zf_probe::invariance::Sweep;
 use zf_probe::records::{
-    BankRecord, CorrespondenceDoc, EvolutionDoc, EvolutionLayer, FiltersDoc, ImageCurve, InvarianceDoc, OcclusionDoc,
-    OcclusionRecord, ProbesDoc, StrongestRecord, SweepRecord,
+    BankRecord, CorrespondenceDoc, EvolutionDoc, EvolutionLayer, FiltersDoc, InvarianceDoc, OcclusionDoc, ProbesDoc,
+    StrongestRecord,
 };
 use zf_probe::{OcclusionConfig, ProbeConfig};
 use zf_viz::heat::{class_colour, class_map, heatmap, overlay_at, range};
 use zf_viz::plot::{BarPlot, LinePlot};
 use zf_viz::{font, projection_image, save_png, save_text, stack, Direction, Grid};
 
-use super::analysis::{out_dir, write_json, write_tensors, Source};
+use super::analysis::{out_dir, write_json, Source};
 use crate::progress::bar;
 use zf_data::pick::centre_crops;
 
@@ -58,71 +58,39 @@ pub fn occlusion(args: OcclusionArgs, device: &Device) -> Result<()> {
     let cfg = OcclusionConfig { size: args.size, stride: args.stride, batch: args.batch };
     let per = cfg.offsets(s)?.len().pow(2);
     let pb = bar((per * loaded.images.len()) as u64, "occluding");
-    let (mut rows, mut records) = (Vec::new(), Vec::new());
-    let (mut fm, mut tp, mut tl, mut pr) = (vec![], vec![], vec![], vec![]);
-    for (k, img) in loaded.images.iter().enumerate() {
-        let occ =
-            zf_probe::occlusion(net, &img.tensor, img.label, cfg, &mut |d, _| pb.set_position((k * per + d) as u64))?;
-        let proj = zf_probe::occlusion::projection(net, &img.tensor, occ.map)?.to_device(&Device::Cpu)?;
+    let study = zf_probe::occlusion_study(net, &loaded.images, classes, cfg, &mut |d, _| pb.set_position(d as u64))?;
+    pb.finish_and_clear();
+    // Each cell is drawn where the square's centre was: `stride` pixels wide, starting half a
+    // square (less half a stride) from the corner.
+    let cell = args.stride as u32;
+    let at = args.size as i64 / 2 - args.stride as i64 / 2;
+    let mut rows = Vec::new();
+    for ((img, occ), (proj, rec)) in
+        loaded.images.iter().zip(&study.maps).zip(study.projections.iter().zip(&study.records))
+    {
         let r = occ.side();
-        // Each cell is drawn where the square's centre was: `stride` pixels wide, starting half a
-        // square (less half a stride) from the corner.
-        let cell = args.stride as u32;
-        let at = args.size as i64 / 2 - args.stride as i64 / 2;
         let base = &img.picture;
         let fmap = overlay_at(base, &heatmap(&occ.feature_map, r, r, range(&occ.feature_map), cell), at, at, 0.6);
         let prob = overlay_at(base, &heatmap(&occ.true_prob, r, r, (0.0, 1.0), cell), at, at, 0.6);
         let cmap = overlay_at(base, &class_map(&occ.top_label, r, r, cell), at, at, 0.85);
         let mut grid = Grid::new(s as u32, s as u32, 5);
-        let name = classes.get(img.label).cloned().unwrap_or_else(|| img.label.to_string());
-        grid.push(base.clone(), Some(format!("(a) {name}, p={:.2}", occ.clean_prob)));
+        grid.push(base.clone(), Some(format!("(a) {}, p={:.2}", rec.class, occ.clean_prob)));
         grid.push(fmap, Some(format!("(b) conv5 map {}", occ.map)));
-        grid.push(projection_image(&proj.flatten_all()?.to_vec1::<f32>()?, 3, s, s), Some("(c) its projection".into()));
+        grid.push(projection_image(proj, 3, s, s), Some("(c) its projection".into()));
         grid.push(prob, Some("(d) p(true class)".into()));
         grid.push(cmap, Some("(e) top class".into()));
         let mut present: Vec<u32> = occ.top_label.clone();
         present.sort();
         present.dedup();
         rows.push(stack(&[grid.render(Some(&img.name)), legend(&present, classes)], Direction::Across, 4));
-        fm.push(Tensor::from_vec(occ.feature_map.clone(), (r, r), &Device::Cpu)?);
-        tp.push(Tensor::from_vec(occ.true_prob.clone(), (r, r), &Device::Cpu)?);
-        tl.push(Tensor::from_vec(occ.top_label.iter().map(|&v| v as i64).collect::<Vec<_>>(), (r, r), &Device::Cpu)?);
-        pr.push(proj);
-        let (min_prob, correct) = (occ.min_true_prob(), occ.top_is_true_fraction());
-        // How concentrated the drop is: the true-class probability with the square on the
-        // object (its box, when the image has one) against off it.
-        let split = img.annotation.as_ref().map(|a| occ.split_by_box(a.bbox));
-        let finite = |v: f32| v.is_finite().then_some(v);
-        records.push(OcclusionRecord {
-            image: img.name.clone(),
-            label: img.label,
-            class: name,
-            map: occ.map,
-            clean_prob: occ.clean_prob,
-            clean_top: occ.clean_top,
-            clean_feature_map: occ.clean_feature_map,
-            min_true_prob: min_prob,
-            weakest_position: occ.weakest(),
-            top_is_true_fraction: correct,
-            mean_prob_square_on_object: split.and_then(|s| finite(s.on)),
-            mean_prob_square_off_object: split.and_then(|s| finite(s.off)),
-            offsets: occ.offsets.clone(),
-            config: occ.config,
-        });
     }
-    pb.finish_and_clear();
     out_dir(&args.out)?;
     save_png(&stack(&rows, Direction::Down, 8), &args.out.join("occlusion.png"))?;
-    write_tensors(
-        &args.out.join("occlusion.safetensors"),
-        vec![
-            ("feature_map", Tensor::stack(&fm, 0)?),
-            ("true_prob", Tensor::stack(&tp, 0)?),
-            ("top_label", Tensor::stack(&tl, 0)?),
-            ("projection", Tensor::stack(&pr, 0)?),
-        ],
+    study.save(&args.out.join("occlusion.safetensors"))?;
+    write_json(
+        &args.out.join("occlusion.json"),
+        &OcclusionDoc { weights: args.src.weights.clone(), images: study.records },
     )?;
-    write_json(&args.out.join("occlusion.json"), &OcclusionDoc { weights: args.src.weights.clone(), images: records })?;
     tracing::info!("wrote occlusion.png, occlusion.safetensors and occlusion.json to {}", args.out.display());
     Ok(())
 }
@@ -184,20 +152,16 @@ pub fn invariance(args: InvarianceArgs, device: &Device) -> Result<()> {
         .collect::<Result<_>>()?;
     out_dir(&args.out)?;
     let pb = bar((sweeps.len() * loaded.images.len()) as u64, "sweeping");
-    let (mut tensors, mut json) = (Vec::new(), Vec::new());
-    for sweep in sweeps {
-        let amounts = sweep.amounts_for(loaded.net.config().input_size);
-        let mut curves = Vec::new();
-        for img in &loaded.images {
-            curves.push(zf_probe::invariance(&loaded.net, &img.tensor, img.label, sweep, &amounts)?);
-            pb.inc(1);
-        }
+    let records =
+        zf_probe::invariance_study(&loaded.net, &loaded.images, &sweeps, &mut |d, _| pb.set_position(d as u64))?;
+    pb.finish_and_clear();
+    for (sweep, record) in sweeps.iter().zip(&records) {
         let name = sweep.name();
         let panel = |title: &str, y: &str, f: &dyn Fn(&zf_probe::InvarianceCurve) -> Vec<f32>| {
             let mut p = LinePlot::new(title, sweep.unit(), y);
-            for (c, img) in curves.iter().zip(&loaded.images) {
+            for (c, img) in record.images.iter().zip(&loaded.images) {
                 let label = class_name(&loaded.classes, img.label);
-                p = p.series(&label, c.amounts.iter().copied().zip(f(c)).collect());
+                p = p.series(&label, c.curve.amounts.iter().copied().zip(f(&c.curve)).collect());
             }
             p
         };
@@ -207,25 +171,12 @@ pub fn invariance(args: InvarianceArgs, device: &Device) -> Result<()> {
             panel(&format!("{name}: output"), "p(true class)", &|c| c.true_prob.clone()).y_range(0.0, 1.0).svg(),
         ];
         save_text(&side_by_side(&panels, 360, 260), &args.out.join(format!("{name}.svg")))?;
-        let n = curves.len();
-        let steps = amounts.len();
-        let flat = |f: &dyn Fn(&zf_probe::InvarianceCurve) -> Vec<f32>| -> Result<Tensor> {
-            Ok(Tensor::from_vec(curves.iter().flat_map(f).collect::<Vec<f32>>(), (n, steps), &Device::Cpu)?)
-        };
-        tensors.push((format!("{name}.layer1"), flat(&|c| c.layer1_distance.clone())?));
-        tensors.push((format!("{name}.layer7"), flat(&|c| c.layer7_distance.clone())?));
-        tensors.push((format!("{name}.prob"), flat(&|c| c.true_prob.clone())?));
-        tensors.push((format!("{name}.amounts"), Tensor::from_vec(amounts.clone(), steps, &Device::Cpu)?));
-        let images = curves
-            .into_iter()
-            .zip(&loaded.images)
-            .map(|(curve, img)| ImageCurve { image: img.name.clone(), curve })
-            .collect();
-        json.push(SweepRecord { sweep: name.to_string(), images });
     }
-    pb.finish_and_clear();
-    zf_model::weights::save_tensors(&tensors, Default::default(), &args.out.join("invariance.safetensors"))?;
-    write_json(&args.out.join("invariance.json"), &InvarianceDoc { weights: args.src.weights.clone(), sweeps: json })?;
+    zf_probe::study::save_invariance(&records, &args.out.join("invariance.safetensors"))?;
+    write_json(
+        &args.out.join("invariance.json"),
+        &InvarianceDoc { weights: args.src.weights.clone(), sweeps: records },
+    )?;
     tracing::info!("wrote the invariance curves to {}", args.out.display());
     Ok(())
 }
@@ -323,7 +274,7 @@ pub fn correspondence(args: CorrespondenceArgs, device: &Device) -> Result<()> {
         .map(|i| i.annotation.as_ref().map(|a| zf_probe::correspondence::object_box(a, s)))
         .collect();
     let random = zf_probe::RandomBoxes { seed: args.seed, draws: args.draws, regions, ..Default::default() };
-    let images = Tensor::stack(&loaded.images.iter().map(|p| p.tensor.clone()).collect::<Vec<_>>(), 0)?;
+    let images = zf_data::pick::stack(&loaded.images)?;
     let rows = zf_probe::correspondence(&loaded.net, &images, &boxes, &parts, &[Point::Conv5, Point::Fc7], &random)?;
     out_dir(&args.out)?;
     let mut md =
@@ -490,10 +441,8 @@ pub fn evolution(args: EvolutionArgs, device: &Device) -> Result<()> {
         snaps.push((epochs, run.model()));
     }
     let mean = zf_data::MeanImage::load(&run.mean())?;
-    let nets: Vec<ZfNet> = snaps
-        .iter()
-        .map(|(_, p)| ZfNet::load(&p.to_string_lossy(), None, device))
-        .collect::<candle_core::Result<_>>()?;
+    let nets: Vec<ZfNet> =
+        snaps.iter().map(|(_, p)| ZfNet::load(&p.to_string_lossy(), None, device)).collect::<zf_model::Result<_>>()?;
     let config = nets[0].config().clone();
     let s = config.input_size;
     let pre = zf_data::Preprocess::for_input(s);

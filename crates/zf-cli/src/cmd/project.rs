@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use candle_core::Device;
 use zf_deconv::{receptive_field, Deconvnet, Unit};
+use zf_model::Device;
 use zf_model::{Point, Trace};
 use zf_viz::{draw_box, magnify, minmax_image, projection_image, save_png, stack, Direction};
 

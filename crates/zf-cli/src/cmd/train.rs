@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use candle_core::Device;
 use indicatif::ProgressBar;
 use zf_data::{Crops, DataSpec, GeneratedConfig, Loader, LoaderConfig, Preprocess, Split};
+use zf_model::Device;
 use zf_train::{Data, EpochReport, Observer, StepReport, TrainConfig};
 
 use crate::progress::bar;

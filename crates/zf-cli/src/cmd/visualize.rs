@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{Device, Tensor};
 use zf_data::{Crop, Crops, GeneratedConfig, Loader, LoaderConfig, MeanImage, Preprocess};
 use zf_deconv::layer_shape;
 use zf_model::Point;
+use zf_model::{Device, Tensor};
 use zf_probe::records::{Fig2Doc, Fig2Hit, Fig2Map};
 use zf_viz::{projection_image, save_png, stack, Direction, Grid};
 
@@ -68,7 +68,7 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
     let net = args.net.load(&args.weights, device)?;
     let config = net.config().clone();
     let size = config.input_size;
-    let layers: Vec<Point> = args.layers.split(',').map(|s| s.parse::<Point>()).collect::<candle_core::Result<_>>()?;
+    let layers: Vec<Point> = args.layers.split(',').map(|s| s.parse::<Point>()).collect::<zf_model::Result<_>>()?;
     if let Some(bad) = layers.iter().find(|l| !l.is_conv()) {
         bail!("visualize shows conv1..conv5 (the paper's layers 1-5), got {bad}")
     }
@@ -94,13 +94,13 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
     let loader = Loader::new(dataset.clone(), Some(&mean), LoaderConfig::eval(args.batch, Crops::Centre))?;
     let pre = dataset.preprocess();
     // The hits' images again, preprocessed as the loader does (centre crop, mean off).
-    let mut load = |indices: &[usize]| -> candle_core::Result<Tensor> {
+    let mut load = |indices: &[usize]| -> zf_model::Result<Tensor> {
         zf_data::pick::centre_crops(dataset.as_ref(), indices, &mean, device)
             .map(|(x, _)| x)
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))
+            .map_err(|e| zf_model::Error::Msg(e.to_string()))
     };
     let mut search = loader.epoch(0).map(|b| {
-        let b = b.map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let b = b.map_err(|e| zf_model::Error::Msg(e.to_string()))?;
         Ok((b.indices.clone(), b.images.to_device(device)?))
     });
     let pb = bar(dataset.len() as u64, "searching");
