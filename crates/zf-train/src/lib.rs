@@ -14,9 +14,11 @@
 //! - [`Trainer`]: one update of the recipe (forward with dropout, cross-entropy, backward, SGD,
 //!   renormalization) on a network and its momentum; the loop and `zfnet bench` step through it.
 //! - [`Sgd`] and [`renormalize`], usable on their own.
+//! - [`bench`](mod@bench): per-layer conv timings forward and backward, for `zfnet bench`.
 //!
 //! Depends on zf-model and zf-data. Used by the `zfnet` binary. Errors are [`TrainError`].
 
+pub mod bench;
 pub mod config;
 pub mod error;
 pub mod run;

@@ -24,7 +24,9 @@ pub struct Args {
     /// conv5 unit, as python/zfnet_torch.py times it; with --batch B > 1, B projections
     /// of that image's conv5 maps from the one forward pass; images/s = projections/s);
     /// occlusion (one Fig. 7 map of one image: 48-pixel square, stride 8, --batch occluded images
-    /// per forward; images/s = occluded images/s, median_s = one map).
+    /// per forward; images/s = occluded images/s, median_s = one map); layers (conv1..conv5
+    /// each alone on a --batch of its input shape, forward and backward, in GFLOP/s beside the
+    /// GFLOP/s of a 2048x2048 matrix product, the attainable peak of the same gemm).
     #[arg(long, default_value = "forward", value_name = "LIST")]
     what: String,
     /// Width multiplier of the paper's network.
@@ -49,6 +51,28 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
     let x = Tensor::randn(0f32, 50., (args.batch, 3, s, s), device)?;
     let threads = zf_model::device::threads();
     for what in args.what.split(',').map(str::trim) {
+        if what == "layers" {
+            let peak = zf_train::bench::matmul_gflops(2048, args.reps, device)?;
+            for l in zf_train::bench::conv_layers(&net, args.batch, args.reps, device)? {
+                for (pass, seconds, gflops) in
+                    [("forward", l.forward_s, l.forward_gflops()), ("backward", l.backward_s, l.backward_gflops())]
+                {
+                    let line = serde_json::json!({
+                        "bench": format!("{}-{pass}", l.layer),
+                        "impl": format!("zfnet {} (candle)", env!("CARGO_PKG_VERSION")),
+                        "threads": threads,
+                        "width": args.width,
+                        "batch": args.batch,
+                        "median_s": (seconds * 1e6).round() / 1e6,
+                        "gflops": (gflops * 10.0).round() / 10.0,
+                        "peak_gflops": (peak * 10.0).round() / 10.0,
+                        "of_peak": (gflops / peak * 1000.0).round() / 1000.0,
+                    });
+                    println!("{line}");
+                }
+            }
+            continue;
+        }
         let median = match what {
             "forward" => median_time(args.reps, || {
                 let y = net.forward(&x)?;
@@ -105,7 +129,7 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
                     Ok(())
                 })?
             }
-            other => bail!("unknown benchmark `{other}`: expected forward, train, project or occlusion"),
+            other => bail!("unknown benchmark `{other}`: expected forward, train, project, occlusion or layers"),
         };
         let batch = args.batch;
         let positions = zf_probe::OcclusionConfig::default().offsets(s)?.len().pow(2);
