@@ -13,6 +13,9 @@ use rand::{Rng, SeedableRng};
 use crate::config::{ConvGeometry, Order, ZfConfig, CONV345, POOL12};
 use crate::pool::Switches;
 
+mod stages;
+pub use stages::Stage;
+
 /// A point in the network where a value can be observed, in forward order.
 ///
 /// Conv and fc points are after the ReLU (the paper's "layer 1..7" are conv1..conv5, fc6, fc7);

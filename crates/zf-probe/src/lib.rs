@@ -34,6 +34,7 @@
 pub mod correspondence;
 pub mod evolution;
 pub mod filters;
+pub mod incremental;
 pub mod invariance;
 pub mod linear_probe;
 pub mod occlusion;

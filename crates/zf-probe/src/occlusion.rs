@@ -127,11 +127,29 @@ fn argmin(v: &[f32]) -> usize {
 }
 
 /// Slides the occluder over `image` (gray = 0, the data set's mean) and records Fig. 7's maps.
-/// Calls `progress(done, total)` after every batch.
+/// Calls `progress(done, total)` after every batch. On the CPU in f32 only the windows the
+/// square reaches are recomputed ([`crate::incremental`]); elsewhere every occluded image runs
+/// through the whole network ([`occlusion_dense`]). Both give the same maps to float rounding.
 ///
 /// # Shapes
 /// `image`: `[3, S, S]`, preprocessed.
 pub fn occlusion(
+    net: &ZfNet,
+    image: &Tensor,
+    label: usize,
+    config: OcclusionConfig,
+    progress: Progress<'_>,
+) -> Result<Occlusion> {
+    if zf_model::device::fused(image) {
+        crate::incremental::occlusion_by_windows(net, image, label, config, progress)
+    } else {
+        occlusion_dense(net, image, label, config, progress)
+    }
+}
+
+/// [`occlusion()`] with every occluded image run through the whole network, `config.batch` at
+/// a time (any device and dtype).
+pub fn occlusion_dense(
     net: &ZfNet,
     image: &Tensor,
     label: usize,

@@ -199,3 +199,36 @@ fn bad_inputs_are_clear_errors() {
     let e = zf_probe::pooled_features(&net, &images, Point::Prob, 2).unwrap_err().to_string();
     assert!(e.contains("layers 1..7"), "{e}");
 }
+
+#[test]
+fn occlusion_by_windows_equals_running_every_occluded_image_whole() {
+    // Both layer orders (LRN after or before the pool), sizes where ceil-mode pools hang over
+    // the edge, squares that touch every border, batches that split the positions unevenly.
+    let mut paper = ZfConfig::tiny().with_input_size(96);
+    paper.input_scale = 1.0 / 64.0;
+    let imgclsmob = ZfConfig::imgclsmob().with_width(0.125).with_classes(10).with_input_size(67);
+    for (cfg, size, stride, batch) in [(paper, 24, 8, 7), (imgclsmob, 20, 6, 5)] {
+        let net = init_net(&cfg, Init::He, 9, &Device::Cpu).unwrap();
+        let s = cfg.input_size;
+        let img = Tensor::rand(-100f32, 100.0, (3, s, s), &Device::Cpu).unwrap();
+        let c = OcclusionConfig { size, stride, batch };
+        let fast = zf_probe::incremental::occlusion_by_windows(&net, &img, 3, c, &mut |_, _| {}).unwrap();
+        let dense = zf_probe::occlusion::occlusion_dense(&net, &img, 3, c, &mut |_, _| {}).unwrap();
+        assert_eq!(
+            (fast.map, fast.offsets.clone(), fast.clean_top),
+            (dense.map, dense.offsets.clone(), dense.clean_top)
+        );
+        let close = |a: &[f32], b: &[f32], what: &str| {
+            let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                assert!((x - y).abs() <= 1e-5 * scale, "{what}[{i}]: {x} vs {y}");
+            }
+        };
+        close(&fast.feature_map, &dense.feature_map, "feature_map");
+        close(&fast.true_prob, &dense.true_prob, "true_prob");
+        close(&[fast.clean_feature_map, fast.clean_prob], &[dense.clean_feature_map, dense.clean_prob], "clean");
+        // The top class may differ only where two classes tie to rounding.
+        let differ = fast.top_label.iter().zip(&dense.top_label).filter(|(a, b)| a != b).count();
+        assert!(differ == 0, "{differ} positions with another top class");
+    }
+}
