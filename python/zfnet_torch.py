@@ -18,15 +18,17 @@ forward` writes them.
 As a script (the benchmark peer; one JSON line per measurement):
 
     python3 zfnet_torch.py [--threads 2] [--width 1.0] [--batch 16] [--reps 5]
-                           [--what forward,train,project,occlusion]
+                           [--what forward,train,project,occlusion,captum-occlusion]
 
   forward, train: forward passes / SGD steps of a ZFNet of the given width (images/s)
   project:   one deconvnet projection of the strongest conv5 unit of one image (switch
              unpooling, ReLU, transposed filters; images_per_s = projections per second)
   occlusion: the occlusion map of one image (48 px gray square, stride 8: 529 positions) in
              batches of --batch occluded images (images_per_s = occluded images per second)
+  captum-occlusion: the same with Captum's `Occlusion` (the attribution of the true class's
+             probability), the tool the occlusion analysis is usually run with
 
-Needs torch and, for `load`, safetensors (python/setup-torch.sh makes a virtual environment).
+Needs torch, for `load` safetensors and for captum-occlusion captum (python/setup-torch.sh makes a virtual environment).
 """
 import argparse
 import json
@@ -200,8 +202,8 @@ def main():
     x = torch.randn(a.batch, 3, 224, 224) * 50
     y = torch.randint(0, 1000, (a.batch,))
 
-    def report(bench, seconds, n, batch=a.batch, **extra):
-        print(json.dumps({"bench": bench, "impl": "pytorch " + torch.__version__, "threads": a.threads,
+    def report(bench, seconds, n, batch=a.batch, impl="pytorch " + torch.__version__, **extra):
+        print(json.dumps({"bench": bench, "impl": impl, "threads": a.threads,
                           "width": a.width, "batch": batch, **extra, "median_s": round(seconds, 5),
                           "images_per_s": round(n / seconds, 2)}), flush=True)
 
@@ -230,8 +232,25 @@ def main():
                 n = occlusion_map(net, x[:1], 0, batch=a.batch)[1]
                 t = median_time(lambda: occlusion_map(net, x[:1], 0, batch=a.batch), max(1, a.reps // 3))
             report("occlusion", t, n, positions=n)
+        elif what == "captum-occlusion":
+            # Captum's Occlusion on the same network and square: the attribution of the true
+            # class's probability, `--batch` occluded images per forward pass.
+            import captum
+            from captum.attr import Occlusion
+            net.eval()
+            occ = Occlusion(lambda inp: F.softmax(net(inp), 1))
+            side = x.shape[-1]
+            n = len(range(0, side - 48 + 1, 8)) ** 2
+
+            def attribute():
+                with torch.no_grad():
+                    occ.attribute(x[:1], sliding_window_shapes=(3, 48, 48), strides=(3, 8, 8), baselines=0.0,
+                                  target=0, perturbations_per_eval=a.batch)
+
+            t = median_time(attribute, max(1, a.reps // 3))
+            report("occlusion", t, n, positions=n, impl="captum " + captum.__version__)
         else:
-            ap.error(f"unknown --what {what}: expected forward, train, project or occlusion")
+            ap.error(f"unknown --what {what}: expected forward, train, project, occlusion or captum-occlusion")
 
 
 if __name__ == "__main__":

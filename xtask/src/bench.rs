@@ -10,19 +10,21 @@ pub struct Case {
     pub what: &'static str,
     pub width: f64,
     pub batch: usize,
-    /// Whether python/zfnet_torch.py times the same thing (it has no batched projection).
-    pub torch: bool,
+    /// What python/zfnet_torch.py times as the peer (its `--what`; `None`: it has none, as for
+    /// the batched projection).
+    pub torch: Option<&'static str>,
 }
 
 const fn case(what: &'static str, width: f64, batch: usize) -> Case {
-    Case { what, width, batch, torch: true }
+    Case { what, width, batch, torch: Some(what) }
 }
 
 /// The default cases: forward and training step of the paper's network and of a quarter-width
 /// one at batch 16 and 128; one forward image against one deconvnet projection (a projection
 /// should cost no more than a forward pass), and nine projections from one forward pass; a
-/// quarter-width occlusion map.
-pub const CASES: [Case; 13] = [
+/// quarter-width occlusion map against PyTorch running every occluded image, and the paper
+/// network's against Captum's `Occlusion` (the tool people use for it).
+pub const CASES: [Case; 14] = [
     case("forward", 1.0, 16),
     case("forward", 0.25, 16),
     case("train", 1.0, 16),
@@ -33,9 +35,10 @@ pub const CASES: [Case; 13] = [
     case("train", 0.25, 128),
     case("forward", 1.0, 1),
     case("project", 1.0, 1),
-    Case { what: "project", width: 1.0, batch: 9, torch: false },
+    Case { what: "project", width: 1.0, batch: 9, torch: None },
     case("project", 0.25, 1),
     case("occlusion", 0.25, 16),
+    Case { what: "occlusion", width: 1.0, batch: 16, torch: Some("captum-occlusion") },
 ];
 
 /// `"images_per_s": 12.5` -> 12.5, from one JSON line (xtask has no JSON dependency).
@@ -98,7 +101,7 @@ pub fn bench(root: &Path, threads: usize, reps: usize, rounds: usize) -> Result<
             None
         }
     };
-    println!("| bench | width | batch | zfnet img/s | pytorch img/s | ratio |");
+    println!("| bench | width | batch | zfnet img/s | peer img/s | ratio |");
     println!("|---|---|---|---|---|---|");
     for case in CASES {
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
@@ -117,9 +120,11 @@ pub fn bench(root: &Path, threads: usize, reps: usize, rounds: usize) -> Result<
             let mut cmd = Command::new(&zfnet);
             cmd.env("RAYON_NUM_THREADS", threads.to_string()).arg("bench").args(&common);
             ours.push(run(&mut cmd)?);
-            if let (Some((py, script)), true) = (&torch, case.torch) {
+            if let (Some((py, script)), Some(peer)) = (&torch, case.torch) {
                 let mut cmd = Command::new(py);
                 cmd.arg(script).args(["--threads".to_string(), threads.to_string()]).args(&common);
+                // The peer's own name for the case (the last --what wins).
+                cmd.args(["--what", peer]);
                 theirs.push(run(&mut cmd)?);
             }
         }
@@ -132,7 +137,11 @@ pub fn bench(root: &Path, threads: usize, reps: usize, rounds: usize) -> Result<
             Some(t) => (format!("{t:.2}"), format!("{:.2}x", o / t)),
             None => ("-".into(), "-".into()),
         };
-        println!("| {} | {} | {} | {o:.2} | {t_s} | {r_s} |", case.what, case.width, case.batch);
+        let name = match case.torch {
+            Some(peer) if peer != case.what => format!("{} (vs {peer})", case.what),
+            _ => case.what.to_string(),
+        };
+        println!("| {name} | {} | {} | {o:.2} | {t_s} | {r_s} |", case.width, case.batch);
     }
     Ok(())
 }

@@ -102,7 +102,7 @@ impl Profile {
             occlusion_images: 100,
             occlusion_size: 48,
             occlusion_stride: 8,
-            correspondence_images: 30,
+            correspondence_images: 100,
             correspondence_box: 48,
             probe_train: 1000,
             probe_test: 500,
