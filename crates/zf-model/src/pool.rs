@@ -48,6 +48,23 @@ impl PoolGeometry {
         Ok((values, Switches { indices, input_hw: (h, w), geometry: *self }))
     }
 
+    /// Max-pools `xs`, values only (no switches, no gradient): on the CPU in f32 one pass over
+    /// each window; elsewhere [`PoolGeometry::forward_with_switches`]'s values. The same values
+    /// either way (a NaN in a window wins, as in PyTorch).
+    ///
+    /// # Shapes
+    /// - `xs`: `[N, C, H, W]`; returns `[N, C, Ho, Wo]`.
+    pub fn forward_values(&self, xs: &Tensor) -> Result<Tensor> {
+        let (_, _, h, w) = xs.dims4()?;
+        if !crate::device::fused(xs) {
+            return Ok(self.forward_with_switches(xs)?.0);
+        }
+        let (Some(ho), Some(wo)) = (self.output_size(h), self.output_size(w)) else {
+            bail!("max pool {k}x{k} stride {s} does not fit a {h}x{w} input", k = self.kernel, s = self.stride)
+        };
+        xs.detach().contiguous()?.apply_op1_no_bwd(&MaxKernel { geometry: *self, ho, wo })
+    }
+
     fn switches(&self, xs: &Tensor, ho: usize, wo: usize) -> Result<Tensor> {
         let xs = xs.detach();
         match xs.device() {
@@ -217,6 +234,49 @@ impl CustomOp1 for SwitchKernel {
     }
 }
 
+/// The values of max pooling, f32 on the CPU.
+struct MaxKernel {
+    geometry: PoolGeometry,
+    ho: usize,
+    wo: usize,
+}
+
+impl CustomOp1 for MaxKernel {
+    fn name(&self) -> &'static str {
+        "max-pool-values"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = layout.shape().dims4()?;
+        let Some((start, end)) = layout.contiguous_offsets() else { bail!("max-pool-values needs a contiguous input") };
+        let CpuStorage::F32(v) = storage else { bail!("max-pool-values expects an f32 input") };
+        let src = &v[start..end];
+        let (k, s, ho, wo) = (self.geometry.kernel, self.geometry.stride, self.ho, self.wo);
+        let mut out = vec![0f32; n * c * ho * wo];
+        if ho * wo > 0 {
+            out.par_chunks_mut(ho * wo).enumerate().for_each(|(p, dst)| {
+                let plane = &src[p * h * w..(p + 1) * h * w];
+                for (oi, dst) in dst.chunks_exact_mut(wo).enumerate() {
+                    let (r0, r1) = (oi * s, (oi * s + k).min(h));
+                    for (oj, d) in dst.iter_mut().enumerate() {
+                        let (c0, c1) = (oj * s, (oj * s + k).min(w));
+                        let mut best = plane[r0 * w + c0];
+                        for r in r0..r1 {
+                            for &v in &plane[r * w + c0..r * w + c1] {
+                                if v > best || v.is_nan() {
+                                    best = v;
+                                }
+                            }
+                        }
+                        *d = best;
+                    }
+                }
+            });
+        }
+        Ok((CpuStorage::F32(out), Shape::from((n, c, ho, wo))))
+    }
+}
+
 /// Switch unpooling (the deconvnet's): `xs` `[N, C, Ho, Wo]` values and their u32 switches
 /// (flat positions in each `H x W` plane) to a zero `[N, C, H, W]` map holding each value at its
 /// switch; where two windows share a switch the later one (row-major) wins, as PyTorch's
@@ -283,6 +343,23 @@ mod tests {
         let ones = t(&[1.0; 16], 4, 4);
         let (_, sw) = POOL12.forward_with_switches(&ones).unwrap();
         assert_eq!(sw.indices.flatten_all().unwrap().to_vec1::<u32>().unwrap(), vec![0, 2, 8, 10]);
+    }
+
+    #[test]
+    fn values_alone_are_the_values_through_the_switches() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        for (geometry, h, w) in
+            [(POOL12, 13, 14), (POOL12, 31, 31), (POOL5, 13, 13), (PoolGeometry::new(2, 3, true), 11, 8)]
+        {
+            let v: Vec<f32> = (0..2 * 3 * h * w).map(|_| rng.random_range(-3.0..3.0)).collect();
+            let x = Tensor::from_vec(v, (2, 3, h, w), &Device::Cpu).unwrap();
+            let a = geometry.forward_values(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let b = geometry.forward_with_switches(&x).unwrap().0.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(a, b, "{geometry:?} on {h}x{w}");
+        }
+        let x = t(&[1., f32::NAN, 3., 4., 5., 6., 7., 8., 9.], 3, 3);
+        assert!(POOL5.forward_values(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()[0].is_nan());
     }
 
     #[test]

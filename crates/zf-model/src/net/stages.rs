@@ -83,7 +83,7 @@ impl ZfNet {
                     _ => crate::conv::conv2d(xs, c.weight(), c.bias(), g)?.relu(),
                 }
             }
-            Stage::Pool(_) => Ok(POOL12.forward_with_switches(xs)?.0),
+            Stage::Pool(_) => POOL12.forward_values(xs),
             Stage::Lrn(p) => {
                 let Some(lrn) = &self.config.lrn else { bail!("the network has no {p}: LRN is off") };
                 if fused {
@@ -104,7 +104,7 @@ impl ZfNet {
             _ if relu => candle_core::Module::forward(l, x)?.relu(),
             _ => candle_core::Module::forward(l, x),
         };
-        let (x, _) = self.config.pool5().forward_with_switches(conv5)?;
+        let x = self.config.pool5().forward_values(conv5)?;
         let x = linear(&self.fc6, &x.flatten_from(1)?, true)?;
         let x = linear(&self.fc7, &x, true)?;
         linear(&self.fc8, &x, false)
