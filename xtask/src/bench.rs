@@ -37,8 +37,8 @@ pub const CASES: [Case; 14] = [
     case("project", 1.0, 1),
     Case { what: "project", width: 1.0, batch: 9, torch: None },
     case("project", 0.25, 1),
-    case("occlusion", 0.25, 16),
-    Case { what: "occlusion", width: 1.0, batch: 16, torch: Some("captum-occlusion") },
+    case("occlusion", 0.25, 64),
+    Case { what: "occlusion", width: 1.0, batch: 64, torch: Some("captum-occlusion") },
 ];
 
 /// `"images_per_s": 12.5` -> 12.5, from one JSON line (xtask has no JSON dependency).

@@ -20,13 +20,14 @@ pub struct OcclusionConfig {
     /// Step between positions, pixels (top-left corners at 0, stride, 2 stride, ... up to
     /// `S - size`).
     pub stride: usize,
-    /// Occluded images per forward pass.
+    /// Square positions computed together (occluded images per forward pass on the dense
+    /// path).
     pub batch: usize,
 }
 
 impl Default for OcclusionConfig {
     fn default() -> Self {
-        Self { size: OCCLUDER, stride: STRIDE, batch: 16 }
+        Self { size: OCCLUDER, stride: STRIDE, batch: 64 }
     }
 }
 

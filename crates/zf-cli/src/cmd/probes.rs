@@ -43,8 +43,8 @@ pub struct OcclusionArgs {
     /// Step between square positions, pixels.
     #[arg(long, default_value_t = zf_probe::occlusion::STRIDE, value_name = "PX")]
     stride: usize,
-    /// Occluded images per forward pass.
-    #[arg(long, default_value_t = 16, value_name = "B")]
+    /// Square positions computed together (memory grows with it).
+    #[arg(long, default_value_t = zf_probe::OcclusionConfig::default().batch, value_name = "B")]
     batch: usize,
     /// Output folder.
     #[arg(long, value_name = "DIR")]
