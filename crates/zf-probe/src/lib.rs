@@ -4,6 +4,8 @@
 //!
 //! - [`occlusion`](mod@occlusion) — Fig. 7: a gray square slid over the image; per position the total activation
 //!   of the strongest conv5 map, the probability of the true class and the most probable class.
+//! - [`incremental`](mod@incremental) — Fig. 7 by windows: each occluded image computed from the
+//!   unoccluded activations, recomputing only what the square reaches (the CPU path).
 //! - [`invariance`](mod@invariance) — Fig. 5: vertical translation, scale and rotation sweeps; per step the
 //!   Euclidean distance of layer-1 and layer-7 features to the untransformed image's and the
 //!   probability of the true class.
