@@ -45,15 +45,35 @@ fn from_fn(c: usize, h: usize, w: usize, data: &[f32], f: impl Fn(f32) -> u8) ->
     })
 }
 
-/// A projection `[C, H, W]` (C = 1 or 3) as a picture: `128 + 127 * v / max|v|`, over all
-/// channels together (colours keep their balance). An all-zero projection is flat grey.
+/// The quantile of `|v|` (over a projection's nonzero values) that [`projection_image`] maps to
+/// full contrast; larger values are clipped. A deconvnet projection concentrates much of its
+/// range in a handful of pixels: scaled by its maximum, the rest is flat grey (measured on
+/// the default run's conv5 projections, the object's outline only appears when the top 1% is
+/// clipped).
+pub const PROJECTION_CLIP: f32 = 0.99;
+
+/// A projection `[C, H, W]` (C = 1 or 3) as a picture: `128 + 127 * v / q`, clipped, with `q`
+/// the [`PROJECTION_CLIP`] quantile of `|v|` over the nonzero values of all channels together
+/// (colours keep their balance; zero stays mid-grey). An all-zero projection is flat grey.
 ///
 /// # Panics
 /// When `data` is not `c * h * w` long or `c` is not 1 or 3.
 pub fn projection_image(data: &[f32], c: usize, h: usize, w: usize) -> RgbImage {
+    signed_image(data, c, h, w, PROJECTION_CLIP)
+}
+
+/// `128 + 127 * v / q`, clipped, `q` the `quantile` of `|v|` over the nonzero values (nearest
+/// rank; 1 is the maximum).
+fn signed_image(data: &[f32], c: usize, h: usize, w: usize, quantile: f32) -> RgbImage {
     check(data, c, h, w);
-    let m = data.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let scale = if m > 0.0 { 127.0 / m } else { 0.0 };
+    let mut mags: Vec<f32> = data.iter().map(|v| v.abs()).filter(|&v| v > 0.0 && v.is_finite()).collect();
+    let q = if mags.is_empty() {
+        0.0
+    } else {
+        let at = ((quantile.clamp(0.0, 1.0) * (mags.len() - 1) as f32).round() as usize).min(mags.len() - 1);
+        *mags.select_nth_unstable_by(at, f32::total_cmp).1
+    };
+    let scale = if q > 0.0 { 127.0 / q } else { 0.0 };
     from_fn(c, h, w, data, |v| (128.0 + v * scale).round().clamp(0.0, 255.0) as u8)
 }
 
@@ -67,14 +87,14 @@ pub fn minmax_image(data: &[f32], c: usize, h: usize, w: usize) -> RgbImage {
 }
 
 /// A filter bank `[N, 3, K, K]` (flattened) as a grid of `cols` columns, each filter normalized
-/// on its own like [`projection_image`] and magnified `zoom` times.
+/// on its own by its largest weight (`128 + 127 * v / max|v|`) and magnified `zoom` times.
 pub fn filters_image(weights: &[f32], n: usize, k: usize, cols: usize, zoom: u32) -> RgbImage {
     let per = 3 * k * k;
     assert_eq!(weights.len(), n * per, "filter bank of {} values is not [{n}, 3, {k}, {k}]", weights.len());
     let mut grid = Grid::new(k as u32 * zoom, k as u32 * zoom, cols.max(1));
     grid.gap = zoom.max(2);
     for f in weights.chunks(per) {
-        grid.push(magnify(&projection_image(f, 3, k, k), zoom), None);
+        grid.push(magnify(&signed_image(f, 3, k, k, 1.0), zoom), None);
     }
     grid.render(None)
 }
@@ -235,6 +255,14 @@ mod tests {
         // Three channels share the scale.
         let img = projection_image(&[4.0, 0.0, -4.0], 3, 1, 1);
         assert_eq!(img.get_pixel(0, 0).0, [255, 128, 1]);
+        // 200 values of 1 and one spike of 100: the spike is clipped, the rest keeps its
+        // contrast (scaled by max|v| they would all be 129).
+        let mut v = vec![1.0f32; 200];
+        v.push(100.0);
+        let img = projection_image(&v, 1, 1, 201);
+        assert_eq!((img.get_pixel(0, 0)[0], img.get_pixel(200, 0)[0]), (255, 255));
+        let bank = filters_image(&[v[..12].to_vec(), vec![100.0; 0]].concat(), 1, 2, 1, 1);
+        assert_eq!(bank.get_pixel(bank.width() / 2, bank.height() / 2)[0], 255);
     }
 
     #[test]
