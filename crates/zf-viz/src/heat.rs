@@ -99,6 +99,25 @@ pub fn class_map(labels: &[u32], rows: usize, cols: usize, cell: u32) -> RgbImag
     })
 }
 
+/// A legend for [`class_map`]: a colour swatch and the class name for each of `present`
+/// (names from `classes` by index, the index itself when there is none).
+pub fn class_legend(present: &[u32], classes: &[String]) -> RgbImage {
+    let name = |c: u32| classes.get(c as usize).cloned().unwrap_or_else(|| c.to_string());
+    let line = crate::font::text_height(1) + 6;
+    let w = 12 + present.iter().map(|&c| crate::font::text_width(&name(c), 1)).max().unwrap_or(0) + 8;
+    let mut img = RgbImage::from_pixel(w, 16 + line * present.len() as u32, Rgb(crate::BACKGROUND));
+    for (i, &c) in present.iter().enumerate() {
+        let y = 16 + i as u32 * line;
+        for dy in 0..8 {
+            for dx in 0..8 {
+                img.put_pixel(dx, y + dy, Rgb(class_colour(c as usize)));
+            }
+        }
+        crate::font::draw_text(&mut img, 12, y as i64, &name(c), 1, crate::INK);
+    }
+    img
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,5 +149,15 @@ mod tests {
         assert_eq!(overlay(&base, &heat, 0.5).get_pixel(1, 1).0, [100, 50, 0]);
         let at = overlay_at(&base, &heat, 3, 3, 0.5);
         assert_eq!((at.get_pixel(3, 3).0, at.get_pixel(2, 2).0), ([100, 50, 0], [0, 0, 0]));
+    }
+
+    #[test]
+    fn a_legend_has_one_swatch_per_class_in_its_colour() {
+        let img = class_legend(&[2, 7], &["a".into(), "b".into(), "car".into()]);
+        let line = crate::font::text_height(1) + 6;
+        assert_eq!(img.height(), 16 + 2 * line);
+        assert_eq!(img.get_pixel(3, 16 + 3).0, class_colour(2));
+        // Class 7 has no name: its index is written; its swatch still has its colour.
+        assert_eq!(img.get_pixel(3, 16 + line + 3).0, class_colour(7));
     }
 }

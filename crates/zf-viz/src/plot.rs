@@ -306,6 +306,21 @@ pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
+/// SVG documents of one size `w x h` side by side in one SVG (each nested at its offset).
+pub fn side_by_side(svgs: &[String], w: u32, h: u32) -> String {
+    let total = w * svgs.len() as u32;
+    let mut out =
+        format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="{total}" height="{h}" viewBox="0 0 {total} {h}">"#);
+    for (i, s) in svgs.iter().enumerate() {
+        // Nested <svg> elements take x/y; strip the xmlns so the inner element stays plain.
+        let inner =
+            s.replacen("<svg xmlns=\"http://www.w3.org/2000/svg\"", &format!("<svg x=\"{}\" y=\"0\"", i as u32 * w), 1);
+        out.push_str(&inner);
+    }
+    out.push_str("</svg>");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,5 +342,14 @@ mod tests {
         assert!(svg.contains("t &lt;1&gt;"));
         let bars = BarPlot::new("b", "acc", vec!["conv1".into(), "fc7".into()]).series("s", vec![0.5, 1.0]).svg();
         assert_eq!(bars.matches("<rect x=").count(), 2);
+    }
+
+    #[test]
+    fn side_by_side_nests_each_document_at_its_offset() {
+        let a = r#"<svg xmlns="http://www.w3.org/2000/svg" width="10" height="5"></svg>"#.to_string();
+        let out = side_by_side(&[a.clone(), a], 10, 5);
+        assert!(out.starts_with(r#"<svg xmlns="http://www.w3.org/2000/svg" width="20" height="5""#), "{out}");
+        assert!(out.contains(r#"<svg x="0" y="0""#) && out.contains(r#"<svg x="10" y="0""#), "{out}");
+        assert_eq!(out.matches("xmlns").count(), 1);
     }
 }

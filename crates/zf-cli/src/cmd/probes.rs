@@ -14,9 +14,9 @@ use zf_probe::records::{
     StrongestRecord,
 };
 use zf_probe::{OcclusionConfig, ProbeConfig};
-use zf_viz::heat::{class_colour, class_map, heatmap, overlay_at, range};
-use zf_viz::plot::{BarPlot, LinePlot};
-use zf_viz::{font, projection_image, save_png, save_text, stack, Direction, Grid};
+use zf_viz::heat::{class_legend, class_map, heatmap, overlay_at, range};
+use zf_viz::plot::{side_by_side, BarPlot, LinePlot};
+use zf_viz::{projection_image, save_png, save_text, stack, Direction, Grid};
 
 use super::analysis::{out_dir, write_json, Source};
 use crate::progress::bar;
@@ -82,7 +82,7 @@ pub fn occlusion(args: OcclusionArgs, device: &Device) -> Result<()> {
         let mut present: Vec<u32> = occ.top_label.clone();
         present.sort();
         present.dedup();
-        rows.push(stack(&[grid.render(Some(&img.name)), legend(&present, classes)], Direction::Across, 4));
+        rows.push(stack(&[grid.render(Some(&img.name)), class_legend(&present, classes)], Direction::Across, 4));
     }
     out_dir(&args.out)?;
     save_png(&stack(&rows, Direction::Down, 8), &args.out.join("occlusion.png"))?;
@@ -93,23 +93,6 @@ pub fn occlusion(args: OcclusionArgs, device: &Device) -> Result<()> {
     )?;
     tracing::info!("wrote occlusion.png, occlusion.safetensors and occlusion.json to {}", args.out.display());
     Ok(())
-}
-
-/// Colour swatches with class names.
-fn legend(present: &[u32], classes: &[String]) -> image::RgbImage {
-    let line = font::text_height(1) + 6;
-    let w = 12 + present.iter().map(|&c| font::text_width(&class_name(classes, c as usize), 1)).max().unwrap_or(0) + 8;
-    let mut img = image::RgbImage::from_pixel(w, 16 + line * present.len() as u32, image::Rgb(zf_viz::BACKGROUND));
-    for (i, &c) in present.iter().enumerate() {
-        let y = 16 + i as u32 * line;
-        for dy in 0..8 {
-            for dx in 0..8 {
-                img.put_pixel(dx, y + dy, image::Rgb(class_colour(c as usize)));
-            }
-        }
-        font::draw_text(&mut img, 12, y as i64, &class_name(classes, c as usize), 1, zf_viz::INK);
-    }
-    img
 }
 
 fn class_name(classes: &[String], c: usize) -> String {
@@ -179,21 +162,6 @@ pub fn invariance(args: InvarianceArgs, device: &Device) -> Result<()> {
     )?;
     tracing::info!("wrote the invariance curves to {}", args.out.display());
     Ok(())
-}
-
-/// Several SVG documents of one size side by side in one SVG.
-pub fn side_by_side(svgs: &[String], w: u32, h: u32) -> String {
-    let total = w * svgs.len() as u32;
-    let mut out =
-        format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="{total}" height="{h}" viewBox="0 0 {total} {h}">"#);
-    for (i, s) in svgs.iter().enumerate() {
-        // Nested <svg> elements take x/y; strip the xmlns so the inner element stays plain.
-        let inner =
-            s.replacen("<svg xmlns=\"http://www.w3.org/2000/svg\"", &format!("<svg x=\"{}\" y=\"0\"", i as u32 * w), 1);
-        out.push_str(&inner);
-    }
-    out.push_str("</svg>");
-    out
 }
 
 /// Correspondence (the paper's Sec. 4.3 and Table 1): occlude the same part in several images and
