@@ -20,10 +20,11 @@ enum Task {
     /// that opens every source file.
     Tidy,
     /// Build zfnet (release) and time it against the PyTorch reference (python/zfnet_torch.py),
-    /// alternating, on forward passes and training steps (batch 16, widths 1 and 0.25), one
-    /// deconvnet projection and one quarter-width occlusion map; prints a table with the
+    /// alternating, on forward passes and training steps (batch 16 and 128, widths 1 and
+    /// 0.25), a batch-1 forward, deconvnet projections, and occlusion maps (quarter width
+    /// against PyTorch, the paper's width against Captum's `Occlusion`); prints a table with the
     /// ratios. PyTorch is found through $ZF_TORCH_PYTHON, .venv-torch/bin/python or python3
-    /// (python/setup-torch.sh makes one); without it zfnet is timed alone.
+    /// (python/setup-torch.sh makes one, with Captum); without it zfnet is timed alone.
     Bench {
         /// Threads for both sides.
         #[arg(long, default_value_t = 2)]
