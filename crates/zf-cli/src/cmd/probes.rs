@@ -427,7 +427,7 @@ pub fn evolution(args: EvolutionArgs, device: &Device) -> Result<()> {
         let [c, _, _] = zf_deconv::layer_shape(&config, layer)?;
         let m = args.maps.clamp(1, c);
         let maps: Vec<usize> = (0..m).map(|i| i * c / m).collect();
-        let mut grid = Grid::new(64, 64, nets.len());
+        let mut grid = Grid::new(96, 96, nets.len());
         let mut tiles: Vec<Vec<(image::RgbImage, String)>> = vec![Vec::new(); m];
         let mut values = Vec::new();
         for ((epoch, _), net) in snaps.iter().zip(&nets) {

@@ -13,6 +13,11 @@ use zf_probe::records::{Fig2Doc, Fig2Hit, Fig2Map};
 use zf_viz::{projection_image, save_png, stack, Direction, Grid};
 
 use crate::args::NetArgs;
+
+/// Side of each projection and patch tile, pixels. Large enough that an upper layer's receptive
+/// field (most of a 112-pixel input) is shown near its own size: shrunk to half, a
+/// projection's fine signed pattern averages out to grey.
+const TILE: u32 = 96;
 use crate::progress::bar;
 
 /// Top-k projections per feature map over a data set (the paper's Fig. 2): one streaming pass
@@ -132,7 +137,7 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
         let mut blocks = Vec::new();
         let mut all: Vec<Tensor> = Vec::new();
         for m in results.iter().filter(|m| m.layer == layer) {
-            let (mut left, mut right) = (Grid::new(48, 48, 3), Grid::new(48, 48, 3));
+            let (mut left, mut right) = (Grid::new(TILE, TILE, 3), Grid::new(TILE, TILE, 3));
             let mut records = Vec::new();
             for (rank, p) in m.hits.iter().enumerate() {
                 let h = p.hit;
