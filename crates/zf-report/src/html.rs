@@ -212,6 +212,12 @@ pub fn page(
         fig(&mut h, &format!("fig5/{s}.svg"), &format!("fig5-{s}.svg"), s);
     }
     h.push_str("<h2>Fig. 6 — first layers compared</h2>");
+    let change = crate::quality::spectral_change(results);
+    if !change.is_empty() {
+        h.push_str("<p>How far training moved each first layer from its random start: the mean over filters of the total-variation distance between a filter's spectrum (energy per frequency ring on a 32x32 DFT grid) and its initial bank's mean spectrum — 0 is still white noise, 1 nothing in common.</p>");
+        let rows: Vec<Vec<Cell>> = change.iter().map(|(n, v)| vec![t(n), t(format!("{v:.2}"))]).collect();
+        table(&mut h, &["network", "conv1 spectral change from its init"], &rows);
+    }
     for n in ["zfnet", "alexnet", "no-renorm"] {
         fig(&mut h, &format!("fig6/{n}.png"), &format!("fig6-{n}.png"), &format!("conv1 filters: {n}"));
     }

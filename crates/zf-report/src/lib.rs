@@ -137,6 +137,7 @@ pub fn write_report_as(run: &Path, revision: &str) -> Result<Report, ReportError
         "about": about,
         "claims": claims,
         "picture_quality": quality::picture_quality(&results),
+        "conv1_spectral_change": quality::spectral_change(&results),
         "results": results,
     });
     let json = serde_json::to_vec_pretty(&doc)

@@ -18,6 +18,20 @@ pub struct LayerQuality {
     pub area: f64,
 }
 
+/// Each first layer's mean spectral change from its initialization (Fig. 6's banks: 0 = as
+/// white as the random start, 1 = nothing in common), for the banks where it was measured.
+pub fn spectral_change(r: &Results) -> Vec<(String, f64)> {
+    let Some(doc) = &r.fig6 else { return Vec::new() };
+    doc.banks
+        .iter()
+        .filter(|b| !b.stats.spectral_change.is_empty())
+        .map(|b| {
+            let v = &b.stats.spectral_change;
+            (b.name.clone(), v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64)
+        })
+        .collect()
+}
+
 /// Per layer of Fig. 2 (in the order the file has them), the mean energy and area shares over
 /// the hits whose images are annotated; layers without any are left out.
 pub fn picture_quality(r: &Results) -> Vec<LayerQuality> {
@@ -88,5 +102,6 @@ mod tests {
         assert_eq!((q[0].layer.as_str(), q[0].hits), ("conv1", 2));
         assert!((q[0].energy - 0.6).abs() < 1e-6 && (q[0].area - 0.375).abs() < 1e-6);
         assert!(picture_quality(&Results::default()).is_empty());
+        assert!(spectral_change(&Results::default()).is_empty());
     }
 }
