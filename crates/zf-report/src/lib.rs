@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use claims::{claims, claims_markdown, clearly_less, Claim, MARGIN};
+pub use claims::{claims, claims_markdown, Claim};
 pub use results::Results;
 
 /// What went wrong, with the file it concerns.

@@ -249,7 +249,6 @@ fn missing_numbers_are_not_measured_and_ties_are_not_held() {
     let c = claims(&r);
     assert_eq!(held(&c, "table2-first-layer"), Some(false));
     assert_eq!(held(&c, "fig6-dead-filters"), Some(false));
-    assert!(clearly_less(1.0, 1.03) && !clearly_less(1.0, 1.01));
     // An image without a box has no on/off numbers and does not count; below 10 images a
     // statistical claim is not testable, and says so.
     let images = &mut r.fig7.as_mut().unwrap().images;
