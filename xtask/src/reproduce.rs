@@ -507,7 +507,7 @@ pub fn reproduce(root: &Path, opts: Options) -> Result<PathBuf, String> {
         r.zfnet(&a)
     })?;
     run.stage("fig6", |r| {
-        let mut a = vec![s("filters"), s("--data"), r.data_dir().display().to_string()];
+        let mut a = vec![s("filters"), s("--data"), r.data_dir().display().to_string(), s("--mean"), mean.clone()];
         for (name, w) in &nets {
             a.extend([s("--weights"), format!("{name}={w}")]);
         }

@@ -704,17 +704,37 @@ fn the_analysis_commands_write_figures_and_numbers() {
     assert_eq!(banks.len(), 2);
     let bands: f64 = banks[0]["stats"]["band_energy"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).sum();
     assert!((bands - 1.0).abs() < 1e-4);
+    // The trained bank is compared with its own init (run.json beside it); the snapshot's is not.
+    assert_eq!(banks[0]["stats"]["spectral_change"].as_array().unwrap().len(), 12);
+    assert!(banks[1]["stats"]["spectral_change"].as_array().unwrap().is_empty());
+    // Dead filters on data need each network's mean image: the snapshot has none beside it.
+    let first = format!("first={}", snap.display());
+    let e = fails(&["filters", "--weights", &first, "--data", d, "--out", &out("filt2")]);
+    assert!(e.contains("give --mean FILE"), "{e}");
+    let mean = run.join("mean.safetensors");
+    ok(&["filters", "--weights", &first, "--data", d, "--mean", mean.to_str().unwrap(), "--out", &out("filt2")]);
+    let banks = json(out("filt2/filters.json"))["banks"].as_array().unwrap().clone();
+    assert_eq!(banks[0]["stats"]["dead_on_data"].as_array().unwrap().len(), 12);
 
     ok(&["evolution", "--run", r, "--data", d, "--maps", "2", "--out", &out("evo")]);
     let j = json(out("evo/evolution.json"));
     assert_eq!(j["snapshots"], serde_json::json!([1, 2]));
     assert_eq!(j["movement"].as_array().unwrap().len(), 1);
     assert!(std::path::Path::new(&out("evo/layer5.png")).exists());
+    // Each layer's similarity to the final network, the last snapshot being the final one.
+    let settling = &j["settling"];
+    assert_eq!(settling["epochs"], serde_json::json!([1, 2]));
+    assert_eq!(settling["layers"].as_array().unwrap().len(), 5);
+    assert!((settling["layers"][0]["cka"][1].as_f64().unwrap() - 1.0).abs() < 1e-4);
 
     ok(&["probe-layers", "--weights", w, "--data", d, "--out", &out("probe")]);
     let layers = json(out("probe/probes.json"))["layers"].as_array().unwrap().clone();
     assert_eq!(layers.len(), 7);
     assert_eq!(layers[6]["layer"], "fc7");
+    // By default the probes see the held-out classes only (the transfer splits).
+    let j = json(out("probe/probes.json"));
+    assert_eq!((j["train_split"].as_str(), j["test_split"].as_str()), (Some("transfer-train"), Some("transfer-val")));
+    assert_eq!(layers[0]["test_correct"].as_array().unwrap().len(), j["test_images"].as_u64().unwrap() as usize);
 }
 
 #[test]

@@ -295,6 +295,10 @@ pub struct FiltersArgs {
     /// Images used with --data.
     #[arg(long, default_value_t = 200, value_name = "N")]
     images: usize,
+    /// With --data: the mean image for weights without a mean.safetensors beside them (a path or
+    /// hf://...).
+    #[arg(long, value_name = "FILE", requires = "data")]
+    mean: Option<String>,
     /// Output folder.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
@@ -326,7 +330,13 @@ pub fn filters(args: FiltersArgs, device: &Device) -> Result<()> {
             }
         }
         if let Some(data) = &args.data {
-            let mean = crate::args::mean_for(&path, None)?;
+            let mean = match (crate::args::mean_beside(&path), &args.mean) {
+                (Some(beside), _) => zf_data::MeanImage::load(&beside)?,
+                (None, Some(m)) => crate::args::mean_for(&path, Some(m))?,
+                (None, None) => bail!(
+                    "{path}: no mean.safetensors beside it, and dead filters on data need the training set's mean image: give --mean FILE"
+                ),
+            };
             let pre = zf_data::Preprocess::for_input(net.config().input_size);
             let set = zf_data::DataSpec::parse(data, &zf_data::GeneratedConfig::default()).open(
                 zf_data::Split::Val,
