@@ -274,6 +274,32 @@ fn linear(inputs: usize, outputs: usize, vb: VarBuilder<'_>) -> Result<Linear> {
     Ok(Linear::new(weight, Some(bias)))
 }
 
+/// A conv layer with its ReLU: one fused op on the CPU in f32 (`fused`), candle's ops elsewhere.
+fn conv_relu(c: &Conv2d, x: &Tensor, g: ConvGeometry, fused: bool) -> Result<Tensor> {
+    match (fused, c.bias()) {
+        (true, Some(b)) => crate::kernels::conv2d(x, c.weight(), b, g, true),
+        _ => crate::conv::conv2d(x, c.weight(), c.bias(), g)?.relu(),
+    }
+}
+
+/// A linear layer, with its ReLU when `relu`: fused on the CPU in f32, candle's ops elsewhere.
+fn linear_layer(l: &Linear, x: &Tensor, relu: bool, fused: bool) -> Result<Tensor> {
+    match (fused, l.bias()) {
+        (true, Some(b)) => crate::kernels::linear(x, l.weight(), b, relu),
+        _ if relu => l.forward(x)?.relu(),
+        _ => l.forward(x),
+    }
+}
+
+/// Local response normalization: fused on the CPU in f32, candle's ops elsewhere.
+fn lrn_layer(lrn: &crate::config::LrnConfig, x: &Tensor, fused: bool) -> Result<Tensor> {
+    if fused {
+        crate::kernels::lrn(x, lrn)
+    } else {
+        lrn.forward(x)
+    }
+}
+
 impl ZfNet {
     /// Builds the network for `config` from tensors by their safetensors keys (`conv1.weight`,
     /// ...), as f32 on `device`.
@@ -412,19 +438,9 @@ impl ZfNet {
         let (g1, g2) = self.config.first_layer.geometry();
         // On the CPU in f32 each layer is one fused op (crate::kernels); elsewhere candle's ops.
         let fused = crate::device::fused(xs);
-        let conv = |c: &Conv2d, x: &Tensor, g: ConvGeometry| match (fused, c.bias()) {
-            (true, Some(b)) => crate::kernels::conv2d(x, c.weight(), b, g, true),
-            _ => crate::conv::conv2d(x, c.weight(), c.bias(), g)?.relu(),
-        };
-        let linear = |l: &Linear, x: &Tensor, relu: bool| match (fused, l.bias()) {
-            (true, Some(b)) => crate::kernels::linear(x, l.weight(), b, relu),
-            _ if relu => l.forward(x)?.relu(),
-            _ => l.forward(x),
-        };
-        let norm = |lrn: &crate::config::LrnConfig, x: &Tensor| match fused {
-            true => crate::kernels::lrn(x, lrn),
-            false => lrn.forward(x),
-        };
+        let conv = |c: &Conv2d, x: &Tensor, g: ConvGeometry| conv_relu(c, x, g, fused);
+        let linear = |l: &Linear, x: &Tensor, relu: bool| linear_layer(l, x, relu, fused);
+        let norm = |lrn: &crate::config::LrnConfig, x: &Tensor| lrn_layer(lrn, x, fused);
         let before = self.config.order == Order::Imgclsmob;
         let mut x = emit!(Point::Conv1, conv(&self.conv1, xs, g1)?);
         if let (true, Some(lrn)) = (before, &self.config.lrn) {

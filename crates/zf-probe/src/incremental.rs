@@ -17,8 +17,8 @@
 use candle_core::{DType, Device, IndexOp, Result, Tensor, D};
 use zf_model::ZfNet;
 
-use crate::occlusion::{Occlusion, OcclusionConfig};
-use crate::{bail, check_image, Progress};
+use crate::occlusion::{checked_offsets, positions, strongest_map, Occlusion, OcclusionConfig};
+use crate::{bail, Progress};
 
 /// A recomputed window of one position: origin `(y, x)`, side `l`, values `[C, l, l]`.
 #[derive(Clone, Debug)]
@@ -116,13 +116,7 @@ pub fn occlusion_by_windows(
     config: OcclusionConfig,
     progress: Progress<'_>,
 ) -> Result<Occlusion> {
-    let s = net.config().input_size;
-    check_image(image, s)?;
-    let classes = net.config().classes;
-    if label >= classes {
-        bail!("class {label} does not exist: the network has {classes} classes (0..{})", classes - 1)
-    }
-    let offsets = config.offsets(s)?;
+    let offsets = checked_offsets(net, image, label, config)?;
     // The unoccluded activations: every stage's input, and conv5.
     let stages = net.stages();
     let mut inputs = Vec::with_capacity(stages.len());
@@ -135,15 +129,7 @@ pub fn occlusion_by_windows(
     let conv5 = Map::of(&a)?;
     let clean_prob = candle_nn::ops::softmax_last_dim(&net.logits_from_conv5(&a)?)?.to_dtype(DType::F32)?;
     let plane = conv5.h * conv5.w;
-    let peak: Vec<f32> = (0..conv5.c)
-        .map(|m| conv5.values[m * plane..(m + 1) * plane].iter().copied().fold(f32::NEG_INFINITY, f32::max))
-        .collect();
-    let map = peak
-        .iter()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &x)| if x > bv { (i, x) } else { (bi, bv) })
-        .0;
-    let clean_feature_map: f32 = conv5.values[map * plane..(map + 1) * plane].iter().sum();
+    let (map, clean_feature_map) = strongest_map(&conv5.values, plane);
     let clean_prob_v = clean_prob.i((0, label))?.to_scalar::<f32>()?;
     let clean_top = clean_prob.argmax(D::Minus1)?.to_vec1::<u32>()?[0];
 
@@ -154,16 +140,21 @@ pub fn occlusion_by_windows(
         .map(|(st, n_out)| (st.window(), n_out))
         .collect();
     let plan = plan(&offsets, config.size, &geometry);
-    let index = |o: usize| offsets.iter().position(|&v| v == o).unwrap_or(0);
-
-    let positions: Vec<(usize, usize)> = offsets.iter().flat_map(|&y| offsets.iter().map(move |&x| (y, x))).collect();
+    // Positions as indices into `offsets` (the plans are per offset).
+    let indices: Vec<usize> = (0..offsets.len()).collect();
+    let positions = positions(&indices);
     let (mut feature_map, mut true_prob, mut top_label) = (Vec::new(), Vec::new(), Vec::new());
     let mut done = 0;
     for chunk in positions.chunks(config.batch) {
         // The occluder: zeros over the square (0 scaled is 0).
         let mut windows: Vec<Window> = chunk
             .iter()
-            .map(|&(y, x)| Window { y, x, l: config.size, values: vec![0.0; 3 * config.size * config.size] })
+            .map(|&(iy, ix)| Window {
+                y: offsets[iy],
+                x: offsets[ix],
+                l: config.size,
+                values: vec![0.0; 3 * config.size * config.size],
+            })
             .collect();
         for (si, &stage) in stages.iter().enumerate() {
             let (starts, l) = (&plan[si].0, plan[si].1);
@@ -171,8 +162,8 @@ pub fn occlusion_by_windows(
             let n = (l - 1) * st + k;
             let input = &inputs[si];
             let mut data = vec![0f32; chunk.len() * input.c * n * n];
-            for ((&(y, x), prev), out) in chunk.iter().zip(&windows).zip(data.chunks_mut(input.c * n * n)) {
-                crop(input, prev, (starts[index(y)], starts[index(x)], l), (k, st, p), out);
+            for ((&(iy, ix), prev), out) in chunk.iter().zip(&windows).zip(data.chunks_mut(input.c * n * n)) {
+                crop(input, prev, (starts[iy], starts[ix], l), (k, st, p), out);
             }
             let xs = Tensor::from_vec(data, (chunk.len(), input.c, n, n), image.device())?;
             let ys = net.apply_stage(stage, &xs, false)?;
@@ -184,7 +175,7 @@ pub fn occlusion_by_windows(
             windows = chunk
                 .iter()
                 .zip(values.chunks(c_out * l * l))
-                .map(|(&(y, x), v)| Window { y: starts[index(y)], x: starts[index(x)], l, values: v.to_vec() })
+                .map(|(&(iy, ix), v)| Window { y: starts[iy], x: starts[ix], l, values: v.to_vec() })
                 .collect();
         }
         // conv5 whole for each position, then the rest of the network.

@@ -123,6 +123,37 @@ impl Occlusion {
     }
 }
 
+/// Checks `image` (`[3, S, S]`) and `label` against the network; the square's offsets.
+pub(crate) fn checked_offsets(
+    net: &ZfNet,
+    image: &Tensor,
+    label: usize,
+    config: OcclusionConfig,
+) -> Result<Vec<usize>> {
+    let s = net.config().input_size;
+    check_image(image, s)?;
+    let classes = net.config().classes;
+    if label >= classes {
+        bail!("class {label} does not exist: the network has {classes} classes (0..{})", classes - 1)
+    }
+    config.offsets(s)
+}
+
+/// The square's top-left corners `(y, x)`, row-major over `offsets` on both axes.
+pub(crate) fn positions(offsets: &[usize]) -> Vec<(usize, usize)> {
+    offsets.iter().flat_map(|&y| offsets.iter().map(move |&x| (y, x))).collect()
+}
+
+/// Of conv5's maps (`values` `[C, plane]`, the unoccluded image's), the one holding the
+/// strongest activation (the first on ties), and its total activation: panel (b)'s map.
+pub(crate) fn strongest_map(values: &[f32], plane: usize) -> (usize, f32) {
+    let peak = |m: usize| values[m * plane..(m + 1) * plane].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let map = (0..values.len() / plane.max(1))
+        .fold((0, f32::NEG_INFINITY), |(bi, bv), m| if peak(m) > bv { (m, peak(m)) } else { (bi, bv) })
+        .0;
+    (map, values[map * plane..(map + 1) * plane].iter().sum())
+}
+
 fn argmin(v: &[f32]) -> usize {
     v.iter().enumerate().fold((0, f32::INFINITY), |(bi, bv), (i, &x)| if x < bv { (i, x) } else { (bi, bv) }).0
 }
@@ -158,25 +189,15 @@ pub fn occlusion_dense(
     progress: Progress<'_>,
 ) -> Result<Occlusion> {
     let s = net.config().input_size;
-    check_image(image, s)?;
-    let classes = net.config().classes;
-    if label >= classes {
-        bail!("class {label} does not exist: the network has {classes} classes (0..{})", classes - 1)
-    }
-    let offsets = config.offsets(s)?;
+    let offsets = checked_offsets(net, image, label, config)?;
     let (clean_maps, clean_prob, clean_top) = forward(net, &image.unsqueeze(0)?)?;
     let clean_maps = clean_maps.i(0)?; // [C, H, W] conv5
-    let peak = clean_maps.flatten_from(1)?.max(D::Minus1)?.to_vec1::<f32>()?;
-    let map = peak
-        .iter()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &x)| if x > bv { (i, x) } else { (bi, bv) })
-        .0;
-    let clean_feature_map = clean_maps.i(map)?.sum_all()?.to_scalar::<f32>()?;
+    let plane = clean_maps.dim(1)? * clean_maps.dim(2)?;
+    let (map, clean_feature_map) = strongest_map(&clean_maps.flatten_all()?.to_vec1::<f32>()?, plane);
     let clean_prob_v = clean_prob.i((0, label))?.to_scalar::<f32>()?;
     let clean_top_v = clean_top[0];
 
-    let positions: Vec<(usize, usize)> = offsets.iter().flat_map(|&y| offsets.iter().map(move |&x| (y, x))).collect();
+    let positions = positions(&offsets);
     let host = image.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
     let (mut feature_map, mut true_prob, mut top_label) = (Vec::new(), Vec::new(), Vec::new());
     for (b, chunk) in positions.chunks(config.batch).enumerate() {

@@ -21,6 +21,8 @@ pub struct OcclusionStudy {
     pub maps: Vec<Occlusion>,
     /// Per image, panel (c): the chosen conv5 map's projection, `[3, S, S]` row-major.
     pub projections: Vec<Vec<f32>>,
+    /// `S`, the network's input side.
+    pub input_size: usize,
     /// Per image, its summary (what `occlusion.json` lists).
     pub records: Vec<OcclusionRecord>,
 }
@@ -38,7 +40,12 @@ pub fn occlusion_study(
 ) -> Result<OcclusionStudy> {
     let per = config.offsets(net.config().input_size)?.len().pow(2);
     let total = per * images.len();
-    let mut study = OcclusionStudy { maps: Vec::new(), projections: Vec::new(), records: Vec::new() };
+    let mut study = OcclusionStudy {
+        maps: Vec::new(),
+        projections: Vec::new(),
+        input_size: net.config().input_size,
+        records: Vec::new(),
+    };
     for (k, img) in images.iter().enumerate() {
         let occ = crate::occlusion(net, &img.tensor, img.label, config, &mut |d, _| progress(k * per + d, total))?;
         let proj = crate::occlusion::projection(net, &img.tensor, occ.map)?;
@@ -73,7 +80,7 @@ impl OcclusionStudy {
         let cpu = Device::Cpu;
         let n = self.maps.len();
         let r = self.maps.first().map_or(0, Occlusion::side);
-        let s = self.projections.first().map_or(0, |p| ((p.len() / 3) as f64).sqrt() as usize);
+        let s = self.input_size;
         let flat = |f: &dyn Fn(&Occlusion) -> Vec<f32>| self.maps.iter().flat_map(f).collect::<Vec<f32>>();
         let labels: Vec<i64> = self.maps.iter().flat_map(|o| o.top_label.iter().map(|&v| i64::from(v))).collect();
         let tensors = vec![

@@ -62,6 +62,11 @@ fn mean(v: &[f64]) -> Option<f64> {
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
 
+/// The mean of the first values of `pairs` and the mean of the second values.
+fn means(pairs: &[(f64, f64)]) -> (Option<f64>, Option<f64>) {
+    (mean(&pairs.iter().map(|p| p.0).collect::<Vec<_>>()), mean(&pairs.iter().map(|p| p.1).collect::<Vec<_>>()))
+}
+
 fn claim(id: &str, paper: &str, test: String, value: Option<String>, held: Option<bool>) -> Claim {
     Claim { id: id.into(), paper: paper.into(), test, value, held, stats: None }
 }
@@ -149,7 +154,7 @@ pub fn claims(r: &Results) -> Vec<Claim> {
             let reach = bank("no-renorm").zip(r.run.as_ref()).and_then(|(b, run)| {
                 let radius = run.config.renorm?;
                 let shape = [b.filters, 3, b.kernel, b.kernel];
-                let radius = run.config.conv1_init_scale * zf_train::trainer::renorm_radius(radius, run.config.init, &shape);
+                let radius = zf_train::trainer::layer_radius(&run.config, radius, "conv1.weight", &shape);
                 let max = b.rms.iter().copied().fold(0f32, f32::max);
                 Some(format!(
                     "; the largest conv1 filter RMS without it is {max:.3}, {:.0}% of ZFNet's radius {radius:.3}",
@@ -263,8 +268,7 @@ pub fn claims(r: &Results) -> Vec<Claim> {
             Some(((rel(img, false, d)? + rel(img, false, -d)?) / 2.0, (rel(img, true, d)? + rel(img, true, -d)?) / 2.0))
         })
         .collect();
-    let (s1, s7) =
-        (mean(&small.iter().map(|p| p.0).collect::<Vec<_>>()), mean(&small.iter().map(|p| p.1).collect::<Vec<_>>()));
+    let (s1, s7) = means(&small);
     out.push(by_stats(
         "fig5-layers",
         "Fig. 5: small transformations change layer 1 a lot and the top feature layer (7) much less",
@@ -295,8 +299,7 @@ pub fn claims(r: &Results) -> Vec<Claim> {
         .collect();
     // The upright images swept both ways: shifted minus rotated, per image.
     let pairs: Vec<(f64, f64)> = rotated.iter().filter_map(|(k, r)| Some((*shifted.get(k)?, *r))).collect();
-    let (ps, pr) =
-        (mean(&pairs.iter().map(|p| p.0).collect::<Vec<_>>()), mean(&pairs.iter().map(|p| p.1).collect::<Vec<_>>()));
+    let (ps, pr) = means(&pairs);
     out.push(by_stats(
         "fig5-output",
         "Fig. 5: the output is stable to translation and scaling, much less to rotation",
@@ -328,8 +331,7 @@ pub fn claims(r: &Results) -> Vec<Claim> {
         .iter()
         .filter_map(|i| Some((f64::from(i.mean_prob_square_on_object?), f64::from(i.mean_prob_square_off_object?))))
         .collect();
-    let (on, off) =
-        (mean(&pairs.iter().map(|p| p.0).collect::<Vec<_>>()), mean(&pairs.iter().map(|p| p.1).collect::<Vec<_>>()));
+    let (on, off) = means(&pairs);
     out.push(by_stats(
         "fig7-occlusion",
         "Fig. 7: the probability of the correct class drops sharply when the object is occluded",

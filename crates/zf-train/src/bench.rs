@@ -53,7 +53,7 @@ pub fn conv_layers(net: &ZfNet, batch: usize, reps: usize, device: &Device) -> R
         let (w, b) = (conv.weight().clone(), conv.bias().cloned());
         let cfg = conv.config();
         let g = zf_model::config::ConvGeometry::new(w.dim(2)?, cfg.stride, cfg.padding);
-        let forward = median(reps, || {
+        let forward = median_time::<crate::TrainError>(reps, || {
             let y = zf_model::conv::conv2d(&x, &w, b.as_ref(), g)?;
             device.synchronize()?;
             drop(y);
@@ -61,7 +61,7 @@ pub fn conv_layers(net: &ZfNet, batch: usize, reps: usize, device: &Device) -> R
         })?;
         let (xv, wv) = (Var::from_tensor(&x)?, Var::from_tensor(&w)?);
         let bv = b.as_ref().map(Var::from_tensor).transpose()?;
-        let both = median(reps, || {
+        let both = median_time::<crate::TrainError>(reps, || {
             let y = zf_model::conv::conv2d(xv.as_tensor(), wv.as_tensor(), bv.as_ref().map(Var::as_tensor), g)?;
             let grads = y.sum_all()?.backward()?;
             device.synchronize()?;
@@ -83,7 +83,7 @@ pub fn conv_layers(net: &ZfNet, batch: usize, reps: usize, device: &Device) -> R
 pub fn matmul_gflops(n: usize, reps: usize, device: &Device) -> Result<f64> {
     let a = Tensor::randn(0f32, 1.0, (n, n), device)?;
     let b = Tensor::randn(0f32, 1.0, (n, n), device)?.to_dtype(DType::F32)?;
-    let t = median(reps, || {
+    let t = median_time::<crate::TrainError>(reps, || {
         let c = a.matmul(&b)?;
         device.synchronize()?;
         drop(c);
@@ -92,7 +92,8 @@ pub fn matmul_gflops(n: usize, reps: usize, device: &Device) -> Result<f64> {
     Ok(2.0 * (n as f64).powi(3) / t / 1e9)
 }
 
-fn median(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+/// One warm-up run of `f`, then the median of `reps` (at least one) timed runs, in seconds.
+pub fn median_time<E>(reps: usize, mut f: impl FnMut() -> std::result::Result<(), E>) -> std::result::Result<f64, E> {
     f()?;
     let mut times = Vec::with_capacity(reps.max(1));
     for _ in 0..reps.max(1) {

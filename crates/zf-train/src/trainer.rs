@@ -85,10 +85,7 @@ impl Trainer {
                 .filter(|(_, (k, _))| {
                     k.ends_with(".weight") && Point::WEIGHTED.iter().any(|p| p.is_conv() && k.starts_with(p.name()))
                 })
-                .map(|(i, (k, v))| {
-                    let scale = if k.starts_with(Point::Conv1.name()) { config.conv1_init_scale } else { 1.0 };
-                    (i, scale * renorm_radius(radius, config.init, v.dims()))
-                })
+                .map(|(i, (k, v))| (i, layer_radius(config, radius, k, v.dims())))
                 .collect(),
         };
         Ok(Self { net, params, sgd, conv_weights, seed: config.seed })
@@ -144,6 +141,14 @@ impl Trainer {
 /// conv1 of ZFNet (std 0.117) gets a radius of 1.17. Under the paper's init it is `radius`.
 pub fn renorm_radius(radius: f64, init: zf_model::init::Init, shape: &[usize]) -> f64 {
     radius * init.std(shape) / zf_model::init::PAPER_WEIGHT_STD
+}
+
+/// The radius `config` renormalizes the conv weight `key` (of `shape`) to, `radius` being the
+/// paper's: [`renorm_radius`] for the init, times conv1's init scale for conv1 (its filters
+/// start as far below their radius as every other layer's).
+pub fn layer_radius(config: &crate::TrainConfig, radius: f64, key: &str, shape: &[usize]) -> f64 {
+    let scale = if key.starts_with(Point::Conv1.name()) { config.conv1_init_scale } else { 1.0 };
+    scale * renorm_radius(radius, config.init, shape)
 }
 
 /// A 64-bit mix (splitmix64's finalizer) of `(seed, step)`: the dropout seed of one step.

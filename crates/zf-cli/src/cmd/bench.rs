@@ -1,12 +1,11 @@
 //! `zfnet bench`: throughput of the network, printed as JSON lines in the format of
 //! python/zfnet_torch.py, so that both can be compared side by side.
 
-use std::time::Instant;
-
 use anyhow::{bail, Result};
 use zf_model::init::{init_net, Init};
 use zf_model::ZfConfig;
 use zf_model::{Device, Tensor};
+use zf_train::bench::median_time;
 
 /// Time the network on random inputs and print one JSON object per measurement:
 /// {"bench", "impl", "threads", "width", "batch", "median_s", "images_per_s"}.
@@ -74,13 +73,13 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
             continue;
         }
         let median = match what {
-            "forward" => median_time(args.reps, || {
+            "forward" => median_time::<anyhow::Error>(args.reps, || {
                 let y = net.forward(&x)?;
                 device.synchronize()?;
                 drop(y);
                 Ok(())
             })?,
-            "project" => median_time(args.reps, || {
+            "project" => median_time::<anyhow::Error>(args.reps, || {
                 // One forward pass of one image to conv5, then `--batch` projections from it:
                 // the strongest unit of each of the first `--batch` conv5 maps (batch 1: the
                 // strongest conv5 unit, as python/zfnet_torch.py does).
@@ -112,7 +111,7 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
                 let labels =
                     Tensor::from_vec((0..n).map(|i| (i * 37) % config.classes as u32).collect(), args.batch, device)?;
                 let mut step = 0u64;
-                median_time(args.reps, || {
+                median_time::<anyhow::Error>(args.reps, || {
                     trainer.step(&x, &labels, recipe.lr, step)?;
                     step += 1;
                     device.synchronize()?;
@@ -124,7 +123,7 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
                 // stride 8 (529 positions at 224), `--batch` occluded images per forward.
                 let cfg = zf_probe::OcclusionConfig { batch: args.batch, ..Default::default() };
                 let one = x.get(0)?;
-                median_time((args.reps / 3).max(1), || {
+                median_time::<anyhow::Error>((args.reps / 3).max(1), || {
                     zf_probe::occlusion(&net, &one, 0, cfg, &mut |_, _| ())?;
                     Ok(())
                 })?
@@ -146,17 +145,4 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
         println!("{line}");
     }
     Ok(())
-}
-
-/// One warm-up run, then the median of `reps` timed runs, in seconds.
-fn median_time(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    f()?;
-    let mut times = Vec::with_capacity(reps);
-    for _ in 0..reps {
-        let t0 = Instant::now();
-        f()?;
-        times.push(t0.elapsed().as_secs_f64());
-    }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
 }

@@ -78,19 +78,12 @@ impl ZfNet {
             Stage::Conv(p, g) => {
                 let Some(c) = self.conv(p) else { bail!("{p} is not a conv layer") };
                 let g = if pad { g } else { ConvGeometry::new(g.kernel, g.stride, 0) };
-                match (fused, c.bias()) {
-                    (true, Some(b)) => crate::kernels::conv2d(xs, c.weight(), b, g, true),
-                    _ => crate::conv::conv2d(xs, c.weight(), c.bias(), g)?.relu(),
-                }
+                super::conv_relu(c, xs, g, fused)
             }
             Stage::Pool(_) => POOL12.forward_values(xs),
             Stage::Lrn(p) => {
                 let Some(lrn) = &self.config.lrn else { bail!("the network has no {p}: LRN is off") };
-                if fused {
-                    crate::kernels::lrn(xs, lrn)
-                } else {
-                    lrn.forward(xs)
-                }
+                super::lrn_layer(lrn, xs, fused)
             }
         }
     }
@@ -99,11 +92,7 @@ impl ZfNet {
     /// fc8 in evaluation mode — the forward pass from conv5 on.
     pub fn logits_from_conv5(&self, conv5: &Tensor) -> Result<Tensor> {
         let fused = crate::device::fused(conv5);
-        let linear = |l: &candle_nn::Linear, x: &Tensor, relu: bool| match (fused, l.bias()) {
-            (true, Some(b)) => crate::kernels::linear(x, l.weight(), b, relu),
-            _ if relu => candle_core::Module::forward(l, x)?.relu(),
-            _ => candle_core::Module::forward(l, x),
-        };
+        let linear = |l: &candle_nn::Linear, x: &Tensor, relu: bool| super::linear_layer(l, x, relu, fused);
         let x = self.config.pool5().forward_values(conv5)?;
         let x = linear(&self.fc6, &x.flatten_from(1)?, true)?;
         let x = linear(&self.fc7, &x, true)?;
