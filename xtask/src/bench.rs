@@ -93,7 +93,7 @@ pub fn bench(root: &Path, threads: usize, reps: usize, rounds: usize) -> Result<
     if !status.success() {
         return Err("cargo build --release -p zf-cli failed".into());
     }
-    let zfnet = root.join("target/release/zfnet");
+    let zfnet = crate::target_dir(root).join("release/zfnet");
     let torch = match (torch_script(root), torch_python(root)) {
         (Some(script), Some(py)) => Some((py, script)),
         _ => {

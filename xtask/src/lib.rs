@@ -18,3 +18,32 @@ pub mod report;
 pub mod reproduce;
 pub mod screenshot;
 pub mod tidy;
+
+use std::path::{Path, PathBuf};
+
+/// Where cargo puts the workspace's builds: `$CARGO_TARGET_DIR` when set (a relative one is
+/// taken from `root`, where xtask runs cargo), else `root/target`.
+pub fn target_dir(root: &Path) -> PathBuf {
+    target_dir_in(root, std::env::var_os("CARGO_TARGET_DIR"))
+}
+
+fn target_dir_in(root: &Path, var: Option<std::ffi::OsString>) -> PathBuf {
+    match var {
+        Some(dir) if !dir.is_empty() => root.join(dir),
+        _ => root.join("target"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn the_target_dir_follows_cargo_target_dir() {
+        let root = Path::new("/w");
+        assert_eq!(super::target_dir_in(root, None), PathBuf::from("/w/target"));
+        assert_eq!(super::target_dir_in(root, Some("".into())), PathBuf::from("/w/target"));
+        assert_eq!(super::target_dir_in(root, Some("t2".into())), PathBuf::from("/w/t2"));
+        assert_eq!(super::target_dir_in(root, Some("/elsewhere/t".into())), PathBuf::from("/elsewhere/t"));
+    }
+}

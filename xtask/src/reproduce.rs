@@ -634,5 +634,5 @@ fn build(root: &Path) -> Result<PathBuf, String> {
     if !status.success() {
         return Err("cargo build --release -p zf-cli failed".into());
     }
-    Ok(root.join("target/release/zfnet"))
+    Ok(crate::target_dir(root).join("release/zfnet"))
 }

@@ -13,7 +13,7 @@ fn quick_profile_writes_a_complete_report_and_resumes() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(&cargo).args(["build", "-q", "-p", "zf-cli"]).current_dir(&root).status().unwrap();
     assert!(status.success());
-    let zfnet = root.join("target/debug/zfnet");
+    let zfnet = xtask::target_dir(&root).join("debug/zfnet");
     let dir = tempfile::tempdir().unwrap();
     let opts = Options {
         profile: Profile::quick(),
