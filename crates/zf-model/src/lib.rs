@@ -58,6 +58,6 @@ pub mod weights;
 pub use candle_core::{DType, Device, Error, Result, Tensor};
 pub use config::{FirstLayer, LayerRow, LayerTable, LrnConfig, Order, PoolGeometry, ZfConfig};
 pub use device::parse_device;
-pub use net::{Dropout, NoTap, Point, Stage, Tap, Trace, ZfNet};
+pub use net::{Backprop, Dropout, NoTap, Point, Stage, Tap, Trace, ZfNet};
 pub use pool::Switches;
 pub use weights::WeightsFile;

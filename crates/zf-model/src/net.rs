@@ -13,7 +13,9 @@ use rand::{Rng, SeedableRng};
 use crate::config::{ConvGeometry, Order, ZfConfig, CONV345, POOL12};
 use crate::pool::Switches;
 
+mod backprop;
 mod stages;
+pub use backprop::Backprop;
 pub use stages::Stage;
 
 /// A point in the network where a value can be observed, in forward order.
@@ -327,12 +329,9 @@ impl ZfNet {
             fc7: linear(config.fc_units, config.fc_units, vb.pp("fc7"))?,
             fc8: linear(config.fc_units, config.classes, vb.pp("fc8"))?,
             config: config.clone(),
-            input_multiplier: match config.input_channel_scale {
-                None if config.input_scale == 1.0 => None,
-                k => {
-                    let k = k.unwrap_or([1.0; 3]).map(|v| (v * config.input_scale) as f32);
-                    Some(Tensor::from_vec(k.to_vec(), (1, 3, 1, 1), vb.device())?)
-                }
+            input_multiplier: match input_multiplier(config) {
+                None => None,
+                Some(k) => Some(Tensor::from_vec(k.to_vec(), (1, 3, 1, 1), vb.device())?),
             },
         })
     }
@@ -505,14 +504,31 @@ impl ZfNet {
             (Dropout::Off, _) => Ok(xs.clone()),
             (Dropout::Seeded(_), Some(rng)) => {
                 // Inverted dropout: kept units are scaled by 1 / (1 - p).
-                let scale = (1.0 / (1.0 - p)) as f32;
-                let mask: Vec<f32> =
-                    (0..xs.elem_count()).map(|_| if rng.random::<f64>() < p { 0.0 } else { scale }).collect();
+                let mut mask = vec![0f32; xs.elem_count()];
+                fill_dropout_mask(rng, p, &mut mask);
                 let mask = Tensor::from_vec(mask, xs.shape(), xs.device())?.to_dtype(xs.dtype())?;
                 xs * mask
             }
             _ => candle_nn::ops::dropout(xs, p as f32),
         }
+    }
+}
+
+/// What the forward pass multiplies each input channel by (`input_scale` times
+/// `input_channel_scale`), or `None` when both are 1.
+fn input_multiplier(config: &ZfConfig) -> Option<[f32; 3]> {
+    match config.input_channel_scale {
+        None if config.input_scale == 1.0 => None,
+        k => Some(k.unwrap_or([1.0; 3]).map(|v| (v * config.input_scale) as f32)),
+    }
+}
+
+/// A seeded dropout mask: each unit dropped (0) with probability `p`, else scaled by
+/// `1 / (1 - p)` (inverted dropout), one draw per unit in order.
+pub(crate) fn fill_dropout_mask(rng: &mut rand_chacha::ChaCha8Rng, p: f64, mask: &mut [f32]) {
+    let scale = (1.0 / (1.0 - p)) as f32;
+    for m in mask {
+        *m = if rng.random::<f64>() < p { 0.0 } else { scale };
     }
 }
 

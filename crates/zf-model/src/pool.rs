@@ -139,6 +139,74 @@ fn full(value: f64, shape: (usize, usize, usize, usize), dtype: DType, device: &
     }
 }
 
+impl PoolGeometry {
+    /// Max pooling on slices, for the graph-free training pass: the switches of `x`
+    /// (`planes` planes of `h x w`) into `switches` and the values through them into `values`
+    /// (each `planes x Ho x Wo`), as [`PoolGeometry::forward_with_switches`] computes them.
+    pub(crate) fn forward_into(
+        &self,
+        x: &[f32],
+        (h, w): (usize, usize),
+        switches: &mut [u32],
+        values: &mut [f32],
+    ) -> Result<()> {
+        let (Some(ho), Some(wo)) = (self.output_size(h), self.output_size(w)) else {
+            bail!("max pool {k}x{k} stride {s} does not fit a {h}x{w} input", k = self.kernel, s = self.stride)
+        };
+        let planes = x.len().checked_div(h * w).unwrap_or(0);
+        if x.len() != planes * h * w || switches.len() != planes * ho * wo || values.len() != switches.len() {
+            bail!(
+                "max pool: buffers of {} / {} / {} for {planes} planes of {h}x{w}",
+                x.len(),
+                switches.len(),
+                values.len()
+            )
+        }
+        SwitchKernel { geometry: *self, ho, wo }.run_into(x, h, w, switches);
+        if ho * wo > 0 {
+            values.par_chunks_mut(ho * wo).zip(switches.par_chunks(ho * wo)).enumerate().for_each(|(p, (o, ix))| {
+                let plane = &x[p * h * w..(p + 1) * h * w];
+                for (o, &k) in o.iter_mut().zip(ix) {
+                    *o = plane[k as usize];
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// The adjoint of the pooling on slices: `dx` (`planes x h x w`) zeroed, then each of
+    /// `grad`'s values added at its switch.
+    pub(crate) fn backward_into(
+        &self,
+        switches: &[u32],
+        grad: &[f32],
+        (h, w): (usize, usize),
+        dx: &mut [f32],
+    ) -> Result<()> {
+        let planes = dx.len().checked_div(h * w).unwrap_or(0);
+        let per = switches.len().checked_div(planes).unwrap_or(0);
+        if grad.len() != switches.len()
+            || per * planes != switches.len()
+            || switches.iter().any(|&k| k as usize >= h * w)
+        {
+            bail!(
+                "max pool backward: {} switches and {} gradients for {planes} planes of {h}x{w}",
+                switches.len(),
+                grad.len()
+            )
+        }
+        if h * w > 0 {
+            dx.par_chunks_mut(h * w).enumerate().for_each(|(p, plane)| {
+                plane.fill(0.0);
+                for (&k, &g) in switches[p * per..(p + 1) * per].iter().zip(&grad[p * per..(p + 1) * per]) {
+                    plane[k as usize] += g;
+                }
+            });
+        }
+        Ok(())
+    }
+}
+
 /// The CPU kernel: one pass over each `H x W` plane, planes in parallel.
 struct SwitchKernel {
     geometry: PoolGeometry,
@@ -167,10 +235,16 @@ impl Float for f64 {
 
 impl SwitchKernel {
     fn run<T: Float>(&self, src: &[T], planes: usize, h: usize, w: usize) -> Vec<u32> {
+        let mut out = vec![0u32; planes * self.ho * self.wo];
+        self.run_into(src, h, w, &mut out);
+        out
+    }
+
+    /// [`Self::run`] into `out` (`planes x Ho x Wo`, every element written).
+    fn run_into<T: Float>(&self, src: &[T], h: usize, w: usize, out: &mut [u32]) {
         let (ho, wo) = (self.ho, self.wo);
-        let mut out = vec![0u32; planes * ho * wo];
         if ho * wo == 0 {
-            return out;
+            return;
         }
         out.par_chunks_mut(ho * wo).enumerate().for_each(|(p, dst)| {
             let plane = &src[p * h * w..(p + 1) * h * w];
@@ -182,7 +256,6 @@ impl SwitchKernel {
                 self.plane::<T, false>(plane, h, w, dst)
             }
         });
-        out
     }
 
     /// One `H x W` plane's switches into `dst` (`Ho x Wo`). The first maximum in row-major order

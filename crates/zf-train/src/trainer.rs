@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarBuilder;
 use zf_model::init::init_tensors;
 use zf_model::weights::expected_shapes;
-use zf_model::{Dropout, NoTap, Point, ZfNet};
+use zf_model::{Backprop, Dropout, NoTap, Point, ZfNet};
 
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
@@ -39,6 +39,8 @@ pub struct Trainer {
     /// when renormalization is off).
     conv_weights: Vec<(usize, f64)>,
     seed: u64,
+    /// The graph-free forward and backward pass's buffers (CPU, f32).
+    backprop: Backprop,
 }
 
 impl Trainer {
@@ -88,7 +90,7 @@ impl Trainer {
                 .map(|(i, (k, v))| (i, layer_radius(config, radius, k, v.dims())))
                 .collect(),
         };
-        Ok(Self { net, params, sgd, conv_weights, seed: config.seed })
+        Ok(Self { net, params, sgd, conv_weights, seed: config.seed, backprop: Backprop::default() })
     }
 
     /// One update on a batch: forward with dropout (its mask drawn from the run's seed and
@@ -99,8 +101,38 @@ impl Trainer {
     ///
     /// # Shapes
     /// - `x`: `[B, 3, S, S]`; `labels`: `[B]` u32
+    ///
+    /// On the CPU in f32 the step runs without an autograd graph ([`Backprop`], the fused
+    /// kernels into buffers kept between steps) and SGD updates each parameter in place
+    /// ([`Sgd::step_slices`]); elsewhere through candle's autograd. Both give the same update
+    /// to float rounding (tested).
     pub fn step(&mut self, x: &Tensor, labels: &Tensor, lr: f64, step: u64) -> Result<f32> {
-        let logits = self.net.forward_dropout(x, Dropout::Seeded(mix(self.seed, step)), &mut NoTap)?;
+        let dropout = Dropout::Seeded(mix(self.seed, step));
+        let value =
+            if zf_model::device::fused(x) && self.params.iter().all(|(_, v)| zf_model::device::fused(v.as_tensor())) {
+                let labels = labels.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+                let value = self.backprop.run(&self.net, x, &labels, dropout)?;
+                if !value.is_finite() {
+                    return Ok(value);
+                }
+                let grads: Vec<&[f32]> = self.backprop.gradients().map(|(_, g)| g).collect();
+                self.sgd.step_slices(&self.params, &grads, lr)?;
+                value
+            } else {
+                let value = self.step_autograd(x, labels, lr, dropout)?;
+                if !value.is_finite() {
+                    return Ok(value);
+                }
+                value
+            };
+        for &(i, radius) in &self.conv_weights {
+            renormalize_in_place(&self.params[i].1, radius)?;
+        }
+        Ok(value)
+    }
+
+    fn step_autograd(&mut self, x: &Tensor, labels: &Tensor, lr: f64, dropout: Dropout) -> Result<f32> {
+        let logits = self.net.forward_dropout(x, dropout, &mut NoTap)?;
         let loss = candle_nn::loss::cross_entropy(&logits, labels)?;
         let value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         if !value.is_finite() {
@@ -113,9 +145,6 @@ impl Trainer {
             .map(|(_, v)| grads.get(v.as_tensor()).cloned().map_or_else(|| v.as_tensor().zeros_like(), Ok))
             .collect::<candle_core::Result<_>>()?;
         self.sgd.step(&self.params, &g, lr)?;
-        for &(i, radius) in &self.conv_weights {
-            renormalize_in_place(&self.params[i].1, radius)?;
-        }
         Ok(value)
     }
 
@@ -164,6 +193,47 @@ fn mix(seed: u64, step: u64) -> u64 {
 mod tests {
     use super::*;
     use zf_model::init::Init;
+
+    #[test]
+    fn the_graph_free_step_trains_like_candles_autograd() {
+        // Three steps with dropout, momentum, weight decay and renormalization, once through
+        // the graph-free CPU step and once through candle's autograd: the same weights and
+        // momentum to float rounding.
+        let mut config = TrainConfig::tiny();
+        config.model = config.model.with_input_size(64);
+        let x = Tensor::randn(0f32, 1.0, (4, 3, 64, 64), &Device::Cpu).unwrap();
+        let labels = Tensor::new(&[1u32, 7, 3, 3], &Device::Cpu).unwrap();
+        let mut fast = Trainer::new(&config, &Device::Cpu).unwrap();
+        let mut slow = Trainer::new(&config, &Device::Cpu).unwrap();
+        let lr = config.lr * 10.0;
+        for step in 0..3 {
+            let a = fast.step(&x, &labels, lr, step).unwrap();
+            let dropout = Dropout::Seeded(mix(slow.seed, step));
+            let b = slow.step_autograd(&x, &labels, lr, dropout).unwrap();
+            for &(i, radius) in &slow.conv_weights {
+                renormalize_in_place(&slow.params[i].1, radius).unwrap();
+            }
+            assert!((a - b).abs() < 1e-5 * b.abs().max(1.0), "step {step}: loss {a} vs {b}");
+        }
+        let pairs = fast.weights().into_iter().zip(slow.weights()).chain(
+            fast.momentum()
+                .iter()
+                .zip(slow.momentum())
+                .map(|(a, b)| (("momentum".to_string(), a.clone()), ("momentum".to_string(), b.clone()))),
+        );
+        let mut moved = 0;
+        for ((key, a), (_, b)) in pairs {
+            let (a, b) = (
+                a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                b.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            );
+            let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+            let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+            assert!(worst <= 1e-4 * scale, "{key}: worst difference {worst:e} against largest {scale:e}");
+            moved += usize::from(scale > 0.0);
+        }
+        assert!(moved > 16, "the momentum buffers moved");
+    }
 
     #[test]
     fn the_radius_is_the_papers_under_its_init_and_scales_with_another() {

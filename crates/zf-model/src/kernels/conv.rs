@@ -5,9 +5,9 @@ use super::*;
 
 /// `relu(conv2d(x, w) + b)` (or without the ReLU) as one op.
 #[derive(Clone, Copy, Debug)]
-struct Conv {
-    g: ConvGeometry,
-    relu: bool,
+pub(crate) struct Conv {
+    pub(crate) g: ConvGeometry,
+    pub(crate) relu: bool,
 }
 
 /// Convolution with bias and (when `relu`) a ReLU, fused, on the CPU.
@@ -30,26 +30,28 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, g: ConvGeometry, relu: bool) -
     x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, Conv { g, relu })
 }
 
-impl CustomOp3 for Conv {
-    fn name(&self) -> &'static str {
-        "zf-conv2d"
-    }
-
-    fn cpu_fwd(
+impl Conv {
+    /// The forward pass on slices: `x` `[N, C, H, W]` (`dims`), `w` `[O, C, k, k]`, `b` `[O]`,
+    /// into `out` `[N, O, Ho, Wo]` (every element written).
+    pub(crate) fn forward_into(
         &self,
-        xs: &CpuStorage,
-        xl: &Layout,
-        ws: &CpuStorage,
-        wl: &Layout,
-        bs: &CpuStorage,
-        bl: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (x, w, b) = (f32_arg(xs, xl, "conv2d")?, f32_arg(ws, wl, "conv2d")?, f32_arg(bs, bl, "conv2d")?);
-        let (n, c, h, wd) = xl.shape().dims4()?;
-        let o = wl.shape().dims4()?.0;
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        (n, c, h, wd): (usize, usize, usize, usize),
+        out: &mut [f32],
+    ) -> Result<()> {
         let s = ConvShape::new(self.g, c, h, wd)?;
+        let o = b.len();
         let (rows, pos) = (s.rows(), s.positions());
-        let mut out = vec![0f32; n * o * pos];
+        if w.len() != o * rows || x.len() != n * c * h * wd || out.len() != n * o * pos {
+            bail!(
+                "conv2d: buffers of {} / {} / {} floats for {n} images of {c}x{h}x{wd} and {o} filters",
+                x.len(),
+                w.len(),
+                out.len()
+            )
+        }
         let image = |i: usize, y: &mut [f32], par: Parallelism| {
             let xi = &x[i * c * h * wd..(i + 1) * c * h * wd];
             with_scratch(rows * s.block_rows() * s.wo, 0, |cols, _, phases| {
@@ -111,6 +113,128 @@ impl CustomOp3 for Conv {
             (false, _) if block_parallel => out.chunks_mut(o * pos).enumerate().for_each(|(i, y)| by_block(i, y)),
             (false, par) => out.chunks_mut(o * pos).enumerate().for_each(|(i, y)| image(i, y, par)),
         }
+        Ok(())
+    }
+
+    /// The backward pass on slices: from the input `x` (`dims`), the weight `w`, the forward's
+    /// output `res` and its gradient `grad` (`[N, O, Ho, Wo]`), writes the weight and bias
+    /// gradients `dw` `[O, C, k, k]` and `db` `[O]` and, when given, the input gradient `dx`
+    /// (every element of each written).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn backward_into(
+        &self,
+        x: &[f32],
+        w: &[f32],
+        res: &[f32],
+        grad: &[f32],
+        (n, c, h, wd): (usize, usize, usize, usize),
+        mut dx: Option<&mut [f32]>,
+        dw: &mut [f32],
+        db: &mut [f32],
+    ) -> Result<()> {
+        let o = db.len();
+        let s = ConvShape::new(self.g, c, h, wd)?;
+        let (rows, pos, chw) = (s.rows(), s.positions(), c * h * wd);
+        if w.len() != o * rows
+            || dw.len() != o * rows
+            || x.len() != n * chw
+            || res.len() != n * o * pos
+            || grad.len() != n * o * pos
+            || dx.as_ref().is_some_and(|d| d.len() != n * chw)
+        {
+            bail!("conv2d backward: buffers do not fit {n} images of {c}x{h}x{wd} and {o} filters")
+        }
+        // One image: its weight and bias gradients added into `dw`, `db`, its input gradient
+        // written into `dx`.
+        let image = |i: usize, dx: Option<&mut [f32]>, dw: &mut [f32], db: &mut [f32], par: Parallelism| {
+            with_scratch(rows * s.block_rows() * s.wo, o * pos, |cols, gm, phases| {
+                let range = i * o * pos..(i + 1) * o * pos;
+                relu_mask(gm, &grad[range.clone()], &res[range], self.relu);
+                for (d, line) in db.iter_mut().zip(gm.chunks_exact(pos)) {
+                    *d += line.iter().sum::<f32>();
+                }
+                let xi = &x[i * chw..(i + 1) * chw];
+                s.split_phases(xi, phases);
+                let mut dx = dx;
+                if let Some(dx) = dx.as_deref_mut() {
+                    dx.fill(0.0);
+                }
+                for (oy0, oy1) in s.blocks() {
+                    let (p0, len) = (oy0 * s.wo, (oy1 - oy0) * s.wo);
+                    let cols = &mut cols[..rows * len];
+                    let gm_block = Mat { data: &gm[p0..], rows: o, cols: len, rs: pos, cs: 1 };
+                    s.im2col(xi, phases, cols, (oy0, oy1));
+                    gemm(dw, gm_block, Mat::new(cols, rows, len).t(), true, par);
+                    if let Some(dx) = dx.as_deref_mut() {
+                        gemm(cols, Mat::new(w, o, rows).t(), gm_block, false, par);
+                        s.col2im(cols, dx, (oy0, oy1));
+                    }
+                }
+            })
+        };
+        let acc_len = o * rows + o;
+        let with_acc = |i: usize, dx: Option<&mut [f32]>, mut acc: Vec<f32>, par: Parallelism| {
+            let (dw, db) = acc.split_at_mut(o * rows);
+            image(i, dx, dw, db, par);
+            acc
+        };
+        match per_image(n) {
+            (true, par) => {
+                // At most one accumulator per thread, split at fixed places: the sums (and so
+                // training) come out the same on every run.
+                let min = n / rayon::current_num_threads();
+                let add = |mut a: Vec<f32>, b: Vec<f32>| {
+                    add_into(&mut a, &b);
+                    a
+                };
+                let acc = match dx {
+                    Some(dx) => dx
+                        .par_chunks_mut(chw)
+                        .enumerate()
+                        .with_min_len(min)
+                        .fold(|| vec![0f32; acc_len], |acc, (i, d)| with_acc(i, Some(d), acc, par))
+                        .reduce(|| vec![0f32; acc_len], add),
+                    None => (0..n)
+                        .into_par_iter()
+                        .with_min_len(min)
+                        .fold(|| vec![0f32; acc_len], |acc, i| with_acc(i, None, acc, par))
+                        .reduce(|| vec![0f32; acc_len], add),
+                };
+                dw.copy_from_slice(&acc[..o * rows]);
+                db.copy_from_slice(&acc[o * rows..]);
+            }
+            (false, par) => {
+                dw.fill(0.0);
+                db.fill(0.0);
+                for i in 0..n {
+                    image(i, dx.as_deref_mut().map(|d| &mut d[i * chw..(i + 1) * chw]), dw, db, par);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl CustomOp3 for Conv {
+    fn name(&self) -> &'static str {
+        "zf-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, w, b) = (f32_arg(xs, xl, "conv2d")?, f32_arg(ws, wl, "conv2d")?, f32_arg(bs, bl, "conv2d")?);
+        let (n, c, h, wd) = xl.shape().dims4()?;
+        let o = wl.shape().dims4()?.0;
+        let s = ConvShape::new(self.g, c, h, wd)?;
+        let mut out = vec![0f32; n * o * s.positions()];
+        self.forward_into(x, w, b, (n, c, h, wd), &mut out)?;
         Ok((CpuStorage::F32(out), Shape::from((n, o, s.ho, s.wo))))
     }
 
@@ -122,89 +246,12 @@ impl CustomOp3 for Conv {
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (n, c, h, wd) = x.dims4()?;
-        let o = w.dim(0)?;
-        let s = ConvShape::new(self.g, c, h, wd)?;
-        let (rows, pos, chw) = (s.rows(), s.positions(), c * h * wd);
+        let dims = x.dims4()?;
         let need_dx = x.track_op();
         let (dx, dw, db) = with_f32(&[x, w, res, grad], |t| {
-            let (x, w, res, grad) = (t[0], t[1], t[2], t[3]);
-            // One image: its weight and bias gradients into `acc`, its input gradient into `dx`.
-            let image = |i: usize, dx: Option<&mut [f32]>, acc: &mut [f32], par: Parallelism| {
-                let (dw, db) = acc.split_at_mut(o * rows);
-                with_scratch(rows * s.block_rows() * s.wo, o * pos, |cols, gm, phases| {
-                    let range = i * o * pos..(i + 1) * o * pos;
-                    relu_mask(gm, &grad[range.clone()], &res[range], self.relu);
-                    for (d, line) in db.iter_mut().zip(gm.chunks_exact(pos)) {
-                        *d += line.iter().sum::<f32>();
-                    }
-                    let xi = &x[i * chw..(i + 1) * chw];
-                    s.split_phases(xi, phases);
-                    let mut dx = dx;
-                    if let Some(dx) = dx.as_deref_mut() {
-                        dx.fill(0.0);
-                    }
-                    for (oy0, oy1) in s.blocks() {
-                        let (p0, len) = (oy0 * s.wo, (oy1 - oy0) * s.wo);
-                        let cols = &mut cols[..rows * len];
-                        let gm_block = Mat { data: &gm[p0..], rows: o, cols: len, rs: pos, cs: 1 };
-                        s.im2col(xi, phases, cols, (oy0, oy1));
-                        gemm(dw, gm_block, Mat::new(cols, rows, len).t(), true, par);
-                        if let Some(dx) = dx.as_deref_mut() {
-                            gemm(cols, Mat::new(w, o, rows).t(), gm_block, false, par);
-                            s.col2im(cols, dx, (oy0, oy1));
-                        }
-                    }
-                })
-            };
-            let acc_len = o * rows + o;
-            let mut dx = if need_dx { Some(vec![0f32; n * chw]) } else { None };
-            let acc = match per_image(n) {
-                (true, par) => {
-                    // At most one accumulator per thread, split at fixed places: the sums (and
-                    // so training) come out the same on every run.
-                    let min = n / rayon::current_num_threads();
-                    let add = |mut a: Vec<f32>, b: Vec<f32>| {
-                        add_into(&mut a, &b);
-                        a
-                    };
-                    match dx.as_mut() {
-                        Some(dx) => dx
-                            .par_chunks_mut(chw)
-                            .enumerate()
-                            .with_min_len(min)
-                            .fold(
-                                || vec![0f32; acc_len],
-                                |mut acc, (i, d)| {
-                                    image(i, Some(d), &mut acc, par);
-                                    acc
-                                },
-                            )
-                            .reduce(|| vec![0f32; acc_len], add),
-                        None => (0..n)
-                            .into_par_iter()
-                            .with_min_len(min)
-                            .fold(
-                                || vec![0f32; acc_len],
-                                |mut acc, i| {
-                                    image(i, None, &mut acc, par);
-                                    acc
-                                },
-                            )
-                            .reduce(|| vec![0f32; acc_len], add),
-                    }
-                }
-                (false, par) => {
-                    let mut acc = vec![0f32; acc_len];
-                    for i in 0..n {
-                        image(i, dx.as_mut().map(|d| &mut d[i * chw..(i + 1) * chw]), &mut acc, par);
-                    }
-                    acc
-                }
-            };
-            let db = acc[o * rows..].to_vec();
-            let mut dw = acc;
-            dw.truncate(o * rows);
+            let mut dx = need_dx.then(|| vec![0f32; t[0].len()]);
+            let (mut dw, mut db) = (vec![0f32; t[1].len()], vec![0f32; b.elem_count()]);
+            self.backward_into(t[0], t[1], t[2], t[3], dims, dx.as_deref_mut(), &mut dw, &mut db)?;
             Ok((dx, dw, db))
         })?;
         gradients([(x, dx), (w, Some(dw)), (b, Some(db))])

@@ -3,8 +3,8 @@
 use super::*;
 
 #[derive(Clone, Copy, Debug)]
-struct Linear {
-    relu: bool,
+pub(crate) struct Linear {
+    pub(crate) relu: bool,
 }
 
 /// `relu(x w^T + b)` (or without the ReLU) as one op, on the CPU.
@@ -21,24 +21,15 @@ pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> Result<Tensor> 
     x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, Linear { relu })
 }
 
-impl CustomOp3 for Linear {
-    fn name(&self) -> &'static str {
-        "zf-linear"
-    }
-
-    fn cpu_fwd(
-        &self,
-        xs: &CpuStorage,
-        xl: &Layout,
-        ws: &CpuStorage,
-        wl: &Layout,
-        bs: &CpuStorage,
-        bl: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (x, w, b) = (f32_arg(xs, xl, "linear")?, f32_arg(ws, wl, "linear")?, f32_arg(bs, bl, "linear")?);
-        let (n, i) = xl.shape().dims2()?;
-        let o = wl.shape().dims2()?.0;
-        let mut y = vec![0f32; n * o];
+impl Linear {
+    /// The forward pass on slices: `x` `[N, I]` (`n` rows), `w` `[O, I]`, `b` `[O]`, into `y`
+    /// `[N, O]` (every element written).
+    pub(crate) fn forward_into(&self, x: &[f32], w: &[f32], b: &[f32], n: usize, y: &mut [f32]) -> Result<()> {
+        let o = b.len();
+        let i = x.len().checked_div(n).unwrap_or(0);
+        if x.len() != n * i || w.len() != o * i || y.len() != n * o {
+            bail!("linear: buffers of {} / {} / {} floats for {n} rows and {o} outputs", x.len(), w.len(), y.len())
+        }
         for line in y.chunks_exact_mut(o) {
             line.copy_from_slice(b);
         }
@@ -70,11 +61,70 @@ impl CustomOp3 for Linear {
                 }
             }
         } else {
-            gemm(&mut y, Mat::new(x, n, i), Mat::new(w, o, i).t(), true, Parallelism::Rayon(threads));
+            gemm(y, Mat::new(x, n, i), Mat::new(w, o, i).t(), true, Parallelism::Rayon(threads));
         }
         if self.relu {
             y.iter_mut().for_each(|v| *v = v.max(0.0));
         }
+        Ok(())
+    }
+
+    /// The backward pass on slices: from the input `x` `[N, I]`, the weight `w`, the forward's
+    /// output `res` and its gradient `grad` (`[N, O]`), writes `dw` `[O, I]`, `db` `[O]` and,
+    /// when given, `dx` `[N, I]`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn backward_into(
+        &self,
+        x: &[f32],
+        w: &[f32],
+        res: &[f32],
+        grad: &[f32],
+        dx: Option<&mut [f32]>,
+        dw: &mut [f32],
+        db: &mut [f32],
+    ) -> Result<()> {
+        let o = db.len();
+        let n = grad.len().checked_div(o).unwrap_or(0);
+        let i = w.len().checked_div(o).unwrap_or(0);
+        if x.len() != n * i || res.len() != n * o || dw.len() != o * i || dx.as_ref().is_some_and(|d| d.len() != n * i)
+        {
+            bail!("linear backward: buffers do not fit {n} rows, {i} inputs and {o} outputs")
+        }
+        let par = Parallelism::Rayon(rayon::current_num_threads());
+        with_scratch(n * o, 0, |gm, _, _| {
+            relu_mask(gm, grad, res, self.relu);
+            if let Some(dx) = dx {
+                gemm(dx, Mat::new(gm, n, o), Mat::new(w, o, i), false, par);
+            }
+            gemm(dw, Mat::new(gm, n, o).t(), Mat::new(x, n, i), false, par);
+            db.fill(0.0);
+            for line in gm.chunks_exact(o) {
+                add_into(db, line);
+            }
+        });
+        Ok(())
+    }
+}
+
+impl CustomOp3 for Linear {
+    fn name(&self) -> &'static str {
+        "zf-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, w, b) = (f32_arg(xs, xl, "linear")?, f32_arg(ws, wl, "linear")?, f32_arg(bs, bl, "linear")?);
+        let n = xl.shape().dims2()?.0;
+        let o = wl.shape().dims2()?.0;
+        let mut y = vec![0f32; n * o];
+        self.forward_into(x, w, b, n, &mut y)?;
         Ok((CpuStorage::F32(y), Shape::from((n, o))))
     }
 
@@ -86,25 +136,11 @@ impl CustomOp3 for Linear {
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (n, i) = x.dims2()?;
-        let o = w.dim(0)?;
-        let par = Parallelism::Rayon(rayon::current_num_threads());
         let need_dx = x.track_op();
         let (dx, dw, db) = with_f32(&[x, w, res, grad], |t| {
-            let (x, w, res, grad) = (t[0], t[1], t[2], t[3]);
-            let mut gm = vec![0f32; n * o];
-            relu_mask(&mut gm, grad, res, self.relu);
-            let dx = need_dx.then(|| {
-                let mut dx = vec![0f32; n * i];
-                gemm(&mut dx, Mat::new(&gm, n, o), Mat::new(w, o, i), false, par);
-                dx
-            });
-            let mut dw = vec![0f32; o * i];
-            gemm(&mut dw, Mat::new(&gm, n, o).t(), Mat::new(x, n, i), false, par);
-            let mut db = vec![0f32; o];
-            for line in gm.chunks_exact(o) {
-                add_into(&mut db, line);
-            }
+            let mut dx = need_dx.then(|| vec![0f32; t[0].len()]);
+            let (mut dw, mut db) = (vec![0f32; t[1].len()], vec![0f32; b.elem_count()]);
+            self.backward_into(t[0], t[1], t[2], t[3], dx.as_deref_mut(), &mut dw, &mut db)?;
             Ok((dx, dw, db))
         })?;
         gradients([(x, dx), (w, Some(dw)), (b, Some(db))])

@@ -40,7 +40,7 @@ use crate::config::{ConvGeometry, LrnConfig};
 // Plumbing: slices of CPU tensors, scratch buffers, a safe gemm.
 
 /// Calls `f` with the contiguous f32 data of each of `ts` (all on the CPU).
-fn with_f32<R>(ts: &[&Tensor], f: impl FnOnce(&[&[f32]]) -> Result<R>) -> Result<R> {
+pub(crate) fn with_f32<R>(ts: &[&Tensor], f: impl FnOnce(&[&[f32]]) -> Result<R>) -> Result<R> {
     let ts: Vec<Tensor> = ts.iter().map(|t| t.contiguous()).collect::<Result<_>>()?;
     let guards: Vec<_> = ts.iter().map(|t| t.storage_and_layout()).collect();
     let mut slices = Vec::with_capacity(ts.len());
@@ -361,7 +361,10 @@ mod pool;
 mod tests;
 
 pub use conv::conv2d;
+pub(crate) use conv::Conv;
 pub use deconv::{conv_transpose2d, conv_transpose2d_window, unpool, unpool_window};
 pub use linear::linear;
+pub(crate) use linear::Linear;
 pub use lrn::lrn;
+pub(crate) use lrn::Lrn;
 pub use pool::pool_values;
