@@ -253,7 +253,10 @@ impl SwitchKernel {
             if plane.iter().fold(false, |any, v| any | v.nan()) {
                 self.plane::<T, true>(plane, h, w, dst)
             } else {
-                self.plane::<T, false>(plane, h, w, dst)
+                match self.geometry.kernel {
+                    3 => self.plane_k::<T, 3>(plane, h, w, dst),
+                    _ => self.plane::<T, false>(plane, h, w, dst),
+                }
             }
         });
     }
@@ -267,24 +270,60 @@ impl SwitchKernel {
             let (r0, r1) = (oi * s, (oi * s + k).min(h));
             for (oj, d) in dst.iter_mut().enumerate() {
                 let (c0, c1) = (oj * s, (oj * s + k).min(w));
-                let mut arg = r0 * w + c0;
-                let mut best = plane[arg];
-                'window: for r in r0..r1 {
-                    let row = &plane[r * w..(r + 1) * w];
-                    for (c, &v) in row.iter().enumerate().take(c1).skip(c0) {
-                        if NAN && best.nan() {
-                            break 'window;
-                        }
-                        if v > best || (NAN && v.nan()) {
-                            best = v;
-                            arg = r * w + c;
-                        }
-                    }
-                }
-                *d = arg as u32;
+                *d = window::<T, NAN>(plane, w, (r0, r1), (c0, c1));
             }
         }
     }
+
+    /// [`Self::plane`] without NaN for a `K x K` kernel: every whole window compared in an
+    /// unrolled, branch-free row-major pass (the same comparisons in the same order, so the
+    /// same switch), the windows cut by the edge (ceil mode) as in [`Self::plane`].
+    #[inline(always)]
+    fn plane_k<T: Float, const K: usize>(&self, plane: &[T], h: usize, w: usize, dst: &mut [u32]) {
+        let s = self.geometry.stride;
+        for (oi, dst) in dst.chunks_exact_mut(self.wo).enumerate() {
+            let (r0, r1) = (oi * s, (oi * s + K).min(h));
+            for (oj, d) in dst.iter_mut().enumerate() {
+                let (c0, c1) = (oj * s, (oj * s + K).min(w));
+                if r1 - r0 < K || c1 - c0 < K {
+                    *d = window::<T, false>(plane, w, (r0, r1), (c0, c1));
+                    continue;
+                }
+                let base = r0 * w + c0;
+                let win = &plane[base..base + (K - 1) * w + K];
+                let (mut best, mut arg) = (win[0], 0);
+                for r in 0..K {
+                    for (c, &v) in win[r * w..r * w + K].iter().enumerate() {
+                        let gt = v > best;
+                        best = if gt { v } else { best };
+                        arg = if gt { r * w + c } else { arg };
+                    }
+                }
+                *d = (base + arg) as u32;
+            }
+        }
+    }
+}
+
+/// The switch of one window, rows `r0..r1` and columns `c0..c1` of a plane `w` wide: the first
+/// maximum in row-major order; with `NAN`, the first NaN.
+#[inline(always)]
+fn window<T: Float, const NAN: bool>(plane: &[T], w: usize, (r0, r1): (usize, usize), (c0, c1): (usize, usize)) -> u32 {
+    let mut arg = r0 * w + c0;
+    let mut best = plane[arg];
+    'window: for r in r0..r1 {
+        let row = &plane[r * w..(r + 1) * w];
+        for (c, &v) in row.iter().enumerate().take(c1).skip(c0) {
+            if NAN && best.nan() {
+                break 'window;
+            }
+            if v > best || (NAN && v.nan()) {
+                best = v;
+                arg = r * w + c;
+            }
+        }
+    }
+    arg as u32
 }
 
 impl CustomOp1 for SwitchKernel {
