@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// How many output positions one grouped gemm of the forward pass aims at (several images of
+/// small maps side by side).
+const GROUP_COLUMNS: usize = 1024;
+
 /// `relu(conv2d(x, w) + b)` (or without the ReLU) as one op.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Conv {
@@ -108,7 +112,42 @@ impl Conv {
                 }
             }
         };
+        // Small maps (conv3-5, occlusion windows): several images' columns side by side in one
+        // gemm, so that the weights are packed once per group instead of once per image and
+        // the gemm is wide; groups spread over the threads.
+        let grouped = |groups: usize, out: &mut [f32]| {
+            let g = n.div_ceil(groups);
+            out.par_chunks_mut(g * o * pos).enumerate().for_each(|(gi, yg)| {
+                let (i0, imgs) = (gi * g, yg.len() / (o * pos));
+                let width = imgs * pos;
+                with_scratch(rows * width, o * width, |cols, tmp, phases| {
+                    for j in 0..imgs {
+                        let xi = &x[(i0 + j) * c * h * wd..(i0 + j + 1) * c * h * wd];
+                        s.split_phases(xi, phases);
+                        s.im2col_ld(xi, phases, &mut cols[j * pos..], width, (0, s.ho));
+                    }
+                    for (line, &bias) in tmp.chunks_exact_mut(width).zip(b) {
+                        line.fill(bias);
+                    }
+                    gemm(tmp, Mat::new(w, o, rows), Mat::new(cols, rows, width), true, Parallelism::None);
+                    for (j, y) in yg.chunks_exact_mut(o * pos).enumerate() {
+                        for (line, src) in y.chunks_exact_mut(pos).zip(tmp.chunks_exact(width)) {
+                            let src = &src[j * pos..(j + 1) * pos];
+                            if self.relu {
+                                line.iter_mut().zip(src).for_each(|(d, &v)| *d = v.max(0.0));
+                            } else {
+                                line.copy_from_slice(src);
+                            }
+                        }
+                    }
+                })
+            })
+        };
         match per_image(n) {
+            (true, _) if pos * 2 <= GROUP_COLUMNS && n >= 2 * threads => {
+                let groups = (n * pos).div_ceil(GROUP_COLUMNS).next_multiple_of(threads).min(n);
+                grouped(groups, out)
+            }
             (true, par) => out.par_chunks_mut(o * pos).enumerate().for_each(|(i, y)| image(i, y, par)),
             (false, _) if block_parallel => out.chunks_mut(o * pos).enumerate().for_each(|(i, y)| by_block(i, y)),
             (false, par) => out.chunks_mut(o * pos).enumerate().for_each(|(i, y)| image(i, y, par)),

@@ -288,11 +288,29 @@ impl ConvShape {
     /// input `(c, oy s - p + i, ox s - p + j)` for those output positions, zero in the padding.
     /// `phases` is [`Self::split_phases`] of `src` (unused at stride 1).
     pub(crate) fn im2col(&self, src: &[f32], phases: &[f32], dst: &mut [f32], (oy0, oy1): (usize, usize)) {
+        let len = (oy1 - oy0) * self.wo;
+        self.im2col_ld(src, phases, dst, len, (oy0, oy1))
+    }
+
+    /// [`Self::im2col`] into rows `ld` apart in `dst` (one image's columns inside a matrix that
+    /// holds several images side by side).
+    pub(crate) fn im2col_ld(
+        &self,
+        src: &[f32],
+        phases: &[f32],
+        dst: &mut [f32],
+        ld: usize,
+        (oy0, oy1): (usize, usize),
+    ) {
         let Self { g, h, w, ho, wo, .. } = *self;
         let (k, s) = (g.kernel, g.stride);
         let wq = w.div_ceil(s);
         let len = (oy1 - oy0) * wo;
-        for (row, dst) in dst.chunks_exact_mut(len).enumerate() {
+        if len == 0 {
+            return;
+        }
+        for row in 0..self.rows() {
+            let dst = &mut dst[row * ld..row * ld + len];
             let (ch, i, j) = (row / (k * k), row / k % k, row % k);
             let (lo, hi) = self.valid(j, wo, w, self.px);
             let (ylo, yhi) = self.valid(i, ho, h, self.py);

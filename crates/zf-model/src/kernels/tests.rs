@@ -39,6 +39,10 @@ fn conv_agrees_with_candle_forward_and_backward() {
         // image (the threads split the blocks) and with two.
         (ConvGeometry::new(7, 2, 1), 100, 2),
         (ConvGeometry::new(7, 2, 1), 100, 1),
+        // Small maps and many images: the forward pass puts several images side by side in
+        // one gemm (uneven groups).
+        (ConvGeometry::new(3, 1, 1), 13, 41),
+        (ConvGeometry::new(3, 1, 1), 6, 7),
     ] {
         for relu in [true, false] {
             let x = var(&[n, 3, side, side], 1.0);
