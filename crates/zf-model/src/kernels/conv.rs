@@ -211,6 +211,35 @@ impl Conv {
                 }
             })
         };
+        // Small maps: a group of images side by side (as in the forward pass), one weight
+        // gradient gemm with the group's positions as its depth, one input gradient gemm.
+        let group = |i0: usize, imgs: usize, dx: Option<&mut [f32]>, dw: &mut [f32], db: &mut [f32]| {
+            let width = imgs * pos;
+            with_scratch(rows * width, o * width, |cols, gm, phases| {
+                for j in 0..imgs {
+                    let i = i0 + j;
+                    for (oc, line) in gm.chunks_exact_mut(width).enumerate() {
+                        let range = (i * o + oc) * pos..(i * o + oc + 1) * pos;
+                        relu_mask(&mut line[j * pos..(j + 1) * pos], &grad[range.clone()], &res[range], self.relu);
+                    }
+                    let xi = &x[i * chw..(i + 1) * chw];
+                    s.split_phases(xi, phases);
+                    s.im2col_ld(xi, phases, &mut cols[j * pos..], width, (0, s.ho));
+                }
+                for (d, line) in db.iter_mut().zip(gm.chunks_exact(width)) {
+                    *d += line.iter().sum::<f32>();
+                }
+                gemm(dw, Mat::new(gm, o, width), Mat::new(cols, rows, width).t(), true, Parallelism::None);
+                if let Some(dx) = dx {
+                    gemm(cols, Mat::new(w, o, rows).t(), Mat::new(gm, o, width), false, Parallelism::None);
+                    for (j, dx) in dx.chunks_exact_mut(chw).enumerate() {
+                        dx.fill(0.0);
+                        s.col2im_ld(&cols[j * pos..], width, dx, (0, s.ho));
+                    }
+                }
+            })
+        };
+        let threads = rayon::current_num_threads();
         let acc_len = o * rows + o;
         let with_acc = |i: usize, dx: Option<&mut [f32]>, mut acc: Vec<f32>, par: Parallelism| {
             let (dw, db) = acc.split_at_mut(o * rows);
@@ -218,6 +247,38 @@ impl Conv {
             acc
         };
         match per_image(n) {
+            (true, _) if pos * 2 <= GROUP_COLUMNS && n >= 2 * threads => {
+                let groups = (n * pos).div_ceil(GROUP_COLUMNS).next_multiple_of(threads).min(n);
+                let g = n.div_ceil(groups);
+                let count = n.div_ceil(g);
+                // Groups at fixed places, at most one accumulator per thread, as below.
+                let min = count / threads;
+                let with_group = |gi: usize, dx: Option<&mut [f32]>, mut acc: Vec<f32>| {
+                    let (dw, db) = acc.split_at_mut(o * rows);
+                    let i0 = gi * g;
+                    group(i0, g.min(n - i0), dx, dw, db);
+                    acc
+                };
+                let add = |mut a: Vec<f32>, b: Vec<f32>| {
+                    add_into(&mut a, &b);
+                    a
+                };
+                let acc = match dx {
+                    Some(dx) => dx
+                        .par_chunks_mut(g * chw)
+                        .enumerate()
+                        .with_min_len(min)
+                        .fold(|| vec![0f32; acc_len], |acc, (gi, d)| with_group(gi, Some(d), acc))
+                        .reduce(|| vec![0f32; acc_len], add),
+                    None => (0..count)
+                        .into_par_iter()
+                        .with_min_len(min)
+                        .fold(|| vec![0f32; acc_len], |acc, gi| with_group(gi, None, acc))
+                        .reduce(|| vec![0f32; acc_len], add),
+                };
+                dw.copy_from_slice(&acc[..o * rows]);
+                db.copy_from_slice(&acc[o * rows..]);
+            }
             (true, par) => {
                 // At most one accumulator per thread, split at fixed places: the sums (and so
                 // training) come out the same on every run.

@@ -339,6 +339,12 @@ impl ConvShape {
     /// The adjoint of [`Self::im2col`] for output rows `oy0..oy1`: adds every column back to the
     /// input pixel it read, into `dst` `[C, H, W]`.
     pub(crate) fn col2im(&self, src: &[f32], dst: &mut [f32], (oy0, oy1): (usize, usize)) {
+        let len = (oy1 - oy0) * self.wo;
+        self.col2im_ld(src, len, dst, (oy0, oy1))
+    }
+
+    /// [`Self::col2im`] from rows `ld` apart in `src` (see [`Self::im2col_ld`]).
+    pub(crate) fn col2im_ld(&self, src: &[f32], ld: usize, dst: &mut [f32], (oy0, oy1): (usize, usize)) {
         let Self { g, h, w, ho, wo, .. } = *self;
         let k = g.kernel;
         let len = (oy1 - oy0) * wo;
@@ -347,7 +353,7 @@ impl ConvShape {
                 let (ylo, yhi) = self.valid(i, ho, h, self.py);
                 let (ylo, yhi) = (ylo.clamp(oy0, oy1), yhi.clamp(oy0, oy1));
                 for j in 0..k {
-                    let row = &src[((ch * k + i) * k + j) * len..][..len];
+                    let row = &src[((ch * k + i) * k + j) * ld..][..len];
                     let (lo, hi) = self.valid(j, wo, w, self.px);
                     if lo == hi {
                         continue;
