@@ -122,5 +122,21 @@ fn loss_and_every_gradient_match_pytorch() {
             checked += 1;
         }
         assert_eq!(checked, 17, "{case}: 16 parameters and the input");
+        // The graph-free CPU training pass (what the trainer runs on the CPU) against the same
+        // fixtures: the loss and every parameter's gradient.
+        let labels = g["labels"].to_dtype(DType::U32).unwrap().to_vec1::<u32>().unwrap();
+        let mut pass = zf_model::Backprop::default();
+        let value = pass.run(&net, &g["input"], &labels, zf_model::Dropout::Off).unwrap();
+        let err = rel_err(&Tensor::new(&[value], &Device::Cpu).unwrap(), &g["loss"]);
+        assert!(err < 1e-4, "{case}: graph-free loss relative error {err}");
+        let mut checked = 0;
+        for (key, grad) in pass.gradients() {
+            let want = &g[&format!("grad.{key}")];
+            let ours = Tensor::from_slice(grad, want.shape(), &Device::Cpu).unwrap();
+            let err = rel_err(&ours, want);
+            assert!(err < 1e-3, "{case}/{key}: graph-free relative error {err}");
+            checked += 1;
+        }
+        assert_eq!(checked, 16, "{case}: every parameter");
     }
 }
