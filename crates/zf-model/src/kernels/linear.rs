@@ -21,6 +21,9 @@ pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> Result<Tensor> 
     x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, Linear { relu })
 }
 
+/// Up to how many rows the forward pass multiplies `W x^T` (see [`Linear::forward_into`]).
+const FEW_ROWS: usize = 64;
+
 impl Linear {
     /// The forward pass on slices: `x` `[N, I]` (`n` rows), `w` `[O, I]`, `b` `[O]`, into `y`
     /// `[N, O]` (every element written).
@@ -34,10 +37,11 @@ impl Linear {
             line.copy_from_slice(b);
         }
         let threads = rayon::current_num_threads();
-        if n < threads && o >= 2 * threads {
-            // Few rows (one image): a gemm this flat uses one thread however many it is given,
-            // so the output features are split over the threads instead, each block one
-            // single-threaded gemm against its rows of W, then copied into place.
+        if (1..=FEW_ROWS).contains(&n) && o >= 2 * threads {
+            // Few rows (a batch of 16, one image): `y^T = W x^T`, so that W, read once, is the
+            // gemm's row-major left operand (streamed and packed by contiguous copies) and the
+            // few rows of x the small right one. The output features are split over the
+            // threads, each block one single-threaded gemm, then transposed into place.
             let chunk = o.div_ceil(threads);
             let starts: Vec<usize> = (0..o).step_by(chunk).collect();
             let parts: Vec<(usize, Vec<f32>)> = starts
@@ -45,19 +49,22 @@ impl Linear {
                 .map(|c0| {
                     let c1 = (c0 + chunk).min(o);
                     let width = c1 - c0;
-                    let mut part = vec![0f32; n * width];
-                    for line in part.chunks_exact_mut(width) {
-                        line.copy_from_slice(&b[c0..c1]);
-                    }
-                    let rows = Mat::new(&w[c0 * i..c1 * i], width, i).t();
-                    gemm(&mut part, Mat::new(x, n, i), rows, true, Parallelism::None);
+                    let mut part = vec![0f32; width * n];
+                    gemm(
+                        &mut part,
+                        Mat::new(&w[c0 * i..c1 * i], width, i),
+                        Mat::new(x, n, i).t(),
+                        false,
+                        Parallelism::None,
+                    );
                     (c0, part)
                 })
                 .collect();
             for (c0, part) in parts {
-                let width = part.len() / n.max(1);
-                for (r, line) in part.chunks_exact(width).enumerate() {
-                    y[r * o + c0..r * o + c0 + width].copy_from_slice(line);
+                for (j, line) in part.chunks_exact(n).enumerate() {
+                    for (r, &v) in line.iter().enumerate() {
+                        y[r * o + c0 + j] += v;
+                    }
                 }
             }
         } else {
@@ -94,7 +101,31 @@ impl Linear {
         with_scratch(n * o, 0, |gm, _, _| {
             relu_mask(gm, grad, res, self.relu);
             if let Some(dx) = dx {
-                gemm(dx, Mat::new(gm, n, o), Mat::new(w, o, i), false, par);
+                let threads = rayon::current_num_threads();
+                if (1..=FEW_ROWS).contains(&n) && i >= 2 * threads {
+                    // Few rows: the input features split over the threads, each block one
+                    // single-threaded gemm against its columns of W, then copied into place.
+                    let chunk = i.div_ceil(threads);
+                    let starts: Vec<usize> = (0..i).step_by(chunk).collect();
+                    let parts: Vec<(usize, Vec<f32>)> = starts
+                        .into_par_iter()
+                        .map(|c0| {
+                            let width = (c0 + chunk).min(i) - c0;
+                            let mut part = vec![0f32; n * width];
+                            let cols = Mat { data: &w[c0..], rows: o, cols: width, rs: i, cs: 1 };
+                            gemm(&mut part, Mat::new(gm, n, o), cols, false, Parallelism::None);
+                            (c0, part)
+                        })
+                        .collect();
+                    for (c0, part) in parts {
+                        let width = part.len() / n;
+                        for (r, line) in part.chunks_exact(width).enumerate() {
+                            dx[r * i + c0..r * i + c0 + width].copy_from_slice(line);
+                        }
+                    }
+                } else {
+                    gemm(dx, Mat::new(gm, n, o), Mat::new(w, o, i), false, par);
+                }
             }
             gemm(dw, Mat::new(gm, n, o).t(), Mat::new(x, n, i), false, par);
             db.fill(0.0);

@@ -104,9 +104,10 @@ fn im2col_and_col2im_are_adjoint() {
 
 #[test]
 fn linear_agrees_with_candle_forward_and_backward() {
-    // One row and many outputs takes the path that splits the outputs over the threads (an
-    // uneven last block with 37); more rows take the threaded gemm.
-    for (n, o, relu) in [(1, 6, true), (1, 37, true), (5, 6, true), (3, 6, false), (40, 37, true)] {
+    // Up to 64 rows take the paths that split the outputs (forward) and the inputs (input
+    // gradient) over the threads (uneven last blocks with 37 outputs and 7 inputs); more rows
+    // take the threaded gemm.
+    for (n, o, relu) in [(1, 6, true), (1, 37, true), (5, 6, true), (3, 6, false), (40, 37, true), (70, 37, true)] {
         let x = var(&[n, 7], 1.0);
         let w = var(&[o, 7], 0.3);
         let b = var(&[o], 0.3);
