@@ -92,9 +92,15 @@ pub fn matmul_gflops(n: usize, reps: usize, device: &Device) -> Result<f64> {
     Ok(2.0 * (n as f64).powi(3) / t / 1e9)
 }
 
-/// One warm-up run of `f`, then the median of `reps` (at least one) timed runs, in seconds.
+/// Warm-up runs of `f` (at least one, and runs for half a second, at most 20: a fast case such
+/// as one image is timed warm), then the median of `reps` (at least one) timed runs, in
+/// seconds. `python/zfnet_torch.py` warms up the same way.
 pub fn median_time<E>(reps: usize, mut f: impl FnMut() -> std::result::Result<(), E>) -> std::result::Result<f64, E> {
-    f()?;
+    let (t0, mut calls) = (Instant::now(), 0);
+    while calls == 0 || (t0.elapsed().as_secs_f64() < 0.5 && calls < 20) {
+        f()?;
+        calls += 1;
+    }
     let mut times = Vec::with_capacity(reps.max(1));
     for _ in 0..reps.max(1) {
         let t0 = Instant::now();
