@@ -136,7 +136,8 @@ pub struct Backprop {
 }
 
 impl Backprop {
-    /// The forward pass with `dropout` (as [`ZfNet::forward_dropout`] draws it), the mean
+    /// The forward pass with `dropout` ([`Dropout::Seeded`] draws the same masks as
+    /// [`ZfNet::forward_dropout`]; [`Dropout::Random`] draws them from a fresh seed), the mean
     /// softmax cross-entropy against `labels`, and the backward pass: returns the loss and
     /// leaves every parameter's gradient in [`Backprop::gradients`]. The input's own gradient
     /// is not computed. With a loss that is not finite the gradients are still computed (the
