@@ -24,6 +24,14 @@ pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> Result<Tensor> 
 /// Up to how many rows the forward pass multiplies `W x^T` (see [`Linear::forward_into`]).
 const FEW_ROWS: usize = 64;
 
+/// `0..len` cut into one contiguous block per thread, `f(start, width)` run on each in
+/// parallel; the results with their starts.
+fn par_blocks(len: usize, f: impl Fn(usize, usize) -> Vec<f32> + Sync) -> Vec<(usize, Vec<f32>)> {
+    let chunk = len.div_ceil(rayon::current_num_threads()).max(1);
+    let starts: Vec<usize> = (0..len).step_by(chunk).collect();
+    starts.into_par_iter().map(|c0| (c0, f(c0, (c0 + chunk).min(len) - c0))).collect()
+}
+
 impl Linear {
     /// The forward pass on slices: `x` `[N, I]` (`n` rows), `w` `[O, I]`, `b` `[O]`, into `y`
     /// `[N, O]` (every element written).
@@ -42,24 +50,12 @@ impl Linear {
             // gemm's row-major left operand (streamed and packed by contiguous copies) and the
             // few rows of x the small right one. The output features are split over the
             // threads, each block one single-threaded gemm, then transposed into place.
-            let chunk = o.div_ceil(threads);
-            let starts: Vec<usize> = (0..o).step_by(chunk).collect();
-            let parts: Vec<(usize, Vec<f32>)> = starts
-                .into_par_iter()
-                .map(|c0| {
-                    let c1 = (c0 + chunk).min(o);
-                    let width = c1 - c0;
-                    let mut part = vec![0f32; width * n];
-                    gemm(
-                        &mut part,
-                        Mat::new(&w[c0 * i..c1 * i], width, i),
-                        Mat::new(x, n, i).t(),
-                        false,
-                        Parallelism::None,
-                    );
-                    (c0, part)
-                })
-                .collect();
+            let parts = par_blocks(o, |c0, width| {
+                let mut part = vec![0f32; width * n];
+                let rows = Mat::new(&w[c0 * i..(c0 + width) * i], width, i);
+                gemm(&mut part, rows, Mat::new(x, n, i).t(), false, Parallelism::None);
+                part
+            });
             for (c0, part) in parts {
                 for (j, line) in part.chunks_exact(n).enumerate() {
                     for (r, &v) in line.iter().enumerate() {
@@ -105,18 +101,12 @@ impl Linear {
                 if (1..=FEW_ROWS).contains(&n) && i >= 2 * threads {
                     // Few rows: the input features split over the threads, each block one
                     // single-threaded gemm against its columns of W, then copied into place.
-                    let chunk = i.div_ceil(threads);
-                    let starts: Vec<usize> = (0..i).step_by(chunk).collect();
-                    let parts: Vec<(usize, Vec<f32>)> = starts
-                        .into_par_iter()
-                        .map(|c0| {
-                            let width = (c0 + chunk).min(i) - c0;
-                            let mut part = vec![0f32; n * width];
-                            let cols = Mat { data: &w[c0..], rows: o, cols: width, rs: i, cs: 1 };
-                            gemm(&mut part, Mat::new(gm, n, o), cols, false, Parallelism::None);
-                            (c0, part)
-                        })
-                        .collect();
+                    let parts = par_blocks(i, |c0, width| {
+                        let mut part = vec![0f32; n * width];
+                        let cols = Mat { data: &w[c0..], rows: o, cols: width, rs: i, cs: 1 };
+                        gemm(&mut part, Mat::new(gm, n, o), cols, false, Parallelism::None);
+                        part
+                    });
                     for (c0, part) in parts {
                         let width = part.len() / n;
                         for (r, line) in part.chunks_exact(width).enumerate() {
