@@ -240,69 +240,15 @@ impl Conv {
             })
         };
         let threads = rayon::current_num_threads();
-        let acc_len = o * rows + o;
-        let with_acc = |i: usize, dx: Option<&mut [f32]>, mut acc: Vec<f32>, par: Parallelism| {
-            let (dw, db) = acc.split_at_mut(o * rows);
-            image(i, dx, dw, db, par);
-            acc
-        };
         match per_image(n) {
             (true, _) if pos * 2 <= GROUP_COLUMNS && n >= 2 * threads => {
                 let groups = (n * pos).div_ceil(GROUP_COLUMNS).next_multiple_of(threads).min(n);
                 let g = n.div_ceil(groups);
-                let count = n.div_ceil(g);
-                // Groups at fixed places, at most one accumulator per thread, as below.
-                let min = count / threads;
-                let with_group = |gi: usize, dx: Option<&mut [f32]>, mut acc: Vec<f32>| {
-                    let (dw, db) = acc.split_at_mut(o * rows);
-                    let i0 = gi * g;
-                    group(i0, g.min(n - i0), dx, dw, db);
-                    acc
-                };
-                let add = |mut a: Vec<f32>, b: Vec<f32>| {
-                    add_into(&mut a, &b);
-                    a
-                };
-                let acc = match dx {
-                    Some(dx) => dx
-                        .par_chunks_mut(g * chw)
-                        .enumerate()
-                        .with_min_len(min)
-                        .fold(|| vec![0f32; acc_len], |acc, (gi, d)| with_group(gi, Some(d), acc))
-                        .reduce(|| vec![0f32; acc_len], add),
-                    None => (0..count)
-                        .into_par_iter()
-                        .with_min_len(min)
-                        .fold(|| vec![0f32; acc_len], |acc, gi| with_group(gi, None, acc))
-                        .reduce(|| vec![0f32; acc_len], add),
-                };
-                dw.copy_from_slice(&acc[..o * rows]);
-                db.copy_from_slice(&acc[o * rows..]);
+                accumulate(n.div_ceil(g), g * chw, dx, dw, db, |k, dx, dw, db| {
+                    group(k * g, g.min(n - k * g), dx, dw, db)
+                });
             }
-            (true, par) => {
-                // At most one accumulator per thread, split at fixed places: the sums (and so
-                // training) come out the same on every run.
-                let min = n / rayon::current_num_threads();
-                let add = |mut a: Vec<f32>, b: Vec<f32>| {
-                    add_into(&mut a, &b);
-                    a
-                };
-                let acc = match dx {
-                    Some(dx) => dx
-                        .par_chunks_mut(chw)
-                        .enumerate()
-                        .with_min_len(min)
-                        .fold(|| vec![0f32; acc_len], |acc, (i, d)| with_acc(i, Some(d), acc, par))
-                        .reduce(|| vec![0f32; acc_len], add),
-                    None => (0..n)
-                        .into_par_iter()
-                        .with_min_len(min)
-                        .fold(|| vec![0f32; acc_len], |acc, i| with_acc(i, None, acc, par))
-                        .reduce(|| vec![0f32; acc_len], add),
-                };
-                dw.copy_from_slice(&acc[..o * rows]);
-                db.copy_from_slice(&acc[o * rows..]);
-            }
+            (true, par) => accumulate(n, chw, dx, dw, db, |i, dx, dw, db| image(i, dx, dw, db, par)),
             (false, par) => {
                 dw.fill(0.0);
                 db.fill(0.0);
@@ -313,6 +259,47 @@ impl Conv {
         }
         Ok(())
     }
+}
+
+/// Runs `f(k, dx_k, dw, db)` for the work items `k < count` (item `k`'s input gradient is
+/// chunk `k` of `chunk` floats of `dx`, when given), spread over the threads with at most one
+/// weight and bias accumulator per thread, split at fixed places: the sums (and so training)
+/// come out the same on every run. Writes the total into `dw` and `db`.
+fn accumulate(
+    count: usize,
+    chunk: usize,
+    dx: Option<&mut [f32]>,
+    dw: &mut [f32],
+    db: &mut [f32],
+    f: impl Fn(usize, Option<&mut [f32]>, &mut [f32], &mut [f32]) + Sync,
+) {
+    let split = dw.len();
+    let len = split + db.len();
+    let min = count / rayon::current_num_threads();
+    let item = |k: usize, dx: Option<&mut [f32]>, mut acc: Vec<f32>| {
+        let (dw, db) = acc.split_at_mut(split);
+        f(k, dx, dw, db);
+        acc
+    };
+    let add = |mut a: Vec<f32>, b: Vec<f32>| {
+        add_into(&mut a, &b);
+        a
+    };
+    let acc = match dx {
+        Some(dx) => dx
+            .par_chunks_mut(chunk)
+            .enumerate()
+            .with_min_len(min)
+            .fold(|| vec![0f32; len], |acc, (k, d)| item(k, Some(d), acc))
+            .reduce(|| vec![0f32; len], add),
+        None => (0..count)
+            .into_par_iter()
+            .with_min_len(min)
+            .fold(|| vec![0f32; len], |acc, k| item(k, None, acc))
+            .reduce(|| vec![0f32; len], add),
+    };
+    dw.copy_from_slice(&acc[..split]);
+    db.copy_from_slice(&acc[split..]);
 }
 
 impl CustomOp3 for Conv {
