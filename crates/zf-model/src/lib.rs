@@ -9,6 +9,9 @@
 //!   [`ZfNet::trace`] records them all.
 //! - [`PoolGeometry::forward_with_switches`]: 3x3 stride 2 max pooling in ceil mode that
 //!   returns its switches, with PyTorch's tie rule and a correct backward pass.
+//! - [`Backprop`]: one training pass (forward with dropout, softmax cross-entropy, backward to
+//!   every parameter's gradient) on the CPU without an autograd graph, through the fused
+//!   kernels into buffers kept between steps; equal to candle's autograd to float rounding.
 //! - [`init`]: the paper's initialization, seeded; [`weights`]: safetensors load/save with
 //!   checked shapes; [`hub`]: `hf://owner/repo[@rev]/file` through the hub cache;
 //!   [`parse_device`]: `cpu`, `cuda`, `metal`.

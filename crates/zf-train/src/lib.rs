@@ -13,6 +13,8 @@
 //!   state), `model.safetensors`, and snapshots for the feature-evolution figure.
 //! - [`Trainer`]: one update of the recipe (forward with dropout, cross-entropy, backward, SGD,
 //!   renormalization) on a network and its momentum; the loop and `zfnet bench` step through it.
+//!   On the CPU in f32 it runs without an autograd graph ([`zf_model::Backprop`], then
+//!   [`Sgd::step_slices`] in place); elsewhere through candle's autograd.
 //! - [`Sgd`] and [`renormalize`], usable on their own.
 //! - [`bench`](mod@bench): per-layer conv timings forward and backward, for `zfnet bench`.
 //!
