@@ -368,8 +368,24 @@ impl CustomOp1 for MaxKernel {
         if ho * wo > 0 {
             out.par_chunks_mut(ho * wo).enumerate().for_each(|(p, dst)| {
                 let plane = &src[p * h * w..(p + 1) * h * w];
+                let mut column = vec![0f32; w];
                 for (oi, dst) in dst.chunks_exact_mut(wo).enumerate() {
                     let (r0, r1) = (oi * s, (oi * s + k).min(h));
+                    if k == 3 && r1 - r0 == 3 {
+                        // Separable: the maximum down each column of the three rows, then
+                        // across each window of three columns (NaN wins either way).
+                        let rows = &plane[r0 * w..(r0 + 3) * w];
+                        let (a, rest) = rows.split_at(w);
+                        let (b, c) = rest.split_at(w);
+                        for (((m, &a), &b), &c) in column.iter_mut().zip(a).zip(b).zip(c) {
+                            *m = nan_max(nan_max(a, b), c);
+                        }
+                        for (oj, d) in dst.iter_mut().enumerate() {
+                            let (c0, c1) = (oj * s, (oj * s + 3).min(w));
+                            *d = column[c0 + 1..c1].iter().fold(column[c0], |m, &v| nan_max(m, v));
+                        }
+                        continue;
+                    }
                     for (oj, d) in dst.iter_mut().enumerate() {
                         let (c0, c1) = (oj * s, (oj * s + k).min(w));
                         let mut best = plane[r0 * w + c0];
@@ -386,6 +402,17 @@ impl CustomOp1 for MaxKernel {
             });
         }
         Ok((CpuStorage::F32(out), Shape::from((n, c, ho, wo))))
+    }
+}
+
+/// The larger of `a` and `b`, `a` on a tie, NaN when either is NaN (as the pooling's own
+/// comparison: a NaN wins).
+#[inline(always)]
+fn nan_max(a: f32, b: f32) -> f32 {
+    if b > a || b.is_nan() {
+        b
+    } else {
+        a
     }
 }
 
@@ -472,6 +499,19 @@ mod tests {
         }
         let x = t(&[1., f32::NAN, 3., 4., 5., 6., 7., 8., 9.], 3, 3);
         assert!(POOL5.forward_values(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()[0].is_nan());
+        // NaNs inside a larger plane: NaN exactly where the switches' values are NaN, the same
+        // values elsewhere (whole and edge windows).
+        let mut v: Vec<f32> = (0..2 * 3 * 15 * 15).map(|_| rng.random_range(-3.0..3.0)).collect();
+        for i in [0, 17, 200, 224, 470, 1349] {
+            v[i] = f32::NAN;
+        }
+        let x = Tensor::from_vec(v, (2, 3, 15, 15), &Device::Cpu).unwrap();
+        let a = POOL12.forward_values(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let b = POOL12.forward_with_switches(&x).unwrap().0.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(a.iter().any(|v| v.is_nan()));
+        for (i, (a, b)) in a.iter().zip(&b).enumerate() {
+            assert!(a == b || (a.is_nan() && b.is_nan()), "output {i}: {a} vs {b}");
+        }
     }
 
     #[test]
