@@ -164,6 +164,13 @@ pub trait Tap {
     fn switches(&mut self, _pool: Point, _switches: &Switches) -> Result<()> {
         Ok(())
     }
+
+    /// Whether [`Tap::switches`] should be called; the default is `true`. With `false`, a
+    /// forward pass on the CPU that needs no gradient pools by values alone (one pass, no
+    /// switches kept).
+    fn wants_switches(&self) -> bool {
+        true
+    }
 }
 
 /// The tap that observes nothing.
@@ -172,6 +179,10 @@ pub struct NoTap;
 
 impl Tap for NoTap {
     fn wants(&self, _point: Point) -> bool {
+        false
+    }
+
+    fn wants_switches(&self) -> bool {
         false
     }
 
@@ -441,12 +452,21 @@ impl ZfNet {
         let linear = |l: &Linear, x: &Tensor, relu: bool| linear_layer(l, x, relu, fused);
         let norm = |lrn: &crate::config::LrnConfig, x: &Tensor| lrn_layer(lrn, x, fused);
         let before = self.config.order == Order::Imgclsmob;
+        // Values alone where nobody reads the switches and no gradient flows; else the values
+        // through the switches (which carry the gradient), handed to the tap.
+        let pool = |g: &crate::config::PoolGeometry, x: &Tensor, point: Point, tap: &mut _| -> Result<Tensor> {
+            if fused && !x.track_op() && !Tap::wants_switches(tap) {
+                return g.forward_values(x);
+            }
+            let (x, sw) = g.forward_with_switches(x)?;
+            Tap::switches(tap, point, &sw)?;
+            Ok(x)
+        };
         let mut x = emit!(Point::Conv1, conv(&self.conv1, xs, g1)?);
         if let (true, Some(lrn)) = (before, &self.config.lrn) {
             x = emit!(Point::Norm1, norm(lrn, &x)?);
         }
-        let (x, sw) = POOL12.forward_with_switches(&x)?;
-        tap.switches(Point::Pool1, &sw)?;
+        let x = pool(&POOL12, &x, Point::Pool1, tap)?;
         let mut x = emit!(Point::Pool1, x);
         if let (false, Some(lrn)) = (before, &self.config.lrn) {
             x = emit!(Point::Norm1, norm(lrn, &x)?);
@@ -455,8 +475,7 @@ impl ZfNet {
         if let (true, Some(lrn)) = (before, &self.config.lrn) {
             x = emit!(Point::Norm2, norm(lrn, &x)?);
         }
-        let (x, sw) = POOL12.forward_with_switches(&x)?;
-        tap.switches(Point::Pool2, &sw)?;
+        let x = pool(&POOL12, &x, Point::Pool2, tap)?;
         let mut x = emit!(Point::Pool2, x);
         if let (false, Some(lrn)) = (before, &self.config.lrn) {
             x = emit!(Point::Norm2, norm(lrn, &x)?);
@@ -464,8 +483,7 @@ impl ZfNet {
         let x = emit!(Point::Conv3, conv(&self.conv3, &x, CONV345)?);
         let x = emit!(Point::Conv4, conv(&self.conv4, &x, CONV345)?);
         let x = emit!(Point::Conv5, conv(&self.conv5, &x, CONV345)?);
-        let (x, sw) = self.config.pool5().forward_with_switches(&x)?;
-        tap.switches(Point::Pool5, &sw)?;
+        let x = pool(&self.config.pool5(), &x, Point::Pool5, tap)?;
         let x = emit!(Point::Pool5, x).flatten_from(1)?;
         let mut rng = match dropout {
             Dropout::Seeded(seed) => Some(rand_chacha::ChaCha8Rng::seed_from_u64(seed)),
@@ -552,6 +570,25 @@ mod tests {
             assert_eq!(serde_json::from_str::<Point>(&json).unwrap(), p);
         }
         assert!(serde_json::from_str::<Point>("\"conv9\"").unwrap_err().to_string().contains("unknown layer `conv9`"));
+    }
+
+    #[test]
+    fn pooling_by_values_alone_gives_the_traced_logits() {
+        // NoTap pools by values alone (no switches), a Trace through the switches: the same
+        // logits to the bit, in both layer orders.
+        for order in [Order::Paper, Order::Imgclsmob] {
+            let mut config = ZfConfig::small().with_input_size(67);
+            config.order = order;
+            let device = candle_core::Device::Cpu;
+            let weights = crate::init::init_tensors(&config, crate::init::Init::He, 4, &device).unwrap();
+            let net = ZfNet::from_tensors(&config, weights, &device).unwrap();
+            let x = Tensor::randn(0f32, 1.0, (2, 3, 67, 67), &device).unwrap();
+            let plain = net.forward(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let trace = net.trace(&x).unwrap();
+            let traced = trace.get(Point::Fc8).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(plain, traced);
+            assert_eq!(trace.switches.len(), 3);
+        }
     }
 
     #[test]
