@@ -378,6 +378,27 @@ mod tests {
     }
 
     #[test]
+    fn kept_buffers_give_what_fresh_ones_give_across_batch_sizes() {
+        // The last batch of an epoch is smaller: a pass that ran 3 images, then 2, then 3 again
+        // gives what fresh passes give.
+        let config = ZfConfig::small().with_input_size(64);
+        let net = ZfNet::from_tensors(&config, init_tensors(&config, Init::He, 2, &Device::Cpu).unwrap(), &Device::Cpu)
+            .unwrap();
+        let x = Tensor::randn(0f32, 1.0, (3, 3, 64, 64), &Device::Cpu).unwrap();
+        let labels = [4u32, 1, 8];
+        let run = |pass: &mut Backprop, n: usize| {
+            let loss = pass.run(&net, &x.narrow(0, 0, n).unwrap(), &labels[..n], Dropout::Seeded(1)).unwrap();
+            (loss, pass.gradients().map(|(_, g)| g.to_vec()).collect::<Vec<_>>())
+        };
+        let mut kept = Backprop::default();
+        let three = run(&mut kept, 3);
+        let two = run(&mut kept, 2);
+        assert_eq!(two, run(&mut Backprop::default(), 2));
+        assert_ne!(two.0, three.0);
+        assert_eq!(run(&mut kept, 3), three);
+    }
+
+    #[test]
     fn gradients_equal_candles_autograd_without_dropout_and_lrn_before_pooling() {
         let mut config = ZfConfig::small().with_input_size(67);
         config.order = Order::Imgclsmob;
