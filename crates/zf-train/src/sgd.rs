@@ -1,6 +1,6 @@
 //! SGD with momentum in the Caffe / cuda-convnet form, and the paper's filter renormalization.
 
-use candle_core::{CpuStorage, InplaceOp1, InplaceOp2, InplaceOp3, Layout, Result, Tensor, Var, D};
+use candle_core::{CpuStorage, InplaceOp1, Layout, Result, Tensor, Var, D};
 use rayon::prelude::*;
 
 /// `v = momentum * v - lr * (g + weight_decay * w); w = w + v` for every parameter.
@@ -19,17 +19,19 @@ impl Sgd {
     }
 
     /// One update with learning rate `lr`; `grads` in the order of `params`. On the CPU in f32
-    /// both buffers are updated in place, one pass each (no temporaries: the fc6 weight alone
-    /// is 151 MB in the paper's network); elsewhere with candle's ops.
+    /// both buffers are updated in place, in one pass (no temporaries: the fc6 weight alone is
+    /// 151 MB in the paper's network; see [`Sgd::step_slices`]); elsewhere with candle's ops.
     pub fn step(&mut self, params: &[(String, Var)], grads: &[Tensor], lr: f64) -> Result<()> {
-        for (((_, var), g), v) in params.iter().zip(grads).zip(self.velocity.iter_mut()) {
+        for (((key, var), g), v) in params.iter().zip(grads).zip(self.velocity.iter_mut()) {
             let w = var.as_tensor();
             let in_place = [w, g, &*v].iter().all(|t| zf_model::device::fused(t));
             if in_place && w.shape() == g.shape() && w.shape() == v.shape() {
-                let update =
-                    Velocity { momentum: self.momentum as f32, lr: lr as f32, weight_decay: self.weight_decay as f32 };
-                v.inplace_op3(&g.contiguous()?, w, &update)?;
-                w.inplace_op2(&*v, &AddAssign)?;
+                let g = g.contiguous()?;
+                let (storage, layout) = g.storage_and_layout();
+                let candle_core::Storage::Cpu(g) = &*storage else {
+                    return Err(candle_core::Error::Msg(format!("sgd: the gradient of `{key}` is not on the CPU")));
+                };
+                update_in_place(key, w, v, data(g, layout, "sgd")?, (self.momentum, lr, self.weight_decay))?;
                 continue;
             }
             let g = if self.weight_decay > 0.0 { (g + (w * self.weight_decay)?)? } else { g.clone() };
@@ -39,12 +41,9 @@ impl Sgd {
         }
         Ok(())
     }
-}
 
-impl Sgd {
     /// [`Sgd::step`] with the gradients as slices (`grads[i]` laid out as parameter `i`), on
-    /// the CPU in f32: one pass over each parameter updates its momentum and the weight
-    /// together, in place, with the same arithmetic as [`Sgd::step`].
+    /// the CPU in f32: the same in-place update.
     pub fn step_slices(&mut self, params: &[(String, Var)], grads: &[&[f32]], lr: f64) -> Result<()> {
         if params.len() != grads.len() || params.len() != self.velocity.len() {
             return Err(candle_core::Error::Msg(format!(
@@ -54,37 +53,45 @@ impl Sgd {
                 self.velocity.len()
             )));
         }
-        let (momentum, lr, weight_decay) = (self.momentum as f32, lr as f32, self.weight_decay as f32);
         for (((key, var), &g), v) in params.iter().zip(grads).zip(&self.velocity) {
-            let w = var.as_tensor();
-            if !(zf_model::device::fused(w) && zf_model::device::fused(v)) || v.shape() != w.shape() {
-                return Err(candle_core::Error::Msg(format!("sgd: `{key}` and its momentum are not f32 CPU tensors")));
-            }
-            if w.elem_count() != g.len() {
-                return Err(candle_core::Error::Msg(format!(
-                    "sgd: `{key}` has {} values, its gradient {}",
-                    w.elem_count(),
-                    g.len()
-                )));
-            }
-            with_data_mut(v, |v| {
-                with_data_mut(w, |w| {
-                    // Elementwise, so spread over the threads in chunks (fc6's 38M weights
-                    // dominate); the same numbers however it is split.
-                    const CHUNK: usize = 1 << 16;
-                    v.par_chunks_mut(CHUNK).zip(w.par_chunks_mut(CHUNK)).zip(g.par_chunks(CHUNK)).for_each(
-                        |((v, w), g)| {
-                            for ((v, w), &g) in v.iter_mut().zip(w.iter_mut()).zip(g) {
-                                *v = momentum * *v - lr * (g + weight_decay * *w);
-                                *w += *v;
-                            }
-                        },
-                    )
-                })
-            })??;
+            update_in_place(key, var.as_tensor(), v, g, (self.momentum, lr, self.weight_decay))?;
         }
         Ok(())
     }
+}
+
+/// `v <- momentum v - lr (g + weight_decay w); w <- w + v` in one pass over the f32 CPU
+/// tensors `w` and `v` (spread over the threads; the same numbers however it is split).
+fn update_in_place(
+    key: &str,
+    w: &Tensor,
+    v: &Tensor,
+    g: &[f32],
+    (momentum, lr, weight_decay): (f64, f64, f64),
+) -> Result<()> {
+    if !(zf_model::device::fused(w) && zf_model::device::fused(v)) || v.shape() != w.shape() {
+        return Err(candle_core::Error::Msg(format!("sgd: `{key}` and its momentum are not f32 CPU tensors")));
+    }
+    if w.elem_count() != g.len() {
+        return Err(candle_core::Error::Msg(format!(
+            "sgd: `{key}` has {} values, its gradient {}",
+            w.elem_count(),
+            g.len()
+        )));
+    }
+    let (momentum, lr, weight_decay) = (momentum as f32, lr as f32, weight_decay as f32);
+    with_data_mut(v, |v| {
+        with_data_mut(w, |w| {
+            // Elementwise, in chunks (fc6's 38M weights dominate).
+            const CHUNK: usize = 1 << 16;
+            v.par_chunks_mut(CHUNK).zip(w.par_chunks_mut(CHUNK)).zip(g.par_chunks(CHUNK)).for_each(|((v, w), g)| {
+                for ((v, w), &g) in v.iter_mut().zip(w.iter_mut()).zip(g) {
+                    *v = momentum * *v - lr * (g + weight_decay * *w);
+                    *w += *v;
+                }
+            })
+        })
+    })?
 }
 
 /// Runs `f` on the contiguous f32 data of the CPU tensor `t`, mutably (through candle's
@@ -124,53 +131,6 @@ fn data<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
     match (s, l.contiguous_offsets()) {
         (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
         _ => Err(candle_core::Error::Msg(format!("{op}: expects contiguous f32 tensors"))),
-    }
-}
-
-/// `v <- momentum v - lr (g + weight_decay w)`, in place on `v`.
-struct Velocity {
-    momentum: f32,
-    lr: f32,
-    weight_decay: f32,
-}
-
-impl InplaceOp3 for Velocity {
-    fn name(&self) -> &'static str {
-        "sgd-velocity"
-    }
-
-    fn cpu_fwd(
-        &self,
-        vs: &mut CpuStorage,
-        vl: &Layout,
-        gs: &CpuStorage,
-        gl: &Layout,
-        ws: &CpuStorage,
-        wl: &Layout,
-    ) -> Result<()> {
-        let (v, g, w) = (data_mut(vs, vl, self.name())?, data(gs, gl, self.name())?, data(ws, wl, self.name())?);
-        let Self { momentum, lr, weight_decay } = *self;
-        for ((v, &g), &w) in v.iter_mut().zip(g).zip(w) {
-            *v = momentum * *v - lr * (g + weight_decay * w);
-        }
-        Ok(())
-    }
-}
-
-/// `w <- w + v`, in place on `w`.
-struct AddAssign;
-
-impl InplaceOp2 for AddAssign {
-    fn name(&self) -> &'static str {
-        "sgd-add"
-    }
-
-    fn cpu_fwd(&self, ws: &mut CpuStorage, wl: &Layout, vs: &CpuStorage, vl: &Layout) -> Result<()> {
-        let (w, v) = (data_mut(ws, wl, self.name())?, data(vs, vl, self.name())?);
-        for (w, &v) in w.iter_mut().zip(v) {
-            *w += v;
-        }
-        Ok(())
     }
 }
 

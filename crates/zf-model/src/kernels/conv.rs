@@ -3,9 +3,18 @@
 
 use super::*;
 
-/// How many output positions one grouped gemm of the forward pass aims at (several images of
-/// small maps side by side).
+/// How many output positions one grouped gemm aims at (several images of small maps side by
+/// side, forward and backward).
 const GROUP_COLUMNS: usize = 1024;
+
+/// How many images of `pos` output positions each go side by side into one gemm, or `None`
+/// when each image takes its own (maps of more than half a group, or too few images for two
+/// groups per thread). The groups' count is a multiple of the threads.
+fn group_size(n: usize, pos: usize) -> Option<usize> {
+    let threads = rayon::current_num_threads();
+    (pos * 2 <= GROUP_COLUMNS && n >= 2 * threads)
+        .then(|| n.div_ceil((n * pos).div_ceil(GROUP_COLUMNS).next_multiple_of(threads).min(n)))
+}
 
 /// `relu(conv2d(x, w) + b)` (or without the ReLU) as one op.
 #[derive(Clone, Copy, Debug)]
@@ -115,8 +124,7 @@ impl Conv {
         // Small maps (conv3-5, occlusion windows): several images' columns side by side in one
         // gemm, so that the weights are packed once per group instead of once per image and
         // the gemm is wide; groups spread over the threads.
-        let grouped = |groups: usize, out: &mut [f32]| {
-            let g = n.div_ceil(groups);
+        let grouped = |g: usize, out: &mut [f32]| {
             out.par_chunks_mut(g * o * pos).enumerate().for_each(|(gi, yg)| {
                 let (i0, imgs) = (gi * g, yg.len() / (o * pos));
                 let width = imgs * pos;
@@ -143,14 +151,11 @@ impl Conv {
                 })
             })
         };
-        match per_image(n) {
-            (true, _) if pos * 2 <= GROUP_COLUMNS && n >= 2 * threads => {
-                let groups = (n * pos).div_ceil(GROUP_COLUMNS).next_multiple_of(threads).min(n);
-                grouped(groups, out)
-            }
-            (true, par) => out.par_chunks_mut(o * pos).enumerate().for_each(|(i, y)| image(i, y, par)),
-            (false, _) if block_parallel => out.chunks_mut(o * pos).enumerate().for_each(|(i, y)| by_block(i, y)),
-            (false, par) => out.chunks_mut(o * pos).enumerate().for_each(|(i, y)| image(i, y, par)),
+        match (per_image(n), group_size(n, pos)) {
+            ((true, _), Some(g)) => grouped(g, out),
+            ((true, par), None) => out.par_chunks_mut(o * pos).enumerate().for_each(|(i, y)| image(i, y, par)),
+            ((false, _), _) if block_parallel => out.chunks_mut(o * pos).enumerate().for_each(|(i, y)| by_block(i, y)),
+            ((false, par), _) => out.chunks_mut(o * pos).enumerate().for_each(|(i, y)| image(i, y, par)),
         }
         Ok(())
     }
@@ -239,17 +244,12 @@ impl Conv {
                 }
             })
         };
-        let threads = rayon::current_num_threads();
-        match per_image(n) {
-            (true, _) if pos * 2 <= GROUP_COLUMNS && n >= 2 * threads => {
-                let groups = (n * pos).div_ceil(GROUP_COLUMNS).next_multiple_of(threads).min(n);
-                let g = n.div_ceil(groups);
-                accumulate(n.div_ceil(g), g * chw, dx, dw, db, |k, dx, dw, db| {
-                    group(k * g, g.min(n - k * g), dx, dw, db)
-                });
-            }
-            (true, par) => accumulate(n, chw, dx, dw, db, |i, dx, dw, db| image(i, dx, dw, db, par)),
-            (false, par) => {
+        match (per_image(n), group_size(n, pos)) {
+            ((true, _), Some(g)) => accumulate(n.div_ceil(g), g * chw, dx, dw, db, |k, dx, dw, db| {
+                group(k * g, g.min(n - k * g), dx, dw, db)
+            }),
+            ((true, par), None) => accumulate(n, chw, dx, dw, db, |i, dx, dw, db| image(i, dx, dw, db, par)),
+            ((false, par), _) => {
                 dw.fill(0.0);
                 db.fill(0.0);
                 for i in 0..n {
