@@ -51,8 +51,22 @@ impl Conv {
         x: &[f32],
         w: &[f32],
         b: &[f32],
+        dims: (usize, usize, usize, usize),
+        out: &mut [f32],
+    ) -> Result<()> {
+        self.forward_with(x, w, b, dims, out, true)
+    }
+
+    /// [`Self::forward_into`], with the 3x3 stride-1 convs by Winograd's F(2x2, 3x3) when
+    /// `winograd` (see `winograd.rs`), by im2col otherwise.
+    pub(super) fn forward_with(
+        &self,
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
         (n, c, h, wd): (usize, usize, usize, usize),
         out: &mut [f32],
+        winograd: bool,
     ) -> Result<()> {
         let s = ConvShape::new(self.g, c, h, wd)?;
         let o = b.len();
@@ -64,6 +78,10 @@ impl Conv {
                 w.len(),
                 out.len()
             )
+        }
+        if winograd && super::winograd::applies(self.g, s.ho, s.wo, n) {
+            super::winograd::forward_into(&s, x, w, b, n, self.relu, out);
+            return Ok(());
         }
         let image = |i: usize, y: &mut [f32], par: Parallelism| {
             let xi = &x[i * c * h * wd..(i + 1) * c * h * wd];

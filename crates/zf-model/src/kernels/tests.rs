@@ -182,3 +182,40 @@ fn gemm_agrees_with_a_naive_product_on_odd_shapes() {
         }
     }
 }
+
+/// The 3x3 stride-1 forward by Winograd's F(2x2, 3x3) against the im2col path: odd and even
+/// maps (tiles past the edge), padding 0 and 1, one image and uneven groups of images, with and
+/// without the ReLU; and the conv op takes it for a batch.
+#[test]
+fn winograd_forward_agrees_with_im2col() {
+    for (pad, side, n, c, o) in
+        [(1, 13, 16, 24, 32), (1, 6, 1, 5, 7), (0, 13, 3, 8, 4), (0, 4, 2, 3, 2), (1, 2, 5, 4, 3)]
+    {
+        let g = ConvGeometry::new(3, 1, pad);
+        let x = Tensor::randn(0f32, 1.0, (n, c, side, side), &Device::Cpu).unwrap();
+        let w = Tensor::randn(0f32, 0.2, (o, c, 3, 3), &Device::Cpu).unwrap();
+        let b = Tensor::randn(0f32, 0.1, o, &Device::Cpu).unwrap();
+        let out_side = side + 2 * pad - 2;
+        let len = n * o * out_side * out_side;
+        for relu in [true, false] {
+            let conv = Conv { g, relu };
+            let (mut ours, mut direct, mut op) = (vec![f32::NAN; len], vec![f32::NAN; len], vec![f32::NAN; len]);
+            with_f32(&[&x, &w, &b], |t| {
+                let s = ConvShape::new(g, c, side, side)?;
+                winograd::forward_into(&s, t[0], t[1], t[2], n, relu, &mut ours);
+                conv.forward_with(t[0], t[1], t[2], (n, c, side, side), &mut direct, false)?;
+                conv.forward_into(t[0], t[1], t[2], (n, c, side, side), &mut op)
+            })
+            .unwrap();
+            let case = format!("pad {pad} side {side} batch {n} relu {relu}");
+            assert!(ours.iter().all(|v| v.is_finite()), "{case}: an output not written");
+            let scale = direct.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let diff = ours.iter().zip(&direct).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(diff <= 1e-5 * scale, "{case}: differs by {diff} (of {scale})");
+            // Two computations, not one under two names; and the op's own choice.
+            assert!(ours != direct || side <= 2, "{case}: identical to the bit");
+            let expect = if winograd::applies(g, out_side, out_side, n) { &ours } else { &direct };
+            assert_eq!(&op, expect, "{case}: the op's path");
+        }
+    }
+}

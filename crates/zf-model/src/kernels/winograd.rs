@@ -1,0 +1,253 @@
+//! The forward pass of 3x3 stride-1 convolutions (conv3..conv5, and their occlusion windows) by
+//! Winograd's minimal filtering F(2x2, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional
+//! Neural Networks", 2016).
+//!
+//! Each 2x2 block of outputs ("tile") reads a 4x4 patch `d` of the input; with the transforms
+//!
+//! ```text
+//!        | 1  0 -1  0 |          |  1    0    0  |
+//! B^T =  | 0  1  1  0 |     G =  | 1/2  1/2  1/2 |     A^T = | 1  1  1  0 |
+//!        | 0 -1  1  0 |          | 1/2 -1/2  1/2 |           | 0  1 -1 -1 |
+//!        | 0  1  0 -1 |          |  0    0    1  |
+//! ```
+//!
+//! the tile is `A^T [ sum_c (G g_c G^T) . (B^T d_c B) ] A`, `.` elementwise over the 16
+//! transformed positions `xi`. Summed over the input channels, that is 16 independent gemms
+//! `M[xi] (O x T) = U[xi] (O x C) V[xi] (C x T)` over the T tiles: 16 multiplications per
+//! tile and channel pair where im2col's single gemm takes 36, at the price of the input and
+//! output transforms (additions only) and of tiles that reach past an odd-sized map. The
+//! transforms hold only 0, ±1 and ±1/2, so the result differs from the direct sum by float
+//! rounding (tested against the im2col path).
+
+use super::*;
+
+/// The weights' transform `U[o][xi][c] = (G g_oc G^T)[xi]` for `w` `[O, C, 3, 3]`, filters
+/// spread over the threads.
+fn transform_weights(w: &[f32], c: usize, u: &mut Vec<f32>) {
+    u.resize(w.len() / 9 * 16, 0.0);
+    u.par_chunks_mut(16 * c).zip(w.par_chunks(9 * c)).for_each(|(u, w)| {
+        for (ch, g) in w.chunks_exact(9).enumerate() {
+            // G g: 4x3.
+            let mut gg = [[0f32; 3]; 4];
+            for j in 0..3 {
+                let (a, b, d) = (g[j], g[3 + j], g[6 + j]);
+                gg[0][j] = a;
+                gg[1][j] = 0.5 * (a + b + d);
+                gg[2][j] = 0.5 * (a - b + d);
+                gg[3][j] = d;
+            }
+            // (G g) G^T: 4x4.
+            for (i, &[a, b, d]) in gg.iter().enumerate() {
+                let row = [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d];
+                for (j, v) in row.into_iter().enumerate() {
+                    u[(i * 4 + j) * c + ch] = v;
+                }
+            }
+        }
+    });
+}
+
+/// `d = a + sb b` elementwise, the sign `sb` ±1 (so exactly `a ± b`).
+fn add2(d: &mut [f32], a: &[f32], b: &[f32], sb: f32) {
+    for ((d, &a), &b) in d.iter_mut().zip(a).zip(b) {
+        *d = a + sb * b;
+    }
+}
+
+/// `d = a + sb b + sc c` elementwise, the signs `sb`, `sc` ±1 (so exactly `a ± b ± c`).
+fn add3(d: &mut [f32], a: &[f32], b: &[f32], c: &[f32], sb: f32, sc: f32) {
+    for (((d, &a), &b), &c) in d.iter_mut().zip(a).zip(b).zip(c) {
+        *d = a + sb * b + sc * c;
+    }
+}
+
+/// The geometry of one layer's tiles.
+#[derive(Clone, Copy, Debug)]
+struct Tiles {
+    c: usize,
+    h: usize,
+    w: usize,
+    pad: usize,
+    ho: usize,
+    wo: usize,
+    /// Tile rows and columns: `ceil(ho / 2)`, `ceil(wo / 2)`.
+    th: usize,
+    tw: usize,
+}
+
+impl Tiles {
+    /// For images `x` (`imgs` of them) and tile rows `ty0..ty1` of each: the input transform
+    /// into `v` (`[16][C][T]`, T = imgs (ty1 - ty0) tw tiles, image-major, then row, then
+    /// column), the 16 gemms with `u` into `m` (`[16][O][T]`), and the output transform, with
+    /// bias and optional ReLU, into `out` `[imgs][O][rows][wo]`, `rows` the output rows
+    /// `2 ty0 .. min(2 ty1, ho)`.
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        x: &[f32],
+        imgs: usize,
+        (ty0, ty1): (usize, usize),
+        u: &[f32],
+        b: &[f32],
+        relu: bool,
+        out: &mut [f32],
+    ) {
+        let Self { c, h, w, pad, ho, wo, tw, .. } = *self;
+        let o = b.len();
+        let rows_t = ty1 - ty0;
+        // Tiles per image, and in all.
+        let per = rows_t * tw;
+        let t = imgs * per;
+        let rows = (2 * ty1).min(ho) - 2 * ty0;
+        // Per image and channel: each padded input row `2 ty0 + r` split into its even and odd
+        // columns (`tw + 1` each), then B's column transform, row `r` of `cols[j]` at
+        // `(r % 2) half + (r / 2) tw`: a tile row's four input rows are then four contiguous
+        // runs over all the image's tiles.
+        let half = (rows_t + 1) * tw;
+        let wp = 2 * tw + 2;
+        with_scratch(16 * c * t, 16 * o * t, |v, m, buf| {
+            buf.clear();
+            buf.resize(wp + 2 * (tw + 1) + 8 * half + 12 * t, 0.0);
+            let (prow, rest) = buf.split_at_mut(wp);
+            let (eo, rest) = rest.split_at_mut(2 * (tw + 1));
+            let (cols, sums) = rest.split_at_mut(8 * half);
+            let (even, odd) = eo.split_at_mut(tw + 1);
+            for img in 0..imgs {
+                for ch in 0..c {
+                    let plane = &x[(img * c + ch) * h * w..][..h * w];
+                    for r in 0..2 * rows_t + 2 {
+                        let iy = (2 * ty0 + r) as isize - pad as isize;
+                        if (0..h as isize).contains(&iy) {
+                            let n = w.min(wp - pad);
+                            prow[..pad].fill(0.0);
+                            prow[pad..pad + n].copy_from_slice(&plane[iy as usize * w..][..n]);
+                            prow[pad + n..].fill(0.0);
+                            for ((e, od), p) in even.iter_mut().zip(odd.iter_mut()).zip(prow.chunks_exact(2)) {
+                                *e = p[0];
+                                *od = p[1];
+                            }
+                        } else {
+                            even.fill(0.0);
+                            odd.fill(0.0);
+                        }
+                        let base = (r % 2) * half + (r / 2) * tw;
+                        let (e0, e1, o0, o1) = (&even[..tw], &even[1..], &odd[..tw], &odd[1..]);
+                        let (c0, rest) = cols.split_at_mut(2 * half);
+                        let (c1, rest) = rest.split_at_mut(2 * half);
+                        let (c2, c3) = rest.split_at_mut(2 * half);
+                        for k in 0..tw {
+                            c0[base + k] = e0[k] - e1[k];
+                            c1[base + k] = o0[k] + e1[k];
+                            c2[base + k] = e1[k] - o0[k];
+                            c3[base + k] = o0[k] - o1[k];
+                        }
+                    }
+                    // B^T's row transform over all the image's tiles at once.
+                    for (j, cj) in cols.chunks_exact(2 * half).enumerate() {
+                        let (even, odd) = cj.split_at(half);
+                        let (d0, d1, d2, d3) = (&even[..per], &odd[..per], &even[tw..tw + per], &odd[tw..tw + per]);
+                        let at = |i: usize| ((i * 4 + j) * c + ch) * t + img * per;
+                        add2(&mut v[at(0)..][..per], d0, d2, -1.0);
+                        add2(&mut v[at(1)..][..per], d1, d2, 1.0);
+                        add2(&mut v[at(2)..][..per], d2, d1, -1.0);
+                        add2(&mut v[at(3)..][..per], d1, d3, -1.0);
+                    }
+                }
+            }
+            // The 16 products, summed over the channels.
+            for xi in 0..16 {
+                gemm(
+                    &mut m[xi * o * t..(xi + 1) * o * t],
+                    Mat { data: &u[xi * c..], rows: o, cols: c, rs: 16 * c, cs: 1 },
+                    Mat::new(&v[xi * c * t..(xi + 1) * c * t], c, t),
+                    false,
+                    Parallelism::None,
+                );
+            }
+            // A^T m A over all the tiles of the item at once (s = A^T m, then s A), then bias,
+            // ReLU and into the outputs.
+            let m = &*m;
+            let (s, y) = sums.split_at_mut(8 * t);
+            for oc in 0..o {
+                let mk = |k: usize| &m[(k * o + oc) * t..][..t];
+                for j in 0..4 {
+                    add3(&mut s[j * t..][..t], mk(j), mk(4 + j), mk(8 + j), 1.0, 1.0);
+                    add3(&mut s[(4 + j) * t..][..t], mk(4 + j), mk(8 + j), mk(12 + j), -1.0, -1.0);
+                }
+                for i in 0..2 {
+                    let sk = |j: usize| &s[(4 * i + j) * t..][..t];
+                    add3(&mut y[2 * i * t..][..t], sk(0), sk(1), sk(2), 1.0, 1.0);
+                    add3(&mut y[(2 * i + 1) * t..][..t], sk(1), sk(2), sk(3), -1.0, -1.0);
+                }
+                let bias = b[oc];
+                let finish = |v: f32| if relu { (v + bias).max(0.0) } else { v + bias };
+                let pairs = wo / 2;
+                for img in 0..imgs {
+                    let plane = &mut out[(img * o + oc) * rows * wo..][..rows * wo];
+                    for ty in 0..rows_t {
+                        let k0 = img * per + ty * tw;
+                        for i in 0..2 {
+                            if 2 * ty + i >= rows {
+                                break;
+                            }
+                            let line = &mut plane[(2 * ty + i) * wo..][..wo];
+                            let (a, bb) = (&y[2 * i * t + k0..][..tw], &y[(2 * i + 1) * t + k0..][..tw]);
+                            for (pair, (&a, &bb)) in line.chunks_exact_mut(2).zip(a.iter().zip(bb)) {
+                                pair[0] = finish(a);
+                                pair[1] = finish(bb);
+                            }
+                            if wo % 2 == 1 {
+                                line[wo - 1] = finish(a[pairs]);
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+thread_local! {
+    /// [`forward_into`]'s transformed weights, reused across calls.
+    static WEIGHTS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// Whether [`forward_into`] takes a conv of geometry `g` with `ho x wo` outputs for `n`
+/// images: not with fewer images than threads, where each of the 16 gemms would pack its
+/// share of the transformed weights for a few dozen tiles only (the batch-1 forward measured
+/// 10-15% slower than im2col, which packs the weights once).
+pub(super) fn applies(g: ConvGeometry, ho: usize, wo: usize, n: usize) -> bool {
+    g.kernel == 3 && g.stride == 1 && ho >= 2 && wo >= 2 && n >= rayon::current_num_threads()
+}
+
+/// How many tiles one work item aims at (its transformed input is `16 C` floats per tile).
+const TILES_PER_ITEM: usize = 256;
+
+/// The forward pass of a 3x3 stride-1 conv (see the module docs): `x` `[N, C, H, W]`, `w`
+/// `[O, C, 3, 3]`, `b` `[O]`, into `out` `[N, O, Ho, Wo]` (every element written). Work items
+/// are groups of images (several small maps side by side), spread over the threads.
+pub(super) fn forward_into(s: &ConvShape, x: &[f32], w: &[f32], b: &[f32], n: usize, relu: bool, out: &mut [f32]) {
+    let (o, c) = (b.len(), s.c);
+    let tiles =
+        Tiles { c, h: s.h, w: s.w, pad: s.g.padding, ho: s.ho, wo: s.wo, th: s.ho.div_ceil(2), tw: s.wo.div_ceil(2) };
+    // The transformed weights' buffer is kept by the calling thread (a fresh one per call
+    // would be faulted in and cleared by the kernel every time).
+    let mut u = WEIGHTS.with(|k| k.take());
+    transform_weights(w, c, &mut u);
+    let (chw, opos, per_image) = (c * s.h * s.w, o * s.positions(), tiles.th * tiles.tw);
+    // Items of about TILES_PER_ITEM tiles, a multiple of the threads in number, with the
+    // images spread over them as evenly as possible.
+    let items = (n * per_image).div_ceil(TILES_PER_ITEM).next_multiple_of(rayon::current_num_threads()).min(n);
+    let mut parts = Vec::with_capacity(items);
+    let mut rest = out;
+    for k in 0..items {
+        let (i0, i1) = (k * n / items, (k + 1) * n / items);
+        let (y, tail) = rest.split_at_mut((i1 - i0) * opos);
+        parts.push((i0, i1, y));
+        rest = tail;
+    }
+    parts
+        .into_par_iter()
+        .for_each(|(i0, i1, y)| tiles.run(&x[i0 * chw..i1 * chw], i1 - i0, (0, tiles.th), &u, b, relu, y));
+    WEIGHTS.with(|k| k.set(u));
+}
