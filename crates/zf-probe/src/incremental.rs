@@ -15,6 +15,7 @@
 //! wins a max) — is cut out and the stage applied without padding.
 
 use candle_core::{DType, Device, IndexOp, Result, Tensor, D};
+use rayon::prelude::*;
 use zf_model::ZfNet;
 
 use crate::occlusion::{checked_offsets, positions, strongest_map, Occlusion, OcclusionConfig};
@@ -78,6 +79,13 @@ fn crop(
 ) {
     let n = (l - 1) * s + k;
     let (y0, x0) = ((oy * s) as isize - p as isize, (ox * s) as isize - p as isize);
+    // The window's columns `j` inside the map: `0 <= x0 + j < w`.
+    let (j0, j1) = ((-x0).clamp(0, n as isize) as usize, (map.w as isize - x0).clamp(0, n as isize) as usize);
+    // The previous window's columns, as columns `j` of this window.
+    let (pj0, pj1) = (
+        (prev.x as isize - x0).clamp(0, n as isize) as usize,
+        ((prev.x + prev.l) as isize - x0).clamp(0, n as isize) as usize,
+    );
     for c in 0..map.c {
         for r in 0..n {
             let y = y0 + r as isize;
@@ -89,19 +97,17 @@ fn crop(
             let y = y as usize;
             // The unoccluded row, zero beyond the left and right borders.
             let row = &map.values[(c * map.h + y) * map.w..(c * map.h + y + 1) * map.w];
-            for (j, d) in dst.iter_mut().enumerate() {
-                let x = x0 + j as isize;
-                *d = if x < 0 || x >= map.w as isize { 0.0 } else { row[x as usize] };
+            dst[..j0].fill(0.0);
+            dst[j1.max(j0)..].fill(0.0);
+            if j0 < j1 {
+                let from = (x0 + j0 as isize) as usize;
+                dst[j0..j1].copy_from_slice(&row[from..from + j1 - j0]);
             }
             // The previous stage's window on this row.
-            if (prev.y..prev.y + prev.l).contains(&y) {
+            if (prev.y..prev.y + prev.l).contains(&y) && pj0 < pj1 {
                 let pr = &prev.values[(c * prev.l + y - prev.y) * prev.l..(c * prev.l + y - prev.y + 1) * prev.l];
-                for (j, &v) in pr.iter().enumerate() {
-                    let at = (prev.x + j) as isize - x0;
-                    if at >= 0 && (at as usize) < n {
-                        dst[at as usize] = v;
-                    }
-                }
+                let from = (x0 + pj0 as isize) as usize - prev.x;
+                dst[pj0..pj1].copy_from_slice(&pr[from..from + pj1 - pj0]);
             }
         }
     }
@@ -162,9 +168,9 @@ pub fn occlusion_by_windows(
             let n = (l - 1) * st + k;
             let input = &inputs[si];
             let mut data = vec![0f32; chunk.len() * input.c * n * n];
-            for ((&(iy, ix), prev), out) in chunk.iter().zip(&windows).zip(data.chunks_mut(input.c * n * n)) {
-                crop(input, prev, (starts[iy], starts[ix], l), (k, st, p), out);
-            }
+            data.par_chunks_mut(input.c * n * n)
+                .zip(chunk.par_iter().zip(&windows))
+                .for_each(|(out, (&(iy, ix), prev))| crop(input, prev, (starts[iy], starts[ix], l), (k, st, p), out));
             let xs = Tensor::from_vec(data, (chunk.len(), input.c, n, n), image.device())?;
             let ys = net.apply_stage(stage, &xs, false)?;
             let (_, c_out, ho, wo) = ys.dims4()?;
