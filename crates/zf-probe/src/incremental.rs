@@ -22,12 +22,12 @@ use crate::occlusion::{checked_offsets, positions, strongest_map, Occlusion, Occ
 use crate::{bail, Progress};
 
 /// A recomputed window of one position: origin `(y, x)`, side `l`, values `[C, l, l]`.
-#[derive(Clone, Debug)]
-struct Window {
+#[derive(Clone, Copy, Debug)]
+struct Window<'a> {
     y: usize,
     x: usize,
     l: usize,
-    values: Vec<f32>,
+    values: &'a [f32],
 }
 
 /// One activation on the host: `[C, H, W]`.
@@ -72,7 +72,7 @@ fn plan(offsets: &[usize], size: usize, stages: &[((usize, usize, usize), usize)
 /// `n = (l - 1) s + k`, from `map` with `prev` pasted over it and zeros beyond the border.
 fn crop(
     map: &Map,
-    prev: &Window,
+    prev: &Window<'_>,
     (oy, ox, l): (usize, usize, usize),
     (k, s, p): (usize, usize, usize),
     out: &mut [f32],
@@ -152,16 +152,11 @@ pub fn occlusion_by_windows(
     let (mut feature_map, mut true_prob, mut top_label) = (Vec::new(), Vec::new(), Vec::new());
     let mut done = 0;
     for chunk in positions.chunks(config.batch) {
-        // The occluder: zeros over the square (0 scaled is 0).
-        let mut windows: Vec<Window> = chunk
-            .iter()
-            .map(|&(iy, ix)| Window {
-                y: offsets[iy],
-                x: offsets[ix],
-                l: config.size,
-                values: vec![0.0; 3 * config.size * config.size],
-            })
-            .collect();
+        // The occluder: zeros over the square (0 scaled is 0). Each position's window: its
+        // origin and side, and its values, one position after another in `values`.
+        let mut origins: Vec<(usize, usize, usize)> =
+            chunk.iter().map(|&(iy, ix)| (offsets[iy], offsets[ix], config.size)).collect();
+        let mut values = vec![0f32; chunk.len() * 3 * config.size * config.size];
         for (si, &stage) in stages.iter().enumerate() {
             let (starts, l) = (&plan[si].0, plan[si].1);
             let (k, st, p) = stage.window();
@@ -169,32 +164,30 @@ pub fn occlusion_by_windows(
             let input = &inputs[si];
             let mut data = vec![0f32; chunk.len() * input.c * n * n];
             data.par_chunks_mut(input.c * n * n)
-                .zip(chunk.par_iter().zip(&windows))
-                .for_each(|(out, (&(iy, ix), prev))| crop(input, prev, (starts[iy], starts[ix], l), (k, st, p), out));
+                .zip(chunk.par_iter().zip(&origins).zip(values.par_chunks(values.len() / chunk.len())))
+                .for_each(|(out, ((&(iy, ix), &(y, x, pl)), v))| {
+                    crop(input, &Window { y, x, l: pl, values: v }, (starts[iy], starts[ix], l), (k, st, p), out)
+                });
             let xs = Tensor::from_vec(data, (chunk.len(), input.c, n, n), image.device())?;
             let ys = net.apply_stage(stage, &xs, false)?;
-            let (_, c_out, ho, wo) = ys.dims4()?;
+            let (_, _, ho, wo) = ys.dims4()?;
             if (ho, wo) != (l, l) {
                 bail!("{stage:?}: a {n}x{n} window gave {ho}x{wo}, expected {l}x{l}")
             }
-            let values = ys.flatten_all()?.to_vec1::<f32>()?;
-            windows = chunk
-                .iter()
-                .zip(values.chunks(c_out * l * l))
-                .map(|(&(iy, ix), v)| Window { y: starts[iy], x: starts[ix], l, values: v.to_vec() })
-                .collect();
+            values = ys.flatten_all()?.to_vec1::<f32>()?;
+            origins = chunk.iter().map(|&(iy, ix)| (starts[iy], starts[ix], l)).collect();
         }
         // conv5 whole for each position, then the rest of the network.
         let mut full = Vec::with_capacity(chunk.len() * conv5.values.len());
-        for w in &windows {
+        for (&(y, x, l), v) in origins.iter().zip(values.chunks(values.len() / chunk.len())) {
             let start = full.len();
             full.extend_from_slice(&conv5.values);
             let dst = &mut full[start..];
             for c in 0..conv5.c {
-                for r in 0..w.l {
-                    let from = &w.values[(c * w.l + r) * w.l..(c * w.l + r + 1) * w.l];
-                    let at = (c * conv5.h + w.y + r) * conv5.w + w.x;
-                    dst[at..at + w.l].copy_from_slice(from);
+                for r in 0..l {
+                    let from = &v[(c * l + r) * l..(c * l + r + 1) * l];
+                    let at = (c * conv5.h + y + r) * conv5.w + x;
+                    dst[at..at + l].copy_from_slice(from);
                 }
             }
             feature_map.push(dst[map * plane..(map + 1) * plane].iter().sum());
