@@ -272,15 +272,33 @@ impl ConvShape {
             return;
         }
         let wq = w.div_ceil(s);
-        phases.clear();
-        phases.resize(c * s * h * wq, 0.0);
+        // Every element is written below: the buffer is only grown, never cleared.
+        if phases.len() < c * s * h * wq {
+            phases.resize(c * s * h * wq, 0.0);
+        }
         for ch in 0..c {
+            let block = &mut phases[ch * s * h * wq..(ch + 1) * s * h * wq];
             for y in 0..h {
                 let line = &src[(ch * h + y) * w..][..w];
-                for r in 0..s {
-                    let out = &mut phases[((ch * s + r) * h + y) * wq..][..wq];
-                    for (q, v) in line.iter().skip(r).step_by(s).enumerate() {
-                        out[q] = *v;
+                if s == 2 {
+                    // Even and odd columns, in one pass; an odd width leaves the odd phase's
+                    // last element past the row (zero, never read by im2col).
+                    let (even, odd) = block.split_at_mut(h * wq);
+                    let (even, odd) = (&mut even[y * wq..][..wq], &mut odd[y * wq..][..wq]);
+                    for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(line.chunks_exact(2)) {
+                        *e = pair[0];
+                        *o = pair[1];
+                    }
+                    if w % 2 == 1 {
+                        even[wq - 1] = line[w - 1];
+                        odd[wq - 1] = 0.0;
+                    }
+                } else {
+                    for r in 0..s {
+                        let out = &mut block[(r * h + y) * wq..][..wq];
+                        for (q, v) in out.iter_mut().enumerate() {
+                            *v = line.get(q * s + r).copied().unwrap_or(0.0);
+                        }
                     }
                 }
             }
