@@ -364,11 +364,29 @@ impl ConvShape {
         self.col2im_ld(src, len, dst, (oy0, oy1))
     }
 
-    /// [`Self::col2im`] from rows `ld` apart in `src` (see [`Self::im2col_ld`]).
+    /// [`Self::col2im`] from rows `ld` apart in `src` (see [`Self::im2col_ld`]). With stride
+    /// `s > 1` the columns are added into the input rows' phases (as [`Self::split_phases`]
+    /// lays them out: every add a contiguous run), and the phases then into `dst`.
     pub(crate) fn col2im_ld(&self, src: &[f32], ld: usize, dst: &mut [f32], (oy0, oy1): (usize, usize)) {
-        let Self { g, h, w, ho, wo, .. } = *self;
-        let k = g.kernel;
+        let Self { g, c, h, w, ho, wo, .. } = *self;
+        let (k, s) = (g.kernel, g.stride);
         let len = (oy1 - oy0) * wo;
+        if len == 0 {
+            return;
+        }
+        let wq = w.div_ceil(s);
+        // The input rows these output rows read.
+        let (y_lo, y_hi) =
+            ((oy0 * s).saturating_sub(self.py).min(h), ((oy1 - 1) * s + k).saturating_sub(self.py).min(h));
+        let mut phases = if s > 1 { COL2IM_PHASES.with(|p| p.take()) } else { Vec::new() };
+        if s > 1 {
+            if phases.len() < c * s * h * wq {
+                phases.resize(c * s * h * wq, 0.0);
+            }
+            for block in phases[..c * s * h * wq].chunks_exact_mut(h * wq) {
+                block[y_lo * wq..y_hi * wq].fill(0.0);
+            }
+        }
         for (ch, plane) in dst.chunks_exact_mut(h * w).enumerate() {
             for i in 0..k {
                 let (ylo, yhi) = self.valid(i, ho, h, self.py);
@@ -379,22 +397,50 @@ impl ConvShape {
                     if lo == hi {
                         continue;
                     }
+                    let x0 = lo * s + j - self.px;
+                    let (r, q0) = (x0 % s, x0 / s);
                     for oy in ylo..yhi {
-                        let line = &mut plane[(oy * g.stride + i - self.py) * w..][..w];
-                        let r = &row[(oy - oy0) * wo..(oy - oy0 + 1) * wo];
-                        let x0 = lo * g.stride + j - self.px;
-                        if g.stride == 1 {
-                            add_into(&mut line[x0..x0 + hi - lo], &r[lo..hi]);
+                        let iy = oy * s + i - self.py;
+                        let from = &row[(oy - oy0) * wo..(oy - oy0 + 1) * wo][lo..hi];
+                        let to = if s == 1 {
+                            &mut plane[iy * w + x0..][..hi - lo]
                         } else {
-                            for (t, v) in r[lo..hi].iter().enumerate() {
-                                line[x0 + t * g.stride] += v;
-                            }
-                        }
+                            &mut phases[((ch * s + r) * h + iy) * wq + q0..][..hi - lo]
+                        };
+                        add_into(to, from);
                     }
                 }
             }
         }
+        if s > 1 {
+            for (ch, plane) in dst.chunks_exact_mut(h * w).enumerate() {
+                let block = &phases[ch * s * h * wq..(ch + 1) * s * h * wq];
+                for y in y_lo..y_hi {
+                    let line = &mut plane[y * w..(y + 1) * w];
+                    if s == 2 {
+                        let (even, odd) = (&block[y * wq..][..wq], &block[(h + y) * wq..][..wq]);
+                        for (pair, (&e, &o)) in line.chunks_exact_mut(2).zip(even.iter().zip(odd)) {
+                            pair[0] += e;
+                            pair[1] += o;
+                        }
+                        if w % 2 == 1 {
+                            line[w - 1] += even[wq - 1];
+                        }
+                    } else {
+                        for (x, v) in line.iter_mut().enumerate() {
+                            *v += block[((x % s) * h + y) * wq + x / s];
+                        }
+                    }
+                }
+            }
+            COL2IM_PHASES.with(|p| p.set(phases));
+        }
     }
+}
+
+thread_local! {
+    /// [`ConvShape::col2im_ld`]'s phase buffer, reused across calls.
+    static COL2IM_PHASES: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
 mod conv;
