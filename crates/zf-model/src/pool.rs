@@ -175,11 +175,15 @@ impl PoolGeometry {
     }
 
     /// The adjoint of the pooling on slices: `dx` (`planes x h x w`) zeroed, then each of
-    /// `grad`'s values added at its switch.
+    /// `grad`'s values added at its switch. With `pooled`, the pooling's output, only the
+    /// gradients of positive pooled values pass: the derivative of a ReLU before the pool,
+    /// folded in (a pooled value is the input at its switch, so this is the ReLU's mask at
+    /// every position a gradient reaches).
     pub(crate) fn backward_into(
         &self,
         switches: &[u32],
         grad: &[f32],
+        pooled: Option<&[f32]>,
         (h, w): (usize, usize),
         dx: &mut [f32],
     ) -> Result<()> {
@@ -187,7 +191,7 @@ impl PoolGeometry {
         let per = switches.len().checked_div(planes).unwrap_or(0);
         if grad.len() != switches.len()
             || per * planes != switches.len()
-            || switches.iter().any(|&k| k as usize >= h * w)
+            || pooled.is_some_and(|v| v.len() != grad.len())
         {
             bail!(
                 "max pool backward: {} switches and {} gradients for {planes} planes of {h}x{w}",
@@ -195,13 +199,29 @@ impl PoolGeometry {
                 grad.len()
             )
         }
+        let outside = std::sync::atomic::AtomicBool::new(false);
         if h * w > 0 {
             dx.par_chunks_mut(h * w).enumerate().for_each(|(p, plane)| {
                 plane.fill(0.0);
-                for (&k, &g) in switches[p * per..(p + 1) * per].iter().zip(&grad[p * per..(p + 1) * per]) {
-                    plane[k as usize] += g;
+                let (ks, gs) = (&switches[p * per..(p + 1) * per], &grad[p * per..(p + 1) * per]);
+                let mut add = |k: u32, g: f32| match plane.get_mut(k as usize) {
+                    Some(d) => *d += g,
+                    None => outside.store(true, std::sync::atomic::Ordering::Relaxed),
+                };
+                match pooled {
+                    None => ks.iter().zip(gs).for_each(|(&k, &g)| add(k, g)),
+                    Some(v) => {
+                        for ((&k, &g), &v) in ks.iter().zip(gs).zip(&v[p * per..(p + 1) * per]) {
+                            if v > 0.0 {
+                                add(k, g)
+                            }
+                        }
+                    }
                 }
             });
+        }
+        if outside.into_inner() {
+            bail!("max pool backward: a switch outside its {h}x{w} plane")
         }
         Ok(())
     }

@@ -209,9 +209,16 @@ impl Conv {
         // One image: its weight and bias gradients added into `dw`, `db`, its input gradient
         // written into `dx`.
         let image = |i: usize, dx: Option<&mut [f32]>, dw: &mut [f32], db: &mut [f32], par: Parallelism| {
-            with_scratch(rows * s.block_rows() * s.wo, o * pos, |cols, gm, phases| {
+            // Without a ReLU the gradient is used as it is.
+            let masked = if self.relu { o * pos } else { 0 };
+            with_scratch(rows * s.block_rows() * s.wo, masked, |cols, gm, phases| {
                 let range = i * o * pos..(i + 1) * o * pos;
-                relu_mask(gm, &grad[range.clone()], &res[range], self.relu);
+                let gm: &[f32] = if self.relu {
+                    relu_mask(gm, &grad[range.clone()], &res[range], true);
+                    gm
+                } else {
+                    &grad[range]
+                };
                 for (d, line) in db.iter_mut().zip(gm.chunks_exact(pos)) {
                     *d += line.iter().sum::<f32>();
                 }

@@ -248,7 +248,12 @@ impl Backprop {
                 grow[label as usize] -= 1.0 / n as f32;
             }
             let loss = loss / n as f32;
-            // Backward, from the logits down; the input's gradient is not needed.
+            // Backward, from the logits down; the input's gradient is not needed. A pool right
+            // after a conv passes only the gradients of positive pooled values, which is the
+            // conv's ReLU mask: that conv then takes its gradient as it is.
+            let folded = |j: usize| {
+                matches!((ops.get(j), j.checked_sub(1).map(|k| ops[k].0)), (Some((Op::Pool(_), _)), Some(Op::Conv(..))))
+            };
             for (j, &(op, shape)) in ops.iter().enumerate().rev() {
                 let [c, h, w] = shape;
                 let (input, output) = (&self.acts[j][..len(shape)], &self.acts[j + 1][..]);
@@ -260,7 +265,7 @@ impl Backprop {
                     Op::Conv(i, g) => {
                         let (dw, db) = self.grads.split_at_mut(param(i) + 1);
                         let (dw, db) = (&mut dw[param(i)].1[..], &mut db[0].1[..]);
-                        Conv { g, relu: true }.backward_into(
+                        Conv { g, relu: !folded(j + 1) }.backward_into(
                             input,
                             weight(i).0,
                             output,
@@ -283,7 +288,8 @@ impl Backprop {
                     }
                     Op::Pool(g) => {
                         if let Some(dx) = dx {
-                            g.backward_into(&self.switches[j][..out_n], grad, (h, w), dx)?
+                            let pooled = folded(j).then_some(output);
+                            g.backward_into(&self.switches[j][..out_n], grad, pooled, (h, w), dx)?
                         }
                     }
                     Op::Dropout => {
