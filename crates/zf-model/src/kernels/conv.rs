@@ -206,6 +206,32 @@ impl Conv {
         {
             bail!("conv2d backward: buffers do not fit {n} images of {c}x{h}x{wd} and {o} filters")
         }
+        // The input gradient of a 3x3 stride-1 conv is itself one (the masked gradient through
+        // the filters flipped and transposed, padding `2 - p`): by Winograd, as the forward pass.
+        let p = self.g.padding;
+        let transposed = ConvGeometry::new(3, 1, 2usize.saturating_sub(p));
+        let by_winograd =
+            self.g.kernel == 3 && self.g.stride == 1 && p <= 2 && super::winograd::applies(transposed, h, wd, n);
+        if let Some(dx) = dx.take_if(|_| by_winograd) {
+            let s2 = ConvShape::new(transposed, o, s.ho, s.wo)?;
+            let mut flipped = vec![0f32; c * o * 9];
+            for (oc, filters) in w.chunks_exact(c * 9).enumerate() {
+                for (ic, f) in filters.chunks_exact(9).enumerate() {
+                    for (k, &v) in f.iter().enumerate() {
+                        flipped[(ic * o + oc) * 9 + 8 - k] = v;
+                    }
+                }
+            }
+            let zeros = vec![0f32; c];
+            if self.relu {
+                with_scratch(n * o * pos, 0, |masked, _, _| {
+                    relu_mask(masked, grad, res, true);
+                    super::winograd::forward_into(&s2, masked, &flipped, &zeros, n, false, dx)
+                })
+            } else {
+                super::winograd::forward_into(&s2, grad, &flipped, &zeros, n, false, dx)
+            }
+        }
         // One image: its weight and bias gradients added into `dw`, `db`, its input gradient
         // written into `dx`.
         let image = |i: usize, dx: Option<&mut [f32]>, dw: &mut [f32], db: &mut [f32], par: Parallelism| {
