@@ -162,8 +162,21 @@ impl PoolGeometry {
                 values.len()
             )
         }
+        if ho * wo == 0 {
+            return Ok(());
+        }
+        // Wide planes (pool1's): by rows of windows; narrower ones gain nothing from it
+        // (measured slower on pool2's and pool5's).
+        if (self.kernel, self.stride) == (3, 2) && w >= 48 {
+            values
+                .par_chunks_mut(ho * wo)
+                .zip(switches.par_chunks_mut(ho * wo))
+                .enumerate()
+                .for_each(|(p, (vals, sw))| pool_3s2(&x[p * h * w..(p + 1) * h * w], (h, w), wo, sw, vals));
+            return Ok(());
+        }
         SwitchKernel { geometry: *self, ho, wo }.run_into(x, h, w, switches);
-        if ho * wo > 0 {
+        {
             values.par_chunks_mut(ho * wo).zip(switches.par_chunks(ho * wo)).enumerate().for_each(|(p, (o, ix))| {
                 let plane = &x[p * h * w..(p + 1) * h * w];
                 for (o, &k) in o.iter_mut().zip(ix) {
@@ -321,6 +334,60 @@ impl SwitchKernel {
                 }
                 *d = (base + arg) as u32;
             }
+        }
+    }
+}
+
+/// One plane's 3x3 stride-2 max pooling (pool1) into its switches `sw` and values
+/// `vals` (`Ho x Wo`), the same switches as [`SwitchKernel`]'s (the first maximum in row-major
+/// order, a NaN winning), a row of windows at a time: the three input rows split into even and
+/// odd columns, so that each of a window's nine values is a contiguous run over the row's
+/// windows (columns `2 ox`, `2 ox + 1`, `2 ox + 2` are `even[ox]`, `odd[ox]`, `even[ox + 1]`)
+/// and the comparisons, in row-major order, vectorize. Rows with a NaN, and windows cut by the
+/// edge (ceil mode), go through [`window`].
+fn pool_3s2(plane: &[f32], (h, w): (usize, usize), wo: usize, sw: &mut [u32], vals: &mut [f32]) {
+    // Windows whole in width: 2 ox + 3 <= w.
+    let full = if w >= 3 { ((w - 3) / 2 + 1).min(wo) } else { 0 };
+    let (we, wd) = (w.div_ceil(2), w / 2);
+    let mut split = vec![0f32; 3 * (we + wd)];
+    for (oi, (sw, vals)) in sw.chunks_exact_mut(wo).zip(vals.chunks_exact_mut(wo)).enumerate() {
+        let (r0, r1) = (oi * 2, (oi * 2 + 3).min(h));
+        let rows = &plane[r0 * w..r1 * w];
+        let whole = r1 - r0 == 3 && !rows.iter().fold(false, |any, v| any | v.is_nan());
+        let done = if whole { full } else { 0 };
+        if whole {
+            for (r, line) in rows.chunks_exact(w).enumerate() {
+                let (even, odd) = split[r * (we + wd)..(r + 1) * (we + wd)].split_at_mut(we);
+                for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(line.chunks_exact(2)) {
+                    *e = pair[0];
+                    *o = pair[1];
+                }
+                if w % 2 == 1 {
+                    even[we - 1] = line[w - 1];
+                }
+            }
+            let row = |r: usize| {
+                let (e, o) = split[r * (we + wd)..(r + 1) * (we + wd)].split_at(we);
+                (&e[..full], &o[..full], &e[1..=full])
+            };
+            let ((e0, o0, n0), (e1, o1, n1), (e2, o2, n2)) = (row(0), row(1), row(2));
+            for ox in 0..full {
+                let cands = [e0[ox], o0[ox], n0[ox], e1[ox], o1[ox], n1[ox], e2[ox], o2[ox], n2[ox]];
+                let (mut best, mut arg) = (cands[0], 0usize);
+                for (k, &v) in cands.iter().enumerate().skip(1) {
+                    let gt = v > best;
+                    best = if gt { v } else { best };
+                    arg = if gt { k } else { arg };
+                }
+                vals[ox] = best;
+                sw[ox] = ((r0 + arg / 3) * w + 2 * ox + arg % 3) as u32;
+            }
+        }
+        for ox in done..wo {
+            let (c0, c1) = (ox * 2, (ox * 2 + 3).min(w));
+            let k = window::<f32, true>(plane, w, (r0, r1), (c0, c1));
+            sw[ox] = k;
+            vals[ox] = plane[k as usize];
         }
     }
 }
@@ -564,6 +631,29 @@ mod tests {
                     geometry.switches_generic(&xd, ho, wo).unwrap().flatten_all().unwrap().to_vec1::<u32>().unwrap();
                 assert_eq!(a, c, "{geometry:?} on {h}x{w} in {dtype:?}");
             }
+        }
+    }
+
+    /// The slice pass (the 3x3 stride-2 rows by even and odd columns) gives the op's switches
+    /// and values: ties everywhere, a NaN in some rows, odd and even sizes, ceil-mode edges.
+    #[test]
+    fn slice_pass_agrees_with_the_op() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        for (geometry, h, w) in [(POOL12, 13, 54), (POOL12, 26, 55), (POOL12, 4, 49), (POOL12, 13, 14), (POOL5, 9, 10)]
+        {
+            let mut v: Vec<f32> = (0..2 * 3 * h * w).map(|_| rng.random_range(0..4) as f32).collect();
+            v[5 * w + 1] = f32::NAN;
+            v[3 * h * w + 2] = f32::NAN;
+            let x = Tensor::from_vec(v.clone(), (2, 3, h, w), &Device::Cpu).unwrap();
+            let (vals, sw) = geometry.forward_with_switches(&x).unwrap();
+            let n = sw.indices.elem_count();
+            let (mut ours_sw, mut ours_v) = (vec![u32::MAX; n], vec![0f32; n]);
+            geometry.forward_into(&v, (h, w), &mut ours_sw, &mut ours_v).unwrap();
+            assert_eq!(ours_sw, sw.indices.flatten_all().unwrap().to_vec1::<u32>().unwrap(), "{geometry:?} {h}x{w}");
+            let theirs = vals.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert!(ours_v.iter().zip(&theirs).all(|(a, b)| a == b || (a.is_nan() && b.is_nan())));
+            assert!(ours_v.iter().any(|v| v.is_nan()), "{geometry:?} {h}x{w}: the NaN rows were exercised");
         }
     }
 

@@ -25,7 +25,9 @@ pub struct Args {
     /// occlusion (one Fig. 7 map of one image: 48-pixel square, stride 8, --batch occluded images
     /// per forward; images/s = occluded images/s, median_s = one map); layers (conv1..conv5
     /// each alone on a --batch of its input shape, forward and backward, in GFLOP/s beside the
-    /// GFLOP/s of a 2048x2048 matrix product, the attainable peak of the same gemm).
+    /// GFLOP/s of a 2048x2048 matrix product, the attainable peak of the same gemm; GFLOP/s
+    /// count a direct convolution's multiply-adds, so conv3..conv5, computed by Winograd's
+    /// F(2x2, 3x3) with 16 multiplications where the direct sum takes 36, can pass the peak).
     #[arg(long, default_value = "forward", value_name = "LIST")]
     what: String,
     /// Width multiplier of the paper's network.
