@@ -27,6 +27,10 @@
 //! Other devices and dtypes keep candle's ops (see `net.rs`), so the CUDA and Metal paths are
 //! unchanged.
 //!
+//! The loops of the Winograd transforms and of LRN run compiled for AVX-512 or AVX2 (chosen
+//! at run time through pulp, the dispatch gemm itself uses; same results, see `simd`); the
+//! rest is plain x86-64, where the gemm's share dominates.
+//!
 //! Work is spread over the images of a batch when there are at least as many images as rayon
 //! threads (each image's gemm single-threaded, no synchronisation inside a layer); a smaller
 //! batch (one image for a projection) gives the threads to the gemm instead.
@@ -87,6 +91,15 @@ thread_local! {
     /// Per-thread scratch (im2col columns, masked gradients), reused across calls. Taken out
     /// while in use, so a re-entrant call (rayon work stealing) simply allocates its own.
     static SCRATCH: Cell<[Vec<f32>; 3]> = const { Cell::new([Vec::new(), Vec::new(), Vec::new()]) };
+}
+
+/// Runs `f` compiled for the widest vector instructions the CPU has (AVX-512 or AVX2 with FMA,
+/// chosen at run time; baseline x86-64 otherwise), so that the loops inlined into it vectorize
+/// to them. The arithmetic is the same instructions' (no reassociation, no fused multiply-add
+/// contraction), so the results do not change.
+#[inline(always)]
+fn simd<R>(f: impl FnOnce() -> R) -> R {
+    pulp::Arch::new().dispatch(f)
 }
 
 /// Runs `f` with two scratch buffers of at least `a` and `b` elements (contents unspecified)
@@ -204,6 +217,7 @@ fn relu_mask(dst: &mut [f32], grad: &[f32], out: &[f32], relu: bool) {
     }
 }
 
+#[inline(always)]
 fn add_into(acc: &mut [f32], other: &[f32]) {
     for (a, b) in acc.iter_mut().zip(other) {
         *a += b;

@@ -26,28 +26,31 @@ use super::*;
 fn transform_weights(w: &[f32], c: usize, u: &mut Vec<f32>) {
     u.resize(w.len() / 9 * 16, 0.0);
     u.par_chunks_mut(16 * c).zip(w.par_chunks(9 * c)).for_each(|(u, w)| {
-        for (ch, g) in w.chunks_exact(9).enumerate() {
-            // G g: 4x3.
-            let mut gg = [[0f32; 3]; 4];
-            for j in 0..3 {
-                let (a, b, d) = (g[j], g[3 + j], g[6 + j]);
-                gg[0][j] = a;
-                gg[1][j] = 0.5 * (a + b + d);
-                gg[2][j] = 0.5 * (a - b + d);
-                gg[3][j] = d;
-            }
-            // (G g) G^T: 4x4.
-            for (i, &[a, b, d]) in gg.iter().enumerate() {
-                let row = [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d];
-                for (j, v) in row.into_iter().enumerate() {
-                    u[(i * 4 + j) * c + ch] = v;
+        simd(|| {
+            for (ch, g) in w.chunks_exact(9).enumerate() {
+                // G g: 4x3.
+                let mut gg = [[0f32; 3]; 4];
+                for j in 0..3 {
+                    let (a, b, d) = (g[j], g[3 + j], g[6 + j]);
+                    gg[0][j] = a;
+                    gg[1][j] = 0.5 * (a + b + d);
+                    gg[2][j] = 0.5 * (a - b + d);
+                    gg[3][j] = d;
+                }
+                // (G g) G^T: 4x4.
+                for (i, &[a, b, d]) in gg.iter().enumerate() {
+                    let row = [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d];
+                    for (j, v) in row.into_iter().enumerate() {
+                        u[(i * 4 + j) * c + ch] = v;
+                    }
                 }
             }
-        }
+        })
     });
 }
 
 /// `d = a + sb b` elementwise, the sign `sb` ±1 (so exactly `a ± b`).
+#[inline(always)]
 fn add2(d: &mut [f32], a: &[f32], b: &[f32], sb: f32) {
     for ((d, &a), &b) in d.iter_mut().zip(a).zip(b) {
         *d = a + sb * b;
@@ -55,6 +58,7 @@ fn add2(d: &mut [f32], a: &[f32], b: &[f32], sb: f32) {
 }
 
 /// `d = a + sb b + sc c` elementwise, the signs `sb`, `sc` ±1 (so exactly `a ± b ± c`).
+#[inline(always)]
 fn add3(d: &mut [f32], a: &[f32], b: &[f32], c: &[f32], sb: f32, sc: f32) {
     for (((d, &a), &b), &c) in d.iter_mut().zip(a).zip(b).zip(c) {
         *d = a + sb * b + sc * c;
@@ -106,103 +110,105 @@ impl Tiles {
         let half = (rows_t + 1) * tw;
         let wp = 2 * tw + 2;
         with_scratch(16 * c * t, 16 * o * t, |v, m, buf| {
-            buf.clear();
-            buf.resize(wp + 2 * (tw + 1) + 8 * half + 12 * t, 0.0);
-            let (prow, rest) = buf.split_at_mut(wp);
-            let (eo, rest) = rest.split_at_mut(2 * (tw + 1));
-            let (cols, sums) = rest.split_at_mut(8 * half);
-            let (even, odd) = eo.split_at_mut(tw + 1);
-            for img in 0..imgs {
-                for ch in 0..c {
-                    let plane = &x[(img * c + ch) * h * w..][..h * w];
-                    for r in 0..2 * rows_t + 2 {
-                        let iy = (2 * ty0 + r) as isize - pad as isize;
-                        if (0..h as isize).contains(&iy) {
-                            let n = w.min(wp - pad);
-                            prow[..pad].fill(0.0);
-                            prow[pad..pad + n].copy_from_slice(&plane[iy as usize * w..][..n]);
-                            prow[pad + n..].fill(0.0);
-                            for ((e, od), p) in even.iter_mut().zip(odd.iter_mut()).zip(prow.chunks_exact(2)) {
-                                *e = p[0];
-                                *od = p[1];
-                            }
-                        } else {
-                            even.fill(0.0);
-                            odd.fill(0.0);
-                        }
-                        let base = (r % 2) * half + (r / 2) * tw;
-                        let (e0, e1, o0, o1) = (&even[..tw], &even[1..], &odd[..tw], &odd[1..]);
-                        let (c0, rest) = cols.split_at_mut(2 * half);
-                        let (c1, rest) = rest.split_at_mut(2 * half);
-                        let (c2, c3) = rest.split_at_mut(2 * half);
-                        for k in 0..tw {
-                            c0[base + k] = e0[k] - e1[k];
-                            c1[base + k] = o0[k] + e1[k];
-                            c2[base + k] = e1[k] - o0[k];
-                            c3[base + k] = o0[k] - o1[k];
-                        }
-                    }
-                    // B^T's row transform over all the image's tiles at once.
-                    for (j, cj) in cols.chunks_exact(2 * half).enumerate() {
-                        let (even, odd) = cj.split_at(half);
-                        let (d0, d1, d2, d3) = (&even[..per], &odd[..per], &even[tw..tw + per], &odd[tw..tw + per]);
-                        let at = |i: usize| ((i * 4 + j) * c + ch) * t + img * per;
-                        add2(&mut v[at(0)..][..per], d0, d2, -1.0);
-                        add2(&mut v[at(1)..][..per], d1, d2, 1.0);
-                        add2(&mut v[at(2)..][..per], d2, d1, -1.0);
-                        add2(&mut v[at(3)..][..per], d1, d3, -1.0);
-                    }
-                }
-            }
-            // The 16 products, summed over the channels.
-            for xi in 0..16 {
-                gemm(
-                    &mut m[xi * o * t..(xi + 1) * o * t],
-                    Mat { data: &u[xi * c..], rows: o, cols: c, rs: 16 * c, cs: 1 },
-                    Mat::new(&v[xi * c * t..(xi + 1) * c * t], c, t),
-                    false,
-                    Parallelism::None,
-                );
-            }
-            // A^T m A over all the tiles of the item at once (s = A^T m, then s A), then bias,
-            // ReLU and into the outputs.
-            let m = &*m;
-            let (s, y) = sums.split_at_mut(8 * t);
-            for oc in 0..o {
-                let mk = |k: usize| &m[(k * o + oc) * t..][..t];
-                for j in 0..4 {
-                    add3(&mut s[j * t..][..t], mk(j), mk(4 + j), mk(8 + j), 1.0, 1.0);
-                    add3(&mut s[(4 + j) * t..][..t], mk(4 + j), mk(8 + j), mk(12 + j), -1.0, -1.0);
-                }
-                for i in 0..2 {
-                    let sk = |j: usize| &s[(4 * i + j) * t..][..t];
-                    add3(&mut y[2 * i * t..][..t], sk(0), sk(1), sk(2), 1.0, 1.0);
-                    add3(&mut y[(2 * i + 1) * t..][..t], sk(1), sk(2), sk(3), -1.0, -1.0);
-                }
-                let bias = b[oc];
-                let finish = |v: f32| if relu { (v + bias).max(0.0) } else { v + bias };
-                let pairs = wo / 2;
+            simd(|| {
+                buf.clear();
+                buf.resize(wp + 2 * (tw + 1) + 8 * half + 12 * t, 0.0);
+                let (prow, rest) = buf.split_at_mut(wp);
+                let (eo, rest) = rest.split_at_mut(2 * (tw + 1));
+                let (cols, sums) = rest.split_at_mut(8 * half);
+                let (even, odd) = eo.split_at_mut(tw + 1);
                 for img in 0..imgs {
-                    let plane = &mut out[(img * o + oc) * rows * wo..][..rows * wo];
-                    for ty in 0..rows_t {
-                        let k0 = img * per + ty * tw;
-                        for i in 0..2 {
-                            if 2 * ty + i >= rows {
-                                break;
+                    for ch in 0..c {
+                        let plane = &x[(img * c + ch) * h * w..][..h * w];
+                        for r in 0..2 * rows_t + 2 {
+                            let iy = (2 * ty0 + r) as isize - pad as isize;
+                            if (0..h as isize).contains(&iy) {
+                                let n = w.min(wp - pad);
+                                prow[..pad].fill(0.0);
+                                prow[pad..pad + n].copy_from_slice(&plane[iy as usize * w..][..n]);
+                                prow[pad + n..].fill(0.0);
+                                for ((e, od), p) in even.iter_mut().zip(odd.iter_mut()).zip(prow.chunks_exact(2)) {
+                                    *e = p[0];
+                                    *od = p[1];
+                                }
+                            } else {
+                                even.fill(0.0);
+                                odd.fill(0.0);
                             }
-                            let line = &mut plane[(2 * ty + i) * wo..][..wo];
-                            let (a, bb) = (&y[2 * i * t + k0..][..tw], &y[(2 * i + 1) * t + k0..][..tw]);
-                            for (pair, (&a, &bb)) in line.chunks_exact_mut(2).zip(a.iter().zip(bb)) {
-                                pair[0] = finish(a);
-                                pair[1] = finish(bb);
+                            let base = (r % 2) * half + (r / 2) * tw;
+                            let (e0, e1, o0, o1) = (&even[..tw], &even[1..], &odd[..tw], &odd[1..]);
+                            let (c0, rest) = cols.split_at_mut(2 * half);
+                            let (c1, rest) = rest.split_at_mut(2 * half);
+                            let (c2, c3) = rest.split_at_mut(2 * half);
+                            for k in 0..tw {
+                                c0[base + k] = e0[k] - e1[k];
+                                c1[base + k] = o0[k] + e1[k];
+                                c2[base + k] = e1[k] - o0[k];
+                                c3[base + k] = o0[k] - o1[k];
                             }
-                            if wo % 2 == 1 {
-                                line[wo - 1] = finish(a[pairs]);
+                        }
+                        // B^T's row transform over all the image's tiles at once.
+                        for (j, cj) in cols.chunks_exact(2 * half).enumerate() {
+                            let (even, odd) = cj.split_at(half);
+                            let (d0, d1, d2, d3) = (&even[..per], &odd[..per], &even[tw..tw + per], &odd[tw..tw + per]);
+                            let at = |i: usize| ((i * 4 + j) * c + ch) * t + img * per;
+                            add2(&mut v[at(0)..][..per], d0, d2, -1.0);
+                            add2(&mut v[at(1)..][..per], d1, d2, 1.0);
+                            add2(&mut v[at(2)..][..per], d2, d1, -1.0);
+                            add2(&mut v[at(3)..][..per], d1, d3, -1.0);
+                        }
+                    }
+                }
+                // The 16 products, summed over the channels.
+                for xi in 0..16 {
+                    gemm(
+                        &mut m[xi * o * t..(xi + 1) * o * t],
+                        Mat { data: &u[xi * c..], rows: o, cols: c, rs: 16 * c, cs: 1 },
+                        Mat::new(&v[xi * c * t..(xi + 1) * c * t], c, t),
+                        false,
+                        Parallelism::None,
+                    );
+                }
+                // A^T m A over all the tiles of the item at once (s = A^T m, then s A), then bias,
+                // ReLU and into the outputs.
+                let m = &*m;
+                let (s, y) = sums.split_at_mut(8 * t);
+                for oc in 0..o {
+                    let mk = |k: usize| &m[(k * o + oc) * t..][..t];
+                    for j in 0..4 {
+                        add3(&mut s[j * t..][..t], mk(j), mk(4 + j), mk(8 + j), 1.0, 1.0);
+                        add3(&mut s[(4 + j) * t..][..t], mk(4 + j), mk(8 + j), mk(12 + j), -1.0, -1.0);
+                    }
+                    for i in 0..2 {
+                        let sk = |j: usize| &s[(4 * i + j) * t..][..t];
+                        add3(&mut y[2 * i * t..][..t], sk(0), sk(1), sk(2), 1.0, 1.0);
+                        add3(&mut y[(2 * i + 1) * t..][..t], sk(1), sk(2), sk(3), -1.0, -1.0);
+                    }
+                    let bias = b[oc];
+                    let finish = |v: f32| if relu { (v + bias).max(0.0) } else { v + bias };
+                    let pairs = wo / 2;
+                    for img in 0..imgs {
+                        let plane = &mut out[(img * o + oc) * rows * wo..][..rows * wo];
+                        for ty in 0..rows_t {
+                            let k0 = img * per + ty * tw;
+                            for i in 0..2 {
+                                if 2 * ty + i >= rows {
+                                    break;
+                                }
+                                let line = &mut plane[(2 * ty + i) * wo..][..wo];
+                                let (a, bb) = (&y[2 * i * t + k0..][..tw], &y[(2 * i + 1) * t + k0..][..tw]);
+                                for (pair, (&a, &bb)) in line.chunks_exact_mut(2).zip(a.iter().zip(bb)) {
+                                    pair[0] = finish(a);
+                                    pair[1] = finish(bb);
+                                }
+                                if wo % 2 == 1 {
+                                    line[wo - 1] = finish(a[pairs]);
+                                }
                             }
                         }
                     }
                 }
-            }
+            })
         })
     }
 }
