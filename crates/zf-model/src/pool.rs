@@ -176,14 +176,12 @@ impl PoolGeometry {
             return Ok(());
         }
         SwitchKernel { geometry: *self, ho, wo }.run_into(x, h, w, switches);
-        {
-            values.par_chunks_mut(ho * wo).zip(switches.par_chunks(ho * wo)).enumerate().for_each(|(p, (o, ix))| {
-                let plane = &x[p * h * w..(p + 1) * h * w];
-                for (o, &k) in o.iter_mut().zip(ix) {
-                    *o = plane[k as usize];
-                }
-            });
-        }
+        values.par_chunks_mut(ho * wo).zip(switches.par_chunks(ho * wo)).enumerate().for_each(|(p, (o, ix))| {
+            let plane = &x[p * h * w..(p + 1) * h * w];
+            for (o, &k) in o.iter_mut().zip(ix) {
+                *o = plane[k as usize];
+            }
+        });
         Ok(())
     }
 

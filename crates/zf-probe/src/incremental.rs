@@ -151,11 +151,15 @@ pub fn occlusion_by_windows(
     let positions = positions(&indices);
     let (mut feature_map, mut true_prob, mut top_label) = (Vec::new(), Vec::new(), Vec::new());
     let mut done = 0;
+    // The window a position `(iy, ix)` has after stage `si` (before the first: the square),
+    // as origin and side.
+    let window = |si: Option<usize>, (iy, ix): (usize, usize)| match si {
+        None => (offsets[iy], offsets[ix], config.size),
+        Some(si) => (plan[si].0[iy], plan[si].0[ix], plan[si].1),
+    };
     for chunk in positions.chunks(config.batch) {
-        // The occluder: zeros over the square (0 scaled is 0). Each position's window: its
-        // origin and side, and its values, one position after another in `values`.
-        let mut origins: Vec<(usize, usize, usize)> =
-            chunk.iter().map(|&(iy, ix)| (offsets[iy], offsets[ix], config.size)).collect();
+        // The occluder: zeros over the square (0 scaled is 0). The positions' windows' values,
+        // one position after another.
         let mut values = vec![0f32; chunk.len() * 3 * config.size * config.size];
         for (si, &stage) in stages.iter().enumerate() {
             let (starts, l) = (&plan[si].0, plan[si].1);
@@ -164,8 +168,9 @@ pub fn occlusion_by_windows(
             let input = &inputs[si];
             let mut data = vec![0f32; chunk.len() * input.c * n * n];
             data.par_chunks_mut(input.c * n * n)
-                .zip(chunk.par_iter().zip(&origins).zip(values.par_chunks(values.len() / chunk.len())))
-                .for_each(|(out, ((&(iy, ix), &(y, x, pl)), v))| {
+                .zip(chunk.par_iter().zip(values.par_chunks(values.len() / chunk.len())))
+                .for_each(|(out, (&(iy, ix), v))| {
+                    let (y, x, pl) = window(si.checked_sub(1), (iy, ix));
                     crop(input, &Window { y, x, l: pl, values: v }, (starts[iy], starts[ix], l), (k, st, p), out)
                 });
             let xs = Tensor::from_vec(data, (chunk.len(), input.c, n, n), image.device())?;
@@ -175,11 +180,11 @@ pub fn occlusion_by_windows(
                 bail!("{stage:?}: a {n}x{n} window gave {ho}x{wo}, expected {l}x{l}")
             }
             values = ys.flatten_all()?.to_vec1::<f32>()?;
-            origins = chunk.iter().map(|&(iy, ix)| (starts[iy], starts[ix], l)).collect();
         }
         // conv5 whole for each position, then the rest of the network.
         let mut full = Vec::with_capacity(chunk.len() * conv5.values.len());
-        for (&(y, x, l), v) in origins.iter().zip(values.chunks(values.len() / chunk.len())) {
+        for (&position, v) in chunk.iter().zip(values.chunks(values.len() / chunk.len())) {
+            let (y, x, l) = window(stages.len().checked_sub(1), position);
             let start = full.len();
             full.extend_from_slice(&conv5.values);
             let dst = &mut full[start..];

@@ -16,6 +16,11 @@ fn group_size(n: usize, pos: usize) -> Option<usize> {
         .then(|| n.div_ceil((n * pos).div_ceil(GROUP_COLUMNS).next_multiple_of(threads).min(n)))
 }
 
+thread_local! {
+    /// The masked output gradient of the Winograd input gradient, reused across calls.
+    static MASKED: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
 /// `relu(conv2d(x, w) + b)` (or without the ReLU) as one op.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Conv {
@@ -224,7 +229,10 @@ impl Conv {
             }
             let zeros = vec![0f32; c];
             if self.relu {
-                with_scratch(n * o * pos, 0, |masked, _, _| {
+                // Not in `with_scratch`'s buffers: the Winograd items running on this thread take
+                // those.
+                with_kept(&MASKED, |masked| {
+                    masked.resize(grad.len(), 0.0);
                     relu_mask(masked, grad, res, true);
                     super::winograd::forward_into(&s2, masked, &flipped, &zeros, n, false, dx)
                 })

@@ -6,7 +6,7 @@
 //!
 //! | op | forward | backward |
 //! |---|---|---|
-//! | [`conv2d`] | per image: im2col, bias, one gemm, ReLU in place; 3x3 stride-1 layers (conv3..conv5) by Winograd's F(2x2, 3x3): input transform, 16 gemms, output transform with bias and ReLU | mask, bias sums, weight gemm over the recomputed columns, input gemm + col2im (skipped when the input needs no gradient) |
+//! | [`conv2d`] | per image: im2col, bias, one gemm, ReLU in place; 3x3 stride-1 layers (conv3..conv5) by Winograd's F(2x2, 3x3): input transform, 16 gemms, output transform with bias and ReLU | mask, bias sums, weight gemm over the recomputed columns, input gemm + col2im (skipped when the input needs no gradient; for 3x3 stride-1 layers the input gradient by Winograd, through the flipped, transposed filters) |
 //! | [`linear`] | bias, one gemm `x W^T`, ReLU | mask, `gm W`, `gm^T x`, column sums |
 //! | [`lrn`] | `x (k + a/n sum x^2)^-b` in one pass per image | the closed-form derivative, one pass per image |
 //! | [`pool_values`] | gathers each window's maximum through the switches | scatters each gradient to its switch |
@@ -19,8 +19,9 @@
 //! (conv1's full columns are 7 MB per image); with stride > 1 the input rows are first split
 //! into their phases so that every im2col copy is contiguous. The forward pass of a 3x3
 //! stride-1 conv takes 16 multiplications per 2x2 outputs and channel pair instead of 36
-//! (`winograd.rs`; equal to the im2col path to float rounding, tested); its backward, and every
-//! other conv, stays on im2col.
+//! (`winograd.rs`; equal to the im2col path to float rounding, tested), and so does its input
+//! gradient, itself a 3x3 stride-1 conv; the weight gradient, and every other conv, stays on
+//! im2col.
 //!
 //! Each is tested against the plain candle composition it replaces (forward and gradients, in
 //! this module's tests), and the network's golden tests against PyTorch run through them.
@@ -100,6 +101,17 @@ thread_local! {
 #[inline(always)]
 fn simd<R>(f: impl FnOnce() -> R) -> R {
     pulp::Arch::new().dispatch(f)
+}
+
+/// Runs `f` with the buffer kept in `key` by this thread (grown by `f` as it needs; contents
+/// unspecified), put back afterwards: a buffer allocated afresh per call would be faulted in
+/// and cleared by the kernel every time. Kept apart from [`with_scratch`]'s, which the work
+/// items a caller spawns may take on the same thread.
+fn with_kept<R>(key: &'static std::thread::LocalKey<Cell<Vec<f32>>>, f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
+    let mut buf = key.with(Cell::take);
+    let r = f(&mut buf);
+    key.with(|k| k.set(buf));
+    r
 }
 
 /// Runs `f` with two scratch buffers of at least `a` and `b` elements (contents unspecified)
@@ -392,63 +404,63 @@ impl ConvShape {
         // The input rows these output rows read.
         let (y_lo, y_hi) =
             ((oy0 * s).saturating_sub(self.py).min(h), ((oy1 - 1) * s + k).saturating_sub(self.py).min(h));
-        let mut phases = if s > 1 { COL2IM_PHASES.with(|p| p.take()) } else { Vec::new() };
-        if s > 1 {
-            if phases.len() < c * s * h * wq {
-                phases.resize(c * s * h * wq, 0.0);
-            }
-            for block in phases[..c * s * h * wq].chunks_exact_mut(h * wq) {
-                block[y_lo * wq..y_hi * wq].fill(0.0);
-            }
-        }
-        for (ch, plane) in dst.chunks_exact_mut(h * w).enumerate() {
-            for i in 0..k {
-                let (ylo, yhi) = self.valid(i, ho, h, self.py);
-                let (ylo, yhi) = (ylo.clamp(oy0, oy1), yhi.clamp(oy0, oy1));
-                for j in 0..k {
-                    let row = &src[((ch * k + i) * k + j) * ld..][..len];
-                    let (lo, hi) = self.valid(j, wo, w, self.px);
-                    if lo == hi {
-                        continue;
-                    }
-                    let x0 = lo * s + j - self.px;
-                    let (r, q0) = (x0 % s, x0 / s);
-                    for oy in ylo..yhi {
-                        let iy = oy * s + i - self.py;
-                        let from = &row[(oy - oy0) * wo..(oy - oy0 + 1) * wo][lo..hi];
-                        let to = if s == 1 {
-                            &mut plane[iy * w + x0..][..hi - lo]
-                        } else {
-                            &mut phases[((ch * s + r) * h + iy) * wq + q0..][..hi - lo]
-                        };
-                        add_into(to, from);
-                    }
+        with_kept(&COL2IM_PHASES, |phases| {
+            if s > 1 {
+                if phases.len() < c * s * h * wq {
+                    phases.resize(c * s * h * wq, 0.0);
+                }
+                for block in phases[..c * s * h * wq].chunks_exact_mut(h * wq) {
+                    block[y_lo * wq..y_hi * wq].fill(0.0);
                 }
             }
-        }
-        if s > 1 {
             for (ch, plane) in dst.chunks_exact_mut(h * w).enumerate() {
-                let block = &phases[ch * s * h * wq..(ch + 1) * s * h * wq];
-                for y in y_lo..y_hi {
-                    let line = &mut plane[y * w..(y + 1) * w];
-                    if s == 2 {
-                        let (even, odd) = (&block[y * wq..][..wq], &block[(h + y) * wq..][..wq]);
-                        for (pair, (&e, &o)) in line.chunks_exact_mut(2).zip(even.iter().zip(odd)) {
-                            pair[0] += e;
-                            pair[1] += o;
+                for i in 0..k {
+                    let (ylo, yhi) = self.valid(i, ho, h, self.py);
+                    let (ylo, yhi) = (ylo.clamp(oy0, oy1), yhi.clamp(oy0, oy1));
+                    for j in 0..k {
+                        let row = &src[((ch * k + i) * k + j) * ld..][..len];
+                        let (lo, hi) = self.valid(j, wo, w, self.px);
+                        if lo == hi {
+                            continue;
                         }
-                        if w % 2 == 1 {
-                            line[w - 1] += even[wq - 1];
-                        }
-                    } else {
-                        for (x, v) in line.iter_mut().enumerate() {
-                            *v += block[((x % s) * h + y) * wq + x / s];
+                        let x0 = lo * s + j - self.px;
+                        let (r, q0) = (x0 % s, x0 / s);
+                        for oy in ylo..yhi {
+                            let iy = oy * s + i - self.py;
+                            let from = &row[(oy - oy0) * wo..(oy - oy0 + 1) * wo][lo..hi];
+                            let to = if s == 1 {
+                                &mut plane[iy * w + x0..][..hi - lo]
+                            } else {
+                                &mut phases[((ch * s + r) * h + iy) * wq + q0..][..hi - lo]
+                            };
+                            add_into(to, from);
                         }
                     }
                 }
             }
-            COL2IM_PHASES.with(|p| p.set(phases));
-        }
+            if s > 1 {
+                for (ch, plane) in dst.chunks_exact_mut(h * w).enumerate() {
+                    let block = &phases[ch * s * h * wq..(ch + 1) * s * h * wq];
+                    for y in y_lo..y_hi {
+                        let line = &mut plane[y * w..(y + 1) * w];
+                        if s == 2 {
+                            let (even, odd) = (&block[y * wq..][..wq], &block[(h + y) * wq..][..wq]);
+                            for (pair, (&e, &o)) in line.chunks_exact_mut(2).zip(even.iter().zip(odd)) {
+                                pair[0] += e;
+                                pair[1] += o;
+                            }
+                            if w % 2 == 1 {
+                                line[w - 1] += even[wq - 1];
+                            }
+                        } else {
+                            for (x, v) in line.iter_mut().enumerate() {
+                                *v += block[((x % s) * h + y) * wq + x / s];
+                            }
+                        }
+                    }
+                }
+            }
+        })
     }
 }
 

@@ -1,6 +1,7 @@
 //! The forward pass of 3x3 stride-1 convolutions (conv3..conv5, and their occlusion windows) by
 //! Winograd's minimal filtering F(2x2, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional
-//! Neural Networks", 2016).
+//! Neural Networks", 2016); the conv backward uses it for the input gradient, itself a 3x3
+//! stride-1 conv.
 //!
 //! Each 2x2 block of outputs ("tile") reads a 4x4 patch `d` of the input; with the transforms
 //!
@@ -80,30 +81,17 @@ struct Tiles {
 }
 
 impl Tiles {
-    /// For images `x` (`imgs` of them) and tile rows `ty0..ty1` of each: the input transform
-    /// into `v` (`[16][C][T]`, T = imgs (ty1 - ty0) tw tiles, image-major, then row, then
-    /// column), the 16 gemms with `u` into `m` (`[16][O][T]`), and the output transform, with
-    /// bias and optional ReLU, into `out` `[imgs][O][rows][wo]`, `rows` the output rows
-    /// `2 ty0 .. min(2 ty1, ho)`.
-    #[allow(clippy::too_many_arguments)]
-    fn run(
-        &self,
-        x: &[f32],
-        imgs: usize,
-        (ty0, ty1): (usize, usize),
-        u: &[f32],
-        b: &[f32],
-        relu: bool,
-        out: &mut [f32],
-    ) {
-        let Self { c, h, w, pad, ho, wo, tw, .. } = *self;
+    /// For images `x` (`imgs` of them): the input transform into `v` (`[16][C][T]`, T = imgs
+    /// th tw tiles, image-major, then row, then column), the 16 gemms with `u` into `m`
+    /// (`[16][O][T]`), and the output transform, with bias and optional ReLU, into `out`
+    /// `[imgs][O][Ho][Wo]`.
+    fn run(&self, x: &[f32], imgs: usize, u: &[f32], b: &[f32], relu: bool, out: &mut [f32]) {
+        let Self { c, h, w, pad, ho: rows, wo, th: rows_t, tw } = *self;
         let o = b.len();
-        let rows_t = ty1 - ty0;
         // Tiles per image, and in all.
         let per = rows_t * tw;
         let t = imgs * per;
-        let rows = (2 * ty1).min(ho) - 2 * ty0;
-        // Per image and channel: each padded input row `2 ty0 + r` split into its even and odd
+        // Per image and channel: each padded input row `r` split into its even and odd
         // columns (`tw + 1` each), then B's column transform, row `r` of `cols[j]` at
         // `(r % 2) half + (r / 2) tw`: a tile row's four input rows are then four contiguous
         // runs over all the image's tiles.
@@ -121,7 +109,7 @@ impl Tiles {
                     for ch in 0..c {
                         let plane = &x[(img * c + ch) * h * w..][..h * w];
                         for r in 0..2 * rows_t + 2 {
-                            let iy = (2 * ty0 + r) as isize - pad as isize;
+                            let iy = r as isize - pad as isize;
                             if (0..h as isize).contains(&iy) {
                                 let n = w.min(wp - pad);
                                 prow[..pad].fill(0.0);
@@ -236,24 +224,20 @@ pub(super) fn forward_into(s: &ConvShape, x: &[f32], w: &[f32], b: &[f32], n: us
     let (o, c) = (b.len(), s.c);
     let tiles =
         Tiles { c, h: s.h, w: s.w, pad: s.g.padding, ho: s.ho, wo: s.wo, th: s.ho.div_ceil(2), tw: s.wo.div_ceil(2) };
-    // The transformed weights' buffer is kept by the calling thread (a fresh one per call
-    // would be faulted in and cleared by the kernel every time).
-    let mut u = WEIGHTS.with(|k| k.take());
-    transform_weights(w, c, &mut u);
-    let (chw, opos, per_image) = (c * s.h * s.w, o * s.positions(), tiles.th * tiles.tw);
-    // Items of about TILES_PER_ITEM tiles, a multiple of the threads in number, with the
-    // images spread over them as evenly as possible.
-    let items = (n * per_image).div_ceil(TILES_PER_ITEM).next_multiple_of(rayon::current_num_threads()).min(n);
-    let mut parts = Vec::with_capacity(items);
-    let mut rest = out;
-    for k in 0..items {
-        let (i0, i1) = (k * n / items, (k + 1) * n / items);
-        let (y, tail) = rest.split_at_mut((i1 - i0) * opos);
-        parts.push((i0, i1, y));
-        rest = tail;
-    }
-    parts
-        .into_par_iter()
-        .for_each(|(i0, i1, y)| tiles.run(&x[i0 * chw..i1 * chw], i1 - i0, (0, tiles.th), &u, b, relu, y));
-    WEIGHTS.with(|k| k.set(u));
+    with_kept(&WEIGHTS, |u| {
+        transform_weights(w, c, u);
+        let (chw, opos, per_image) = (c * s.h * s.w, o * s.positions(), tiles.th * tiles.tw);
+        // Items of about TILES_PER_ITEM tiles, a multiple of the threads in number, with the
+        // images spread over them as evenly as possible.
+        let items = (n * per_image).div_ceil(TILES_PER_ITEM).next_multiple_of(rayon::current_num_threads()).min(n);
+        let mut parts = Vec::with_capacity(items);
+        let mut rest = out;
+        for k in 0..items {
+            let (i0, i1) = (k * n / items, (k + 1) * n / items);
+            let (y, tail) = rest.split_at_mut((i1 - i0) * opos);
+            parts.push((i0, i1, y));
+            rest = tail;
+        }
+        parts.into_par_iter().for_each(|(i0, i1, y)| tiles.run(&x[i0 * chw..i1 * chw], i1 - i0, u, b, relu, y));
+    })
 }
