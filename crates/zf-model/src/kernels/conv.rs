@@ -62,8 +62,9 @@ impl Conv {
         self.forward_with(x, w, b, dims, out, true)
     }
 
-    /// [`Self::forward_into`], with the 3x3 stride-1 convs by Winograd's F(2x2, 3x3) when
-    /// `winograd` (see `winograd.rs`), by im2col otherwise.
+    /// [`Self::forward_into`]; when `fast`, the 3x3 stride-1 convs by Winograd's F(2x2, 3x3)
+    /// (see `winograd.rs`) and convs over few input channels by the direct kernels (see
+    /// `direct.rs`), every conv by im2col otherwise.
     pub(super) fn forward_with(
         &self,
         x: &[f32],
@@ -71,7 +72,7 @@ impl Conv {
         b: &[f32],
         (n, c, h, wd): (usize, usize, usize, usize),
         out: &mut [f32],
-        winograd: bool,
+        fast: bool,
     ) -> Result<()> {
         let s = ConvShape::new(self.g, c, h, wd)?;
         let o = b.len();
@@ -84,8 +85,12 @@ impl Conv {
                 out.len()
             )
         }
-        if winograd && super::winograd::applies(self.g, s.ho, s.wo, n) {
+        if fast && super::winograd::applies(self.g, s.ho, s.wo, n) {
             super::winograd::forward_into(&s, x, w, b, n, self.relu, out);
+            return Ok(());
+        }
+        if fast && super::direct::applies(c) {
+            super::direct::forward_into(&s, x, w, b, n, self.relu, out);
             return Ok(());
         }
         let image = |i: usize, y: &mut [f32], par: Parallelism| {
@@ -254,9 +259,13 @@ impl Conv {
                     &grad[range]
                 };
                 for (d, line) in db.iter_mut().zip(gm.chunks_exact(pos)) {
-                    *d += line.iter().sum::<f32>();
+                    *d += lane_sum(line);
                 }
                 let xi = &x[i * chw..(i + 1) * chw];
+                if dx.is_none() && super::direct::grad_applies(c, o) {
+                    super::direct::weight_grad_into(&s, xi, gm, dw);
+                    return;
+                }
                 s.split_phases(xi, phases);
                 let mut dx = dx;
                 if let Some(dx) = dx.as_deref_mut() {
@@ -291,7 +300,7 @@ impl Conv {
                     s.im2col_ld(xi, phases, &mut cols[j * pos..], width, (0, s.ho));
                 }
                 for (d, line) in db.iter_mut().zip(gm.chunks_exact(width)) {
-                    *d += line.iter().sum::<f32>();
+                    *d += lane_sum(line);
                 }
                 gemm(dw, Mat::new(gm, o, width), Mat::new(cols, rows, width).t(), true, Parallelism::None);
                 if let Some(dx) = dx {

@@ -6,7 +6,7 @@
 //!
 //! | op | forward | backward |
 //! |---|---|---|
-//! | [`conv2d`] | per image: im2col, bias, one gemm, ReLU in place; 3x3 stride-1 layers (conv3..conv5) by Winograd's F(2x2, 3x3): input transform, 16 gemms, output transform with bias and ReLU | mask, bias sums, weight gemm over the recomputed columns, input gemm + col2im (skipped when the input needs no gradient; for 3x3 stride-1 layers the input gradient by Winograd, through the flipped, transposed filters) |
+//! | [`conv2d`] | per image: im2col, bias, one gemm, ReLU in place; 3x3 stride-1 layers (conv3..conv5) by Winograd's F(2x2, 3x3): input transform, 16 gemms, output transform with bias and ReLU; layers over at most 4 channels (conv1) by direct register tiles over the padded, phase-split image | mask, bias sums, weight gemm over the recomputed columns, input gemm + col2im (skipped when the input needs no gradient; for 3x3 stride-1 layers the input gradient by Winograd, through the flipped, transposed filters; conv1 at up to 48 filters its weight gradient by direct tiles) |
 //! | [`linear`] | bias, one gemm `x W^T`, ReLU | mask, `gm W`, `gm^T x`, column sums |
 //! | [`lrn`] | `x (k + a/n sum x^2)^-b` in one pass per image | the closed-form derivative, one pass per image |
 //! | [`pool_values`] | gathers each window's maximum through the switches | scatters each gradient to its switch |
@@ -20,8 +20,10 @@
 //! into their phases so that every im2col copy is contiguous. The forward pass of a 3x3
 //! stride-1 conv takes 16 multiplications per 2x2 outputs and channel pair instead of 36
 //! (`winograd.rs`; equal to the im2col path to float rounding, tested), and so does its input
-//! gradient, itself a 3x3 stride-1 conv; the weight gradient, and every other conv, stays on
-//! im2col.
+//! gradient, itself a 3x3 stride-1 conv. A conv over the image's 3 colours (conv1) has few
+//! multiplications per im2col copy: its forward pass (and, with few filters, its weight
+//! gradient) reads the padded, phase-split image directly (`direct.rs`). Everything else stays
+//! on im2col.
 //!
 //! Each is tested against the plain candle composition it replaces (forward and gradients, in
 //! this module's tests), and the network's golden tests against PyTorch run through them.
@@ -29,8 +31,9 @@
 //! unchanged.
 //!
 //! The loops of the Winograd transforms and of LRN run compiled for AVX-512 or AVX2 (chosen
-//! at run time through pulp, the dispatch gemm itself uses; same results, see `simd`); the
-//! rest is plain x86-64, where the gemm's share dominates.
+//! at run time through pulp, the dispatch gemm itself uses; same results, see `simd`), and the
+//! direct kernels are written over pulp's portable SIMD types; the rest is plain x86-64, where
+//! the gemm's share dominates.
 //!
 //! Work is spread over the images of a batch when there are at least as many images as rayon
 //! threads (each image's gemm single-threaded, no synchronisation inside a layer); a smaller
@@ -227,6 +230,22 @@ fn relu_mask(dst: &mut [f32], grad: &[f32], out: &[f32], relu: bool) {
     } else {
         dst.copy_from_slice(grad);
     }
+}
+
+/// The sum of `xs` in 16 interleaved partial sums, added up at the end: a single running sum
+/// waits for each addition to finish (one per four cycles); these vectorize.
+fn lane_sum(xs: &[f32]) -> f32 {
+    simd(|| {
+        let mut acc = [0f32; 16];
+        let chunks = xs.chunks_exact(16);
+        let tail: f32 = chunks.remainder().iter().sum();
+        for c in chunks {
+            for (a, &v) in acc.iter_mut().zip(c) {
+                *a += v;
+            }
+        }
+        acc.iter().sum::<f32>() + tail
+    })
 }
 
 #[inline(always)]
@@ -471,6 +490,7 @@ thread_local! {
 
 mod conv;
 mod deconv;
+mod direct;
 mod linear;
 mod lrn;
 mod pool;

@@ -219,3 +219,49 @@ fn winograd_forward_agrees_with_im2col() {
         }
     }
 }
+
+#[test]
+fn direct_kernels_agree_with_candle() {
+    // Convs over few input channels (conv1's 3 colours) take the direct forward pass and weight
+    // gradient: against candle's conv, over kernels, strides and paddings, output widths
+    // around the vector lengths (8 and 16 lanes, and below), filter counts that do not fill the
+    // tiles, one image (the threads take filters) and several.
+    for (g, c, side, n, o) in [
+        (ConvGeometry::new(7, 2, 1), 3, 224, 2, 4),
+        (ConvGeometry::new(7, 2, 1), 3, 45, 3, 7),
+        (ConvGeometry::new(11, 4, 2), 3, 67, 1, 13),
+        (ConvGeometry::new(5, 3, 0), 1, 40, 5, 4),
+        (ConvGeometry::new(3, 2, 1), 4, 17, 2, 6),
+        (ConvGeometry::new(7, 2, 3), 2, 9, 4, 3),
+    ] {
+        let x = Tensor::randn(0f32, 1.0, (n, c, side, side), &Device::Cpu).unwrap();
+        let w = var(&[o, c, g.kernel, g.kernel], 0.1);
+        let b = var(&[o], 0.1);
+        for relu in [true, false] {
+            let case = format!("{g:?} {c} channels, side {side}, batch {n}, {o} filters, relu {relu}");
+            // The input is a constant: its gradient is not asked for, so the weight gradient
+            // takes the direct kernel.
+            let ours = conv2d(&x, w.as_tensor(), b.as_tensor(), g, relu).unwrap();
+            let plain = x
+                .conv2d(w.as_tensor(), g.padding, g.stride, 1, 1)
+                .unwrap()
+                .broadcast_add(&b.as_tensor().reshape((1, o, 1, 1)).unwrap())
+                .unwrap();
+            let theirs = if relu { plain.relu().unwrap() } else { plain };
+            check(&case, &[&w, &b], ours.clone(), theirs, 1e-4);
+            // The op's path is the direct kernel (every output written), not im2col under
+            // another name.
+            let (side_out, len) = (ours.dim(3).unwrap(), ours.elem_count());
+            let (mut direct, mut im2col) = (vec![f32::NAN; len], vec![f32::NAN; len]);
+            with_f32(&[&x, w.as_tensor(), b.as_tensor()], |t| {
+                let s = ConvShape::new(g, c, side, side)?;
+                direct::forward_into(&s, t[0], t[1], t[2], n, relu, &mut direct);
+                Conv { g, relu }.forward_with(t[0], t[1], t[2], (n, c, side, side), &mut im2col, false)
+            })
+            .unwrap();
+            assert!(direct.iter().all(|v| v.is_finite()), "{case}: an output not written");
+            assert!(ours.flatten_all().unwrap().to_vec1::<f32>().unwrap() == direct, "{case}: not the op's path");
+            assert!(direct != im2col || side_out < 4, "{case}: identical to im2col to the bit");
+        }
+    }
+}
