@@ -106,15 +106,18 @@ fn im2col_and_col2im_are_adjoint() {
 fn linear_agrees_with_candle_forward_and_backward() {
     // Up to 64 rows take the paths that split the outputs (forward) and the inputs (input
     // gradient) over the threads (uneven last blocks with 37 outputs and 7 inputs); more rows
-    // take the threaded gemm.
-    for (n, o, relu) in [(1, 6, true), (1, 37, true), (5, 6, true), (3, 6, false), (40, 37, true), (70, 37, true)] {
-        let x = var(&[n, 7], 1.0);
-        let w = var(&[o, 7], 0.3);
+    // take the threaded gemm. 300 inputs give the input gradient's register tiles whole vectors
+    // of columns (and a scalar tail), 13 rows a part-filled last tile of rows.
+    let cases =
+        [(1, 7, 6, true), (1, 7, 37, true), (5, 7, 6, true), (3, 7, 6, false), (40, 7, 37, true), (70, 7, 37, true)];
+    for (n, i, o, relu) in cases.into_iter().chain([(13, 300, 37, true), (1, 300, 5, false), (64, 300, 37, true)]) {
+        let x = var(&[n, i], 1.0);
+        let w = var(&[o, i], 0.3);
         let b = var(&[o], 0.3);
         let ours = linear(x.as_tensor(), w.as_tensor(), b.as_tensor(), relu).unwrap();
         let plain = x.as_tensor().matmul(&w.as_tensor().t().unwrap()).unwrap().broadcast_add(b.as_tensor()).unwrap();
         let theirs = if relu { plain.relu().unwrap() } else { plain };
-        check(&format!("linear batch {n} outputs {o} relu {relu}"), &[&x, &w, &b], ours, theirs, 1e-5);
+        check(&format!("linear batch {n} inputs {i} outputs {o} relu {relu}"), &[&x, &w, &b], ours, theirs, 1e-5);
     }
 }
 
