@@ -136,7 +136,7 @@ impl WithSimd for Forward<'_> {
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
         let Self { s, pp, taps, w, b, relu, y } = self;
-        let lanes = std::mem::size_of::<S::f32s>() / std::mem::size_of::<f32>();
+        let lanes = lanes::<S>();
         let (wo, pos) = (s.wo, s.positions());
         let row = quarter_dims(s).1;
         let filters = y.len() / pos;
@@ -267,7 +267,7 @@ impl WithSimd for WeightGrad<'_> {
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
         let Self { s, pp, taps, g, dw, band, sums } = self;
-        let lanes = std::mem::size_of::<S::f32s>() / std::mem::size_of::<f32>();
+        let lanes = lanes::<S>();
         let (rows, pos, wo) = (taps.len(), s.positions(), s.wo);
         let o = dw.len() / rows;
         let (hq, wq) = quarter_dims(s);

@@ -206,7 +206,7 @@ impl pulp::WithSimd for InputGrad<'_> {
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, simd: S) {
         let Self { gt, w, i, c0, n, part } = self;
-        let lanes = std::mem::size_of::<S::f32s>() / std::mem::size_of::<f32>();
+        let lanes = lanes::<S>();
         let o = w.len() / i;
         let rows = gt.len() / o.max(1);
         let width = part.len() / n.max(1);

@@ -232,6 +232,12 @@ fn relu_mask(dst: &mut [f32], grad: &[f32], out: &[f32], relu: bool) {
     }
 }
 
+/// Floats per SIMD vector of `S` (8 for AVX2, 16 for AVX-512), for the kernels' `WithSimd`
+/// loops.
+fn lanes<S: pulp::Simd>() -> usize {
+    std::mem::size_of::<S::f32s>() / std::mem::size_of::<f32>()
+}
+
 /// The sum of `xs` in 16 interleaved partial sums, added up at the end: a single running sum
 /// waits for each addition to finish (one per four cycles); these vectorize.
 fn lane_sum(xs: &[f32]) -> f32 {
