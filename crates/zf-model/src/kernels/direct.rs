@@ -110,11 +110,12 @@ pub(super) fn forward_into(s: &ConvShape, x: &[f32], w: &[f32], b: &[f32], n: us
     } else {
         // Fewer images than threads (one image to predict or project): the threads take
         // blocks of filters.
-        let mut pp = Vec::new();
-        for (i, y) in out.chunks_mut(o * pos).enumerate() {
-            pad_quarters(s, &x[i * chw..(i + 1) * chw], &mut pp);
-            y.par_chunks_mut(FWD_FILTERS * pos).enumerate().for_each(|(block, y)| tile(&pp, block, y));
-        }
+        with_kept(&PADDED, |pp| {
+            for (i, y) in out.chunks_mut(o * pos).enumerate() {
+                pad_quarters(s, &x[i * chw..(i + 1) * chw], pp);
+                y.par_chunks_mut(FWD_FILTERS * pos).enumerate().for_each(|(block, y)| tile(pp, block, y));
+            }
+        });
     }
 }
 

@@ -32,8 +32,8 @@
 //!
 //! The loops of the Winograd transforms and of LRN run compiled for AVX-512 or AVX2 (chosen
 //! at run time through pulp, the dispatch gemm itself uses; same results, see `simd`), and the
-//! direct kernels are written over pulp's portable SIMD types; the rest is plain x86-64, where
-//! the gemm's share dominates.
+//! direct kernels and the linear layers' few-row input gradient are written over pulp's portable
+//! SIMD types; the rest is plain x86-64, where the gemm's share dominates.
 //!
 //! Work is spread over the images of a batch when there are at least as many images as rayon
 //! threads (each image's gemm single-threaded, no synchronisation inside a layer); a smaller
