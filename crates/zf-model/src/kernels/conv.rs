@@ -199,10 +199,29 @@ impl Conv {
         w: &[f32],
         res: &[f32],
         grad: &[f32],
+        dims: (usize, usize, usize, usize),
+        dx: Option<&mut [f32]>,
+        dw: &mut [f32],
+        db: &mut [f32],
+    ) -> Result<()> {
+        self.backward_with(x, w, res, grad, dims, dx, dw, db, true)
+    }
+
+    /// [`Self::backward_into`]; when `fast`, the 3x3 stride-1 convs' input and weight
+    /// gradients by Winograd's F(2x2, 3x3) (see `winograd.rs`) and conv1's weight gradient by
+    /// the direct kernels (see `direct.rs`), every gradient by im2col otherwise.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn backward_with(
+        &self,
+        x: &[f32],
+        w: &[f32],
+        res: &[f32],
+        grad: &[f32],
         (n, c, h, wd): (usize, usize, usize, usize),
         mut dx: Option<&mut [f32]>,
         dw: &mut [f32],
         db: &mut [f32],
+        fast: bool,
     ) -> Result<()> {
         let o = db.len();
         let s = ConvShape::new(self.g, c, h, wd)?;
@@ -217,32 +236,49 @@ impl Conv {
             bail!("conv2d backward: buffers do not fit {n} images of {c}x{h}x{wd} and {o} filters")
         }
         // The input gradient of a 3x3 stride-1 conv is itself one (the masked gradient through
-        // the filters flipped and transposed, padding `2 - p`): by Winograd, as the forward pass.
+        // the filters flipped and transposed, padding `2 - p`): by Winograd, as the forward pass;
+        // and the weight gradient by Winograd's adjoint (`winograd::weight_grad_into`).
         let p = self.g.padding;
         let transposed = ConvGeometry::new(3, 1, 2usize.saturating_sub(p));
-        let by_winograd =
-            self.g.kernel == 3 && self.g.stride == 1 && p <= 2 && super::winograd::applies(transposed, h, wd, n);
-        if let Some(dx) = dx.take_if(|_| by_winograd) {
-            let s2 = ConvShape::new(transposed, o, s.ho, s.wo)?;
-            let mut flipped = vec![0f32; c * o * 9];
-            for (oc, filters) in w.chunks_exact(c * 9).enumerate() {
-                for (ic, f) in filters.chunks_exact(9).enumerate() {
-                    for (k, &v) in f.iter().enumerate() {
-                        flipped[(ic * o + oc) * 9 + 8 - k] = v;
-                    }
-                }
-            }
-            let zeros = vec![0f32; c];
-            if self.relu {
-                // Not in `with_scratch`'s buffers: the Winograd items running on this thread take
-                // those.
-                with_kept(&MASKED, |masked| {
+        let by_winograd = fast
+            && self.g.kernel == 3
+            && self.g.stride == 1
+            && p <= 2
+            && super::winograd::applies(transposed, h, wd, n);
+        let dw_by_winograd = by_winograd && super::winograd::applies(self.g, s.ho, s.wo, n);
+        if by_winograd && (dx.is_some() || dw_by_winograd) {
+            // Not in `with_scratch`'s buffers: the Winograd items running on this thread take
+            // those.
+            with_kept(&MASKED, |masked| {
+                let gm: &[f32] = if self.relu {
                     masked.resize(grad.len(), 0.0);
                     relu_mask(masked, grad, res, true);
-                    super::winograd::forward_into(&s2, masked, &flipped, &zeros, n, false, dx)
-                })
-            } else {
-                super::winograd::forward_into(&s2, grad, &flipped, &zeros, n, false, dx)
+                    masked
+                } else {
+                    grad
+                };
+                if let Some(dx) = dx.take() {
+                    let s2 = ConvShape::new(transposed, o, s.ho, s.wo)?;
+                    let mut flipped = vec![0f32; c * o * 9];
+                    for (oc, filters) in w.chunks_exact(c * 9).enumerate() {
+                        for (ic, f) in filters.chunks_exact(9).enumerate() {
+                            for (k, &v) in f.iter().enumerate() {
+                                flipped[(ic * o + oc) * 9 + 8 - k] = v;
+                            }
+                        }
+                    }
+                    super::winograd::forward_into(&s2, gm, &flipped, &vec![0f32; c], n, false, dx);
+                }
+                if dw_by_winograd {
+                    super::winograd::weight_grad_into(&s, x, gm, n, dw);
+                    db.par_iter_mut().enumerate().for_each(|(oc, d)| {
+                        *d = (0..n).map(|i| lane_sum(&gm[(i * o + oc) * pos..][..pos])).sum();
+                    });
+                }
+                Ok::<_, candle_core::Error>(())
+            })?;
+            if dw_by_winograd {
+                return Ok(());
             }
         }
         // One image: its weight and bias gradients added into `dw`, `db`, its input gradient

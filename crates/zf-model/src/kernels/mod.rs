@@ -6,7 +6,7 @@
 //!
 //! | op | forward | backward |
 //! |---|---|---|
-//! | [`conv2d`] | per image: im2col, bias, one gemm, ReLU in place; 3x3 stride-1 layers (conv3..conv5) by Winograd's F(2x2, 3x3): input transform, 16 gemms, output transform with bias and ReLU; layers over at most 4 channels (conv1) by direct register tiles over the padded, phase-split image | mask, bias sums, weight gemm over the recomputed columns, input gemm + col2im (skipped when the input needs no gradient; for 3x3 stride-1 layers the input gradient by Winograd, through the flipped, transposed filters; conv1 at up to 48 filters its weight gradient by direct tiles) |
+//! | [`conv2d`] | per image: im2col, bias, one gemm, ReLU in place; 3x3 stride-1 layers (conv3..conv5) by Winograd's F(2x2, 3x3): input transform, 16 gemms, output transform with bias and ReLU; layers over at most 4 channels (conv1) by direct register tiles over the padded, phase-split image | mask, bias sums, weight gemm over the recomputed columns, input gemm + col2im (skipped when the input needs no gradient; for 3x3 stride-1 layers the input gradient by Winograd, through the flipped, transposed filters, and the weight gradient by Winograd's adjoint transforms; conv1 at up to 48 filters its weight gradient by direct tiles) |
 //! | [`linear`] | bias, one gemm `x W^T`, ReLU | mask, `gm W` (up to 64 rows by register tiles over W in place), `gm^T x`, column sums |
 //! | [`lrn`] | `x (k + a/n sum x^2)^-b` in one pass per image | the closed-form derivative, one pass per image |
 //! | [`pool_values`] | gathers each window's maximum through the switches | scatters each gradient to its switch |
@@ -19,8 +19,8 @@
 //! (conv1's full columns are 7 MB per image); with stride > 1 the input rows are first split
 //! into their phases so that every im2col copy is contiguous. The forward pass of a 3x3
 //! stride-1 conv takes 16 multiplications per 2x2 outputs and channel pair instead of 36
-//! (`winograd.rs`; equal to the im2col path to float rounding, tested), and so does its input
-//! gradient, itself a 3x3 stride-1 conv. A conv over the image's 3 colours (conv1) has few
+//! (`winograd.rs`; equal to the im2col path to float rounding, tested), and so do its input
+//! gradient, itself a 3x3 stride-1 conv, and its weight gradient (the transforms' adjoints). A conv over the image's 3 colours (conv1) has few
 //! multiplications per im2col copy: its forward pass (and, with few filters, its weight
 //! gradient) reads the padded, phase-split image directly (`direct.rs`). Everything else stays
 //! on im2col.

@@ -223,6 +223,63 @@ fn winograd_forward_agrees_with_im2col() {
     }
 }
 
+/// The 3x3 stride-1 backward by Winograd (the input gradient through the flipped filters, the
+/// weight gradient by the adjoint transforms) against the im2col path: odd and even maps,
+/// padding 0 and 1, batches of one chunk and of several (70 images of 16 tiles: two chunks of
+/// the weight gradient's gemms), with and without the ReLU; and the op's own choice of path.
+#[test]
+fn winograd_backward_agrees_with_im2col() {
+    for (pad, side, n, c, o) in
+        [(1, 13, 16, 24, 32), (1, 6, 3, 5, 7), (0, 13, 3, 8, 4), (0, 4, 2, 3, 2), (1, 2, 5, 4, 3), (1, 7, 70, 3, 5)]
+    {
+        let g = ConvGeometry::new(3, 1, pad);
+        let out_side = side + 2 * pad - 2;
+        let x = Tensor::randn(0f32, 1.0, (n, c, side, side), &Device::Cpu).unwrap();
+        let w = Tensor::randn(0f32, 0.2, (o, c, 3, 3), &Device::Cpu).unwrap();
+        let b = Tensor::randn(0f32, 0.1, o, &Device::Cpu).unwrap();
+        let grad = Tensor::randn(0f32, 1.0, (n, o, out_side, out_side), &Device::Cpu).unwrap();
+        let dims = (n, c, side, side);
+        for relu in [true, false] {
+            let conv = Conv { g, relu };
+            let case = format!("pad {pad} side {side} batch {n} relu {relu}");
+            // [dx, dw, db] by im2col, by the op, and the weight gradient by Winograd alone.
+            let fresh = || [vec![f32::NAN; n * c * side * side], vec![f32::NAN; o * c * 9], vec![f32::NAN; o]];
+            let (mut slow, mut op, mut ours) = (fresh(), fresh(), vec![f32::NAN; o * c * 9]);
+            with_f32(&[&x, &w, &b, &grad], |t| {
+                let mut res = vec![0f32; n * o * out_side * out_side];
+                conv.forward_with(t[0], t[1], t[2], dims, &mut res, false)?;
+                let [dx, dw, db] = &mut slow;
+                conv.backward_with(t[0], t[1], &res, t[3], dims, Some(dx), dw, db, false)?;
+                let [dx, dw, db] = &mut op;
+                conv.backward_into(t[0], t[1], &res, t[3], dims, Some(dx), dw, db)?;
+                let mut masked = vec![0f32; res.len()];
+                relu_mask(&mut masked, t[3], &res, relu);
+                winograd::weight_grad_into(&ConvShape::new(g, c, side, side)?, t[0], &masked, n, &mut ours);
+                Ok(())
+            })
+            .unwrap();
+            let differ = |a: &[f32], b: &[f32]| {
+                let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+                (a.iter().zip(b).fold(0f32, |m, (a, b)| m.max((a - b).abs())), scale)
+            };
+            assert!(ours.iter().all(|v| v.is_finite()), "{case}: a weight gradient not written");
+            let (diff, scale) = differ(&ours, &slow[1]);
+            assert!(diff <= 1e-5 * scale, "{case}: weight gradient differs by {diff} (of {scale})");
+            assert!(ours != slow[1], "{case}: identical to the bit");
+            let fast = winograd::applies(g, out_side, out_side, n);
+            if fast {
+                assert_eq!(op[1], ours, "{case}: the op's weight gradient is not Winograd's");
+            } else {
+                assert_eq!(op[1], slow[1], "{case}: the op's weight gradient is not im2col's");
+            }
+            for (k, what) in [(0, "input"), (2, "bias")] {
+                let (diff, scale) = differ(&op[k], &slow[k]);
+                assert!(diff <= 1e-5 * scale, "{case}: {what} gradient differs by {diff} (of {scale})");
+            }
+        }
+    }
+}
+
 #[test]
 fn direct_kernels_agree_with_candle() {
     // Convs over few input channels (conv1's 3 colours) take the direct forward pass and weight

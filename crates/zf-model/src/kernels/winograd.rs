@@ -1,7 +1,8 @@
 //! The forward pass of 3x3 stride-1 convolutions (conv3..conv5, and their occlusion windows) by
 //! Winograd's minimal filtering F(2x2, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional
 //! Neural Networks", 2016); the conv backward uses it for the input gradient, itself a 3x3
-//! stride-1 conv.
+//! stride-1 conv, and [`weight_grad_into`] runs the transforms' adjoints for the weight
+//! gradient.
 //!
 //! Each 2x2 block of outputs ("tile") reads a 4x4 patch `d` of the input; with the transforms
 //!
@@ -85,66 +86,83 @@ impl Tiles {
     /// th tw tiles, image-major, then row, then column), the 16 gemms with `u` into `m`
     /// (`[16][O][T]`), and the output transform, with bias and optional ReLU, into `out`
     /// `[imgs][O][Ho][Wo]`.
+    /// Floats of [`Self::transform_plane`]'s scratch.
+    fn plane_scratch(&self) -> usize {
+        let (tw, half) = (self.tw, (self.th + 1) * self.tw);
+        (2 * tw + 2) + 2 * (tw + 1) + 8 * half
+    }
+
+    /// The input transform `B^T d B` of every tile of one input plane `plane` (`h x w`): the
+    /// value at transformed position `xi` of tile `k` (row-major over the `th x tw` tiles) into
+    /// `v[xi * stride + k]`. `buf` is scratch of [`Self::plane_scratch`] floats.
+    #[inline(always)]
+    fn transform_plane(&self, plane: &[f32], buf: &mut [f32], v: &mut [f32], stride: usize) {
+        let Self { h, w, pad, th: rows_t, tw, .. } = *self;
+        let per = rows_t * tw;
+        // Each padded input row `r` split into its even and odd columns (`tw + 1` each), then
+        // B's column transform, row `r` of `cols[j]` at `(r % 2) half + (r / 2) tw`: a tile
+        // row's four input rows are then four contiguous runs over all the plane's tiles.
+        let half = (rows_t + 1) * tw;
+        let wp = 2 * tw + 2;
+        let (prow, rest) = buf.split_at_mut(wp);
+        let (eo, cols) = rest.split_at_mut(2 * (tw + 1));
+        let (even, odd) = eo.split_at_mut(tw + 1);
+        for r in 0..2 * rows_t + 2 {
+            let iy = r as isize - pad as isize;
+            if (0..h as isize).contains(&iy) {
+                let n = w.min(wp - pad);
+                prow[..pad].fill(0.0);
+                prow[pad..pad + n].copy_from_slice(&plane[iy as usize * w..][..n]);
+                prow[pad + n..].fill(0.0);
+                for ((e, od), p) in even.iter_mut().zip(odd.iter_mut()).zip(prow.chunks_exact(2)) {
+                    *e = p[0];
+                    *od = p[1];
+                }
+            } else {
+                even.fill(0.0);
+                odd.fill(0.0);
+            }
+            let base = (r % 2) * half + (r / 2) * tw;
+            let (e0, e1, o0, o1) = (&even[..tw], &even[1..], &odd[..tw], &odd[1..]);
+            let (c0, rest) = cols.split_at_mut(2 * half);
+            let (c1, rest) = rest.split_at_mut(2 * half);
+            let (c2, c3) = rest.split_at_mut(2 * half);
+            for k in 0..tw {
+                c0[base + k] = e0[k] - e1[k];
+                c1[base + k] = o0[k] + e1[k];
+                c2[base + k] = e1[k] - o0[k];
+                c3[base + k] = o0[k] - o1[k];
+            }
+        }
+        // B^T's row transform over all the plane's tiles at once.
+        for (j, cj) in cols[..8 * half].chunks_exact(2 * half).enumerate() {
+            let (even, odd) = cj.split_at(half);
+            let (d0, d1, d2, d3) = (&even[..per], &odd[..per], &even[tw..tw + per], &odd[tw..tw + per]);
+            add2(&mut v[j * stride..][..per], d0, d2, -1.0);
+            add2(&mut v[(4 + j) * stride..][..per], d1, d2, 1.0);
+            add2(&mut v[(8 + j) * stride..][..per], d2, d1, -1.0);
+            add2(&mut v[(12 + j) * stride..][..per], d1, d3, -1.0);
+        }
+    }
+
+    /// For images `x` (`imgs` of them): the input transform into `v` (`[16][C][T]`, T = imgs
+    /// th tw tiles, image-major, then row, then column), the 16 gemms with `u` into `m`
+    /// (`[16][O][T]`), and the output transform, with bias and optional ReLU, into `out`
+    /// `[imgs][O][Ho][Wo]`.
     fn run(&self, x: &[f32], imgs: usize, u: &[f32], b: &[f32], relu: bool, out: &mut [f32]) {
-        let Self { c, h, w, pad, ho: rows, wo, th: rows_t, tw } = *self;
+        let Self { c, h, w, ho: rows, wo, th: rows_t, tw, .. } = *self;
         let o = b.len();
         // Tiles per image, and in all.
         let per = rows_t * tw;
         let t = imgs * per;
-        // Per image and channel: each padded input row `r` split into its even and odd
-        // columns (`tw + 1` each), then B's column transform, row `r` of `cols[j]` at
-        // `(r % 2) half + (r / 2) tw`: a tile row's four input rows are then four contiguous
-        // runs over all the image's tiles.
-        let half = (rows_t + 1) * tw;
-        let wp = 2 * tw + 2;
         with_scratch(16 * c * t, 16 * o * t, |v, m, buf| {
             simd(|| {
                 buf.clear();
-                buf.resize(wp + 2 * (tw + 1) + 8 * half + 12 * t, 0.0);
-                let (prow, rest) = buf.split_at_mut(wp);
-                let (eo, rest) = rest.split_at_mut(2 * (tw + 1));
-                let (cols, sums) = rest.split_at_mut(8 * half);
-                let (even, odd) = eo.split_at_mut(tw + 1);
+                buf.resize(self.plane_scratch().max(12 * t), 0.0);
                 for img in 0..imgs {
                     for ch in 0..c {
                         let plane = &x[(img * c + ch) * h * w..][..h * w];
-                        for r in 0..2 * rows_t + 2 {
-                            let iy = r as isize - pad as isize;
-                            if (0..h as isize).contains(&iy) {
-                                let n = w.min(wp - pad);
-                                prow[..pad].fill(0.0);
-                                prow[pad..pad + n].copy_from_slice(&plane[iy as usize * w..][..n]);
-                                prow[pad + n..].fill(0.0);
-                                for ((e, od), p) in even.iter_mut().zip(odd.iter_mut()).zip(prow.chunks_exact(2)) {
-                                    *e = p[0];
-                                    *od = p[1];
-                                }
-                            } else {
-                                even.fill(0.0);
-                                odd.fill(0.0);
-                            }
-                            let base = (r % 2) * half + (r / 2) * tw;
-                            let (e0, e1, o0, o1) = (&even[..tw], &even[1..], &odd[..tw], &odd[1..]);
-                            let (c0, rest) = cols.split_at_mut(2 * half);
-                            let (c1, rest) = rest.split_at_mut(2 * half);
-                            let (c2, c3) = rest.split_at_mut(2 * half);
-                            for k in 0..tw {
-                                c0[base + k] = e0[k] - e1[k];
-                                c1[base + k] = o0[k] + e1[k];
-                                c2[base + k] = e1[k] - o0[k];
-                                c3[base + k] = o0[k] - o1[k];
-                            }
-                        }
-                        // B^T's row transform over all the image's tiles at once.
-                        for (j, cj) in cols.chunks_exact(2 * half).enumerate() {
-                            let (even, odd) = cj.split_at(half);
-                            let (d0, d1, d2, d3) = (&even[..per], &odd[..per], &even[tw..tw + per], &odd[tw..tw + per]);
-                            let at = |i: usize| ((i * 4 + j) * c + ch) * t + img * per;
-                            add2(&mut v[at(0)..][..per], d0, d2, -1.0);
-                            add2(&mut v[at(1)..][..per], d1, d2, 1.0);
-                            add2(&mut v[at(2)..][..per], d2, d1, -1.0);
-                            add2(&mut v[at(3)..][..per], d1, d3, -1.0);
-                        }
+                        self.transform_plane(plane, buf, &mut v[ch * t + img * per..], c * t);
                     }
                 }
                 // The 16 products, summed over the channels.
@@ -160,7 +178,7 @@ impl Tiles {
                 // A^T m A over all the tiles of the item at once (s = A^T m, then s A), then bias,
                 // ReLU and into the outputs.
                 let m = &*m;
-                let (s, y) = sums.split_at_mut(8 * t);
+                let (s, y) = buf[..12 * t].split_at_mut(8 * t);
                 for oc in 0..o {
                     let mk = |k: usize| &m[(k * o + oc) * t..][..t];
                     for j in 0..4 {
@@ -239,5 +257,168 @@ pub(super) fn forward_into(s: &ConvShape, x: &[f32], w: &[f32], b: &[f32], n: us
             rest = tail;
         }
         parts.into_par_iter().for_each(|(i0, i1, y)| tiles.run(&x[i0 * chw..i1 * chw], i1 - i0, u, b, relu, y));
+    })
+}
+
+impl Tiles {
+    /// Floats of [`Self::transform_grad`]'s scratch.
+    fn grad_scratch(&self) -> usize {
+        6 * self.th * self.tw
+    }
+
+    /// The output-gradient transform `A dY A^T` (the adjoint of the output transform) of every
+    /// tile of one gradient plane `gy` (`ho x wo`; the outputs a tile reaches past the edge
+    /// were dropped by the forward pass, so their gradient is 0): position `xi` of tile `k`
+    /// into `m[xi * stride + k]`. `buf` is scratch of [`Self::grad_scratch`] floats.
+    #[inline(always)]
+    fn transform_grad(&self, gy: &[f32], buf: &mut [f32], m: &mut [f32], stride: usize) {
+        let Self { ho, wo, th, tw, .. } = *self;
+        let per = th * tw;
+        let (e0, rest) = buf.split_at_mut(per);
+        let (o0, rest) = rest.split_at_mut(per);
+        let (e1, rest) = rest.split_at_mut(per);
+        let (o1, rest) = rest.split_at_mut(per);
+        let (p, q) = rest.split_at_mut(per);
+        // Each tile's gradient [[a, b], [c, d]] gathered over the plane's tiles: a into `e0`,
+        // b into `o0`, c into `e1`, d into `o1` (0 past the edge).
+        for v in [&mut *e0, &mut *o0, &mut *e1, &mut *o1] {
+            v.fill(0.0);
+        }
+        for (oy, line) in gy.chunks_exact(wo).take(ho).enumerate() {
+            let (even, odd) = if oy % 2 == 0 { (&mut *e0, &mut *o0) } else { (&mut *e1, &mut *o1) };
+            let base = (oy / 2) * tw;
+            for ((e, od), pair) in even[base..].iter_mut().zip(odd[base..].iter_mut()).zip(line.chunks_exact(2)) {
+                *e = pair[0];
+                *od = pair[1];
+            }
+            if wo % 2 == 1 {
+                even[base + wo / 2] = line[wo - 1];
+            }
+        }
+        // A dY has rows (a, b), (a + c, b + d), (a - c, b - d), (-c, -d); each row (p, q)
+        // times A^T is (p, p + q, p - q, -q).
+        for i in 0..4 {
+            match i {
+                0 => {
+                    p.copy_from_slice(e0);
+                    q.copy_from_slice(o0);
+                }
+                1 | 2 => {
+                    let sign = if i == 1 { 1.0 } else { -1.0 };
+                    add2(p, e0, e1, sign);
+                    add2(q, o0, o1, sign);
+                }
+                _ => {
+                    p.iter_mut().zip(&*e1).for_each(|(d, &v)| *d = -v);
+                    q.iter_mut().zip(&*o1).for_each(|(d, &v)| *d = -v);
+                }
+            }
+            let at = |j: usize| (4 * i + j) * stride;
+            m[at(0)..][..per].copy_from_slice(p);
+            add2(&mut m[at(1)..][..per], p, q, 1.0);
+            add2(&mut m[at(2)..][..per], p, q, -1.0);
+            for (d, &v) in m[at(3)..][..per].iter_mut().zip(&*q) {
+                *d = -v;
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// [`weight_grad_into`]'s transformed inputs (`[C][16][T]`), transformed output gradients
+    /// (`[O][16][T]`) and transformed weight gradient (`[16][C][O]`), reused across calls.
+    static GRAD_V: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    static GRAD_M: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    static GRAD_U: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// How many tiles one chunk of the weight gradient aims at: the depth of its 16 gemms (its
+/// transformed inputs are `16 C` floats per tile, its transformed gradients `16 O`).
+const GRAD_TILES: usize = 1024;
+
+/// The weight gradient of a 3x3 stride-1 conv by F(2x2, 3x3): the forward pass is
+/// `Y = A^T [U . V] A` per tile with `U = G g G^T`, so with `dM = A dY A^T` per tile,
+/// `dU[xi]^T (C x O) = sum over tiles V[xi] (C x T) dM[xi]^T (T x O)` (16 gemms, 16
+/// multiplications per tile and channel pair where im2col's gemm takes 36 per output; this
+/// orientation measured 12-15% faster than `dM V^T`) and `dg = G^T dU G`. `x` `[N, C, H, W]`, `gy` the output gradient `[N, O, Ho, Wo]` (after the
+/// ReLU's mask), into `dw` `[O, C, 3, 3]` (every element written).
+///
+/// The batch goes in chunks of about [`GRAD_TILES`] tiles; within one, the threads share the
+/// channels' input transforms, the filters' gradient transforms and then the 16 gemms, each
+/// accumulating its `dU[xi]` over the chunks in a fixed order (the same sums on every run).
+pub(super) fn weight_grad_into(s: &ConvShape, x: &[f32], gy: &[f32], n: usize, dw: &mut [f32]) {
+    let c = s.c;
+    let o = dw.len() / (9 * c);
+    let tiles =
+        Tiles { c, h: s.h, w: s.w, pad: s.g.padding, ho: s.ho, wo: s.wo, th: s.ho.div_ceil(2), tw: s.wo.div_ceil(2) };
+    let per = tiles.th * tiles.tw;
+    let (plane, gplane) = (s.h * s.w, s.positions());
+    let chunks = n.div_ceil((GRAD_TILES / per).max(1));
+    // More threads than gemms: each gemm gets a share of them.
+    let threads = rayon::current_num_threads();
+    let par = if threads > 16 { Parallelism::Rayon(threads.div_ceil(16)) } else { Parallelism::None };
+    with_kept(&GRAD_V, |v| {
+        with_kept(&GRAD_M, |m| {
+            with_kept(&GRAD_U, |u| {
+                u.resize(16 * o * c, 0.0);
+                for k in 0..chunks {
+                    let (i0, i1) = (k * n / chunks, (k + 1) * n / chunks);
+                    let t = (i1 - i0) * per;
+                    v.resize(v.len().max(16 * c * t), 0.0);
+                    m.resize(m.len().max(16 * o * t), 0.0);
+                    // Per channel `[16][T]` (every element written).
+                    let v = &mut v[..16 * c * t];
+                    v.par_chunks_mut(16 * t).enumerate().for_each_init(
+                        || vec![0f32; tiles.plane_scratch()],
+                        |buf, (ch, vc)| {
+                            simd(|| {
+                                for img in i0..i1 {
+                                    let xp = &x[(img * c + ch) * plane..][..plane];
+                                    tiles.transform_plane(xp, buf, &mut vc[(img - i0) * per..], t);
+                                }
+                            })
+                        },
+                    );
+                    let m = &mut m[..16 * o * t];
+                    m.par_chunks_mut(16 * t).enumerate().for_each_init(
+                        || vec![0f32; tiles.grad_scratch()],
+                        |buf, (oc, mo)| {
+                            simd(|| {
+                                for img in i0..i1 {
+                                    let gp = &gy[(img * o + oc) * gplane..][..gplane];
+                                    tiles.transform_grad(gp, buf, &mut mo[(img - i0) * per..], t);
+                                }
+                            })
+                        },
+                    );
+                    let (v, m) = (&*v, &*m);
+                    u.par_chunks_mut(c * o).enumerate().for_each(|(xi, ux)| {
+                        let mx = Mat { data: &m[xi * t..], rows: o, cols: t, rs: 16 * t, cs: 1 };
+                        let vx = Mat { data: &v[xi * t..], rows: c, cols: t, rs: 16 * t, cs: 1 };
+                        gemm(ux, vx, mx.t(), k > 0, par);
+                    });
+                }
+                // dg = G^T dU G, per filter.
+                let u = &*u;
+                dw.par_chunks_mut(9 * c).enumerate().for_each(|(oc, dwo)| {
+                    for (ch, g) in dwo.chunks_exact_mut(9).enumerate() {
+                        let d = |xi: usize| u[(xi * c + ch) * o + oc];
+                        // G^T dU: 3x4, by columns.
+                        let col = |j: usize| {
+                            let (a, b, e, f) = (d(j), d(4 + j), d(8 + j), d(12 + j));
+                            [a + 0.5 * (b + e), 0.5 * (b - e), 0.5 * (b + e) + f]
+                        };
+                        let cols = [col(0), col(1), col(2), col(3)];
+                        let t: [[f32; 4]; 3] = std::array::from_fn(|i| cols.map(|c| c[i]));
+                        // (G^T dU) G: 3x3.
+                        for (i, &[a, b, e, f]) in t.iter().enumerate() {
+                            g[3 * i] = a + 0.5 * (b + e);
+                            g[3 * i + 1] = 0.5 * (b - e);
+                            g[3 * i + 2] = 0.5 * (b + e) + f;
+                        }
+                    }
+                });
+            })
+        })
     })
 }
