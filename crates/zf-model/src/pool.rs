@@ -168,11 +168,16 @@ impl PoolGeometry {
         // Wide planes (pool1's): by rows of windows; narrower ones gain nothing from it
         // (measured slower on pool2's and pool5's).
         if (self.kernel, self.stride) == (3, 2) && w >= 48 {
-            values
-                .par_chunks_mut(ho * wo)
-                .zip(switches.par_chunks_mut(ho * wo))
-                .enumerate()
-                .for_each(|(p, (vals, sw))| pool_3s2(&x[p * h * w..(p + 1) * h * w], (h, w), wo, sw, vals));
+            values.par_chunks_mut(ho * wo).zip(switches.par_chunks_mut(ho * wo)).enumerate().for_each_init(
+                PoolRows::default,
+                |rows, (p, (vals, sw))| {
+                    let plane = &x[p * h * w..(p + 1) * h * w];
+                    crate::kernels::simd(
+                        #[inline(always)]
+                        || pool_3s2(plane, (h, w), wo, sw, vals, rows),
+                    )
+                },
+            );
             return Ok(());
         }
         SwitchKernel { geometry: *self, ho, wo }.run_into(x, h, w, switches);
@@ -336,49 +341,62 @@ impl SwitchKernel {
     }
 }
 
-/// One plane's 3x3 stride-2 max pooling (pool1) into its switches `sw` and values
+/// The 3x3 stride-2 max pool of one plane (`h x w`): the switches into `sw` and the values into
 /// `vals` (`Ho x Wo`), the same switches as [`SwitchKernel`]'s (the first maximum in row-major
-/// order, a NaN winning), a row of windows at a time: the three input rows split into even and
-/// odd columns, so that each of a window's nine values is a contiguous run over the row's
-/// windows (columns `2 ox`, `2 ox + 1`, `2 ox + 2` are `even[ox]`, `odd[ox]`, `even[ox + 1]`)
-/// and the comparisons, in row-major order, vectorize. Rows with a NaN, and windows cut by the
-/// edge (ceil mode), go through [`window`].
-fn pool_3s2(plane: &[f32], (h, w): (usize, usize), wo: usize, sw: &mut [u32], vals: &mut [f32]) {
+/// order, a NaN winning), separably: each input row, split into even and odd columns (columns
+/// `2 ox`, `2 ox + 1`, `2 ox + 2` are `even[ox]`, `odd[ox]`, `even[ox + 1]`), gives every whole
+/// window's row maximum and its first column once (a row serves two rows of windows), and a row
+/// of windows takes the first of its three rows' maxima that no later row exceeds: the first
+/// maximum in row-major order. Every loop runs over contiguous runs and vectorizes. Rows with a
+/// NaN, and windows cut by the edge (ceil mode), go through [`window`]. `rows` is scratch.
+#[inline(always)]
+fn pool_3s2(plane: &[f32], (h, w): (usize, usize), wo: usize, sw: &mut [u32], vals: &mut [f32], rows: &mut PoolRows) {
     // Windows whole in width: 2 ox + 3 <= w.
     let full = if w >= 3 { ((w - 3) / 2 + 1).min(wo) } else { 0 };
     let (we, wd) = (w.div_ceil(2), w / 2);
-    let mut split = vec![0f32; 3 * (we + wd)];
+    let PoolRows { split, max, col, nan } = rows;
+    split.resize(we + wd, 0.0);
+    max.resize(h * full, 0.0);
+    col.resize(h * full, 0);
+    nan.clear();
+    for (r, line) in plane.chunks_exact(w).enumerate() {
+        nan.push(line.iter().fold(false, |any, v| any | v.is_nan()));
+        let (even, odd) = split.split_at_mut(we);
+        for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(line.chunks_exact(2)) {
+            *e = pair[0];
+            *o = pair[1];
+        }
+        if w % 2 == 1 {
+            even[we - 1] = line[w - 1];
+        }
+        let (a, b, c) = (&even[..full], &odd[..full], &even[1..=full]);
+        let (b, c) = (&b[..a.len()], &c[..a.len()]);
+        let (m, k) = (&mut max[r * full..][..full], &mut col[r * full..][..full]);
+        for ox in 0..full {
+            let first = b[ox] > a[ox];
+            let best = if first { b[ox] } else { a[ox] };
+            let last = c[ox] > best;
+            m[ox] = if last { c[ox] } else { best };
+            k[ox] = (2 * ox) as u32 + if last { 2 } else { first as u32 };
+        }
+    }
     for (oi, (sw, vals)) in sw.chunks_exact_mut(wo).zip(vals.chunks_exact_mut(wo)).enumerate() {
         let (r0, r1) = (oi * 2, (oi * 2 + 3).min(h));
-        let rows = &plane[r0 * w..r1 * w];
-        let whole = r1 - r0 == 3 && !rows.iter().fold(false, |any, v| any | v.is_nan());
+        let whole = r1 - r0 == 3 && !(nan[r0] || nan[r0 + 1] || nan[r0 + 2]);
         let done = if whole { full } else { 0 };
         if whole {
-            for (r, line) in rows.chunks_exact(w).enumerate() {
-                let (even, odd) = split[r * (we + wd)..(r + 1) * (we + wd)].split_at_mut(we);
-                for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(line.chunks_exact(2)) {
-                    *e = pair[0];
-                    *o = pair[1];
-                }
-                if w % 2 == 1 {
-                    even[we - 1] = line[w - 1];
-                }
-            }
-            let row = |r: usize| {
-                let (e, o) = split[r * (we + wd)..(r + 1) * (we + wd)].split_at(we);
-                (&e[..full], &o[..full], &e[1..=full])
-            };
-            let ((e0, o0, n0), (e1, o1, n1), (e2, o2, n2)) = (row(0), row(1), row(2));
+            let row = |r: usize| (&max[r * full..][..full], &col[r * full..][..full], (r * w) as u32);
+            let ((m0, k0, b0), (m1, k1, b1), (m2, k2, b2)) = (row(r0), row(r0 + 1), row(r0 + 2));
+            // Every run exactly `full` long: no bounds checks, so the loop vectorizes.
+            let (vals, sw) = (&mut vals[..full], &mut sw[..full]);
             for ox in 0..full {
-                let cands = [e0[ox], o0[ox], n0[ox], e1[ox], o1[ox], n1[ox], e2[ox], o2[ox], n2[ox]];
-                let (mut best, mut arg) = (cands[0], 0usize);
-                for (k, &v) in cands.iter().enumerate().skip(1) {
-                    let gt = v > best;
-                    best = if gt { v } else { best };
-                    arg = if gt { k } else { arg };
-                }
-                vals[ox] = best;
-                sw[ox] = ((r0 + arg / 3) * w + 2 * ox + arg % 3) as u32;
+                let (mut best, mut at) = (m0[ox], b0 + k0[ox]);
+                let second = m1[ox] > best;
+                best = if second { m1[ox] } else { best };
+                at = if second { b1 + k1[ox] } else { at };
+                let third = m2[ox] > best;
+                vals[ox] = if third { m2[ox] } else { best };
+                sw[ox] = if third { b2 + k2[ox] } else { at };
             }
         }
         for ox in done..wo {
@@ -388,6 +406,16 @@ fn pool_3s2(plane: &[f32], (h, w): (usize, usize), wo: usize, sw: &mut [u32], va
             vals[ox] = plane[k as usize];
         }
     }
+}
+
+/// [`pool_3s2`]'s scratch: one input row split, every row's window maxima and their columns,
+/// and which rows hold a NaN.
+#[derive(Default)]
+struct PoolRows {
+    split: Vec<f32>,
+    max: Vec<f32>,
+    col: Vec<u32>,
+    nan: Vec<bool>,
 }
 
 /// The switch of one window, rows `r0..r1` and columns `c0..c1` of a plane `w` wide: the first

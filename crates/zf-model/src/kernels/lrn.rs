@@ -60,13 +60,16 @@ impl Lrn {
         if chw > 0 {
             y.par_chunks_mut(chw).enumerate().for_each(|(i, y)| {
                 with_scratch(chw, chw, |scale, pow, _| {
-                    simd(|| {
-                        let x = &x[i * chw..(i + 1) * chw];
-                        self.scales(x, c, hw, scale, pow);
-                        for ((y, &x), &p) in y.iter_mut().zip(x).zip(pow.iter()) {
-                            *y = x * p;
-                        }
-                    })
+                    simd(
+                        #[inline(always)]
+                        || {
+                            let x = &x[i * chw..(i + 1) * chw];
+                            self.scales(x, c, hw, scale, pow);
+                            for ((y, &x), &p) in y.iter_mut().zip(x).zip(pow.iter()) {
+                                *y = x * p;
+                            }
+                        },
+                    )
                 })
             });
         }
@@ -88,30 +91,33 @@ impl Lrn {
         let f = (2.0 * alpha * beta / size as f64) as f32;
         dx.par_chunks_mut(chw).enumerate().for_each(|(i, dx)| {
             with_scratch(chw, chw, |scale, pow, _| {
-                simd(|| {
-                    let (x, g) = (&x[i * chw..(i + 1) * chw], &grad[i * chw..(i + 1) * chw]);
-                    self.scales(x, c, hw, scale, pow);
-                    // scale <- t_j = g_j x_j s_j^-b / s_j
-                    for (((s, &p), &xj), &gj) in scale.iter_mut().zip(pow.iter()).zip(x).zip(g) {
-                        *s = gj * xj * p / *s;
-                    }
-                    for ci in 0..c {
-                        // j with ci in window(j): ci - (size-1)/2 ..= ci + size/2.
-                        let lo = ci.saturating_sub((size - 1) / 2);
-                        let hi = (ci + size / 2 + 1).min(c);
-                        let d = &mut dx[ci * hw..(ci + 1) * hw];
-                        d.fill(0.0);
-                        for j in lo..hi {
-                            add_into(d, &scale[j * hw..(j + 1) * hw]);
+                simd(
+                    #[inline(always)]
+                    || {
+                        let (x, g) = (&x[i * chw..(i + 1) * chw], &grad[i * chw..(i + 1) * chw]);
+                        self.scales(x, c, hw, scale, pow);
+                        // scale <- t_j = g_j x_j s_j^-b / s_j
+                        for (((s, &p), &xj), &gj) in scale.iter_mut().zip(pow.iter()).zip(x).zip(g) {
+                            *s = gj * xj * p / *s;
                         }
-                        let range = ci * hw..(ci + 1) * hw;
-                        for (((d, &xi), &gi), &pi) in
-                            d.iter_mut().zip(&x[range.clone()]).zip(&g[range.clone()]).zip(&pow[range])
-                        {
-                            *d = gi * pi - f * xi * *d;
+                        for ci in 0..c {
+                            // j with ci in window(j): ci - (size-1)/2 ..= ci + size/2.
+                            let lo = ci.saturating_sub((size - 1) / 2);
+                            let hi = (ci + size / 2 + 1).min(c);
+                            let d = &mut dx[ci * hw..(ci + 1) * hw];
+                            d.fill(0.0);
+                            for j in lo..hi {
+                                add_into(d, &scale[j * hw..(j + 1) * hw]);
+                            }
+                            let range = ci * hw..(ci + 1) * hw;
+                            for (((d, &xi), &gi), &pi) in
+                                d.iter_mut().zip(&x[range.clone()]).zip(&g[range.clone()]).zip(&pow[range])
+                            {
+                                *d = gi * pi - f * xi * *d;
+                            }
                         }
-                    }
-                })
+                    },
+                )
             })
         });
         Ok(())

@@ -30,7 +30,7 @@
 //! Other devices and dtypes keep candle's ops (see `net.rs`), so the CUDA and Metal paths are
 //! unchanged.
 //!
-//! The loops of the Winograd transforms and of LRN run compiled for AVX-512 or AVX2 (chosen
+//! The loops of the Winograd transforms, of LRN and of pool1 run compiled for AVX-512 or AVX2 (chosen
 //! at run time through pulp, the dispatch gemm itself uses; same results, see `simd`), and the
 //! direct kernels and the linear layers' few-row input gradient are written over pulp's portable
 //! SIMD types; the rest is plain x86-64, where the gemm's share dominates.
@@ -101,8 +101,12 @@ thread_local! {
 /// chosen at run time; baseline x86-64 otherwise), so that the loops inlined into it vectorize
 /// to them. The arithmetic is the same instructions' (no reassociation, no fused multiply-add
 /// contraction), so the results do not change.
+///
+/// The closure must be `#[inline(always)]` (`simd(#[inline(always)] || ...)`): otherwise it is
+/// compiled as a function of its own, for baseline x86-64, and only called from the dispatched
+/// code (perf showed the Winograd transforms, LRN and pool1 running on 128-bit SSE that way).
 #[inline(always)]
-fn simd<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn simd<R>(f: impl FnOnce() -> R) -> R {
     pulp::Arch::new().dispatch(f)
 }
 
@@ -241,17 +245,20 @@ fn lanes<S: pulp::Simd>() -> usize {
 /// The sum of `xs` in 16 interleaved partial sums, added up at the end: a single running sum
 /// waits for each addition to finish (one per four cycles); these vectorize.
 fn lane_sum(xs: &[f32]) -> f32 {
-    simd(|| {
-        let mut acc = [0f32; 16];
-        let chunks = xs.chunks_exact(16);
-        let tail: f32 = chunks.remainder().iter().sum();
-        for c in chunks {
-            for (a, &v) in acc.iter_mut().zip(c) {
-                *a += v;
+    simd(
+        #[inline(always)]
+        || {
+            let mut acc = [0f32; 16];
+            let chunks = xs.chunks_exact(16);
+            let tail: f32 = chunks.remainder().iter().sum();
+            for c in chunks {
+                for (a, &v) in acc.iter_mut().zip(c) {
+                    *a += v;
+                }
             }
-        }
-        acc.iter().sum::<f32>() + tail
-    })
+            acc.iter().sum::<f32>() + tail
+        },
+    )
 }
 
 #[inline(always)]

@@ -28,26 +28,29 @@ use super::*;
 fn transform_weights(w: &[f32], c: usize, u: &mut Vec<f32>) {
     u.resize(w.len() / 9 * 16, 0.0);
     u.par_chunks_mut(16 * c).zip(w.par_chunks(9 * c)).for_each(|(u, w)| {
-        simd(|| {
-            for (ch, g) in w.chunks_exact(9).enumerate() {
-                // G g: 4x3.
-                let mut gg = [[0f32; 3]; 4];
-                for j in 0..3 {
-                    let (a, b, d) = (g[j], g[3 + j], g[6 + j]);
-                    gg[0][j] = a;
-                    gg[1][j] = 0.5 * (a + b + d);
-                    gg[2][j] = 0.5 * (a - b + d);
-                    gg[3][j] = d;
-                }
-                // (G g) G^T: 4x4.
-                for (i, &[a, b, d]) in gg.iter().enumerate() {
-                    let row = [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d];
-                    for (j, v) in row.into_iter().enumerate() {
-                        u[(i * 4 + j) * c + ch] = v;
+        simd(
+            #[inline(always)]
+            || {
+                for (ch, g) in w.chunks_exact(9).enumerate() {
+                    // G g: 4x3.
+                    let mut gg = [[0f32; 3]; 4];
+                    for j in 0..3 {
+                        let (a, b, d) = (g[j], g[3 + j], g[6 + j]);
+                        gg[0][j] = a;
+                        gg[1][j] = 0.5 * (a + b + d);
+                        gg[2][j] = 0.5 * (a - b + d);
+                        gg[3][j] = d;
+                    }
+                    // (G g) G^T: 4x4.
+                    for (i, &[a, b, d]) in gg.iter().enumerate() {
+                        let row = [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d];
+                        for (j, v) in row.into_iter().enumerate() {
+                            u[(i * 4 + j) * c + ch] = v;
+                        }
                     }
                 }
-            }
-        })
+            },
+        )
     });
 }
 
@@ -156,65 +159,68 @@ impl Tiles {
         let per = rows_t * tw;
         let t = imgs * per;
         with_scratch(16 * c * t, 16 * o * t, |v, m, buf| {
-            simd(|| {
-                buf.clear();
-                buf.resize(self.plane_scratch().max(12 * t), 0.0);
-                for img in 0..imgs {
-                    for ch in 0..c {
-                        let plane = &x[(img * c + ch) * h * w..][..h * w];
-                        self.transform_plane(plane, buf, &mut v[ch * t + img * per..], c * t);
-                    }
-                }
-                // The 16 products, summed over the channels.
-                for xi in 0..16 {
-                    gemm(
-                        &mut m[xi * o * t..(xi + 1) * o * t],
-                        Mat { data: &u[xi * c..], rows: o, cols: c, rs: 16 * c, cs: 1 },
-                        Mat::new(&v[xi * c * t..(xi + 1) * c * t], c, t),
-                        false,
-                        Parallelism::None,
-                    );
-                }
-                // A^T m A over all the tiles of the item at once (s = A^T m, then s A), then bias,
-                // ReLU and into the outputs.
-                let m = &*m;
-                let (s, y) = buf[..12 * t].split_at_mut(8 * t);
-                for oc in 0..o {
-                    let mk = |k: usize| &m[(k * o + oc) * t..][..t];
-                    for j in 0..4 {
-                        add3(&mut s[j * t..][..t], mk(j), mk(4 + j), mk(8 + j), 1.0, 1.0);
-                        add3(&mut s[(4 + j) * t..][..t], mk(4 + j), mk(8 + j), mk(12 + j), -1.0, -1.0);
-                    }
-                    for i in 0..2 {
-                        let sk = |j: usize| &s[(4 * i + j) * t..][..t];
-                        add3(&mut y[2 * i * t..][..t], sk(0), sk(1), sk(2), 1.0, 1.0);
-                        add3(&mut y[(2 * i + 1) * t..][..t], sk(1), sk(2), sk(3), -1.0, -1.0);
-                    }
-                    let bias = b[oc];
-                    let finish = |v: f32| if relu { (v + bias).max(0.0) } else { v + bias };
-                    let pairs = wo / 2;
+            simd(
+                #[inline(always)]
+                || {
+                    buf.clear();
+                    buf.resize(self.plane_scratch().max(12 * t), 0.0);
                     for img in 0..imgs {
-                        let plane = &mut out[(img * o + oc) * rows * wo..][..rows * wo];
-                        for ty in 0..rows_t {
-                            let k0 = img * per + ty * tw;
-                            for i in 0..2 {
-                                if 2 * ty + i >= rows {
-                                    break;
-                                }
-                                let line = &mut plane[(2 * ty + i) * wo..][..wo];
-                                let (a, bb) = (&y[2 * i * t + k0..][..tw], &y[(2 * i + 1) * t + k0..][..tw]);
-                                for (pair, (&a, &bb)) in line.chunks_exact_mut(2).zip(a.iter().zip(bb)) {
-                                    pair[0] = finish(a);
-                                    pair[1] = finish(bb);
-                                }
-                                if wo % 2 == 1 {
-                                    line[wo - 1] = finish(a[pairs]);
+                        for ch in 0..c {
+                            let plane = &x[(img * c + ch) * h * w..][..h * w];
+                            self.transform_plane(plane, buf, &mut v[ch * t + img * per..], c * t);
+                        }
+                    }
+                    // The 16 products, summed over the channels.
+                    for xi in 0..16 {
+                        gemm(
+                            &mut m[xi * o * t..(xi + 1) * o * t],
+                            Mat { data: &u[xi * c..], rows: o, cols: c, rs: 16 * c, cs: 1 },
+                            Mat::new(&v[xi * c * t..(xi + 1) * c * t], c, t),
+                            false,
+                            Parallelism::None,
+                        );
+                    }
+                    // A^T m A over all the tiles of the item at once (s = A^T m, then s A), then bias,
+                    // ReLU and into the outputs.
+                    let m = &*m;
+                    let (s, y) = buf[..12 * t].split_at_mut(8 * t);
+                    for oc in 0..o {
+                        let mk = |k: usize| &m[(k * o + oc) * t..][..t];
+                        for j in 0..4 {
+                            add3(&mut s[j * t..][..t], mk(j), mk(4 + j), mk(8 + j), 1.0, 1.0);
+                            add3(&mut s[(4 + j) * t..][..t], mk(4 + j), mk(8 + j), mk(12 + j), -1.0, -1.0);
+                        }
+                        for i in 0..2 {
+                            let sk = |j: usize| &s[(4 * i + j) * t..][..t];
+                            add3(&mut y[2 * i * t..][..t], sk(0), sk(1), sk(2), 1.0, 1.0);
+                            add3(&mut y[(2 * i + 1) * t..][..t], sk(1), sk(2), sk(3), -1.0, -1.0);
+                        }
+                        let bias = b[oc];
+                        let finish = |v: f32| if relu { (v + bias).max(0.0) } else { v + bias };
+                        let pairs = wo / 2;
+                        for img in 0..imgs {
+                            let plane = &mut out[(img * o + oc) * rows * wo..][..rows * wo];
+                            for ty in 0..rows_t {
+                                let k0 = img * per + ty * tw;
+                                for i in 0..2 {
+                                    if 2 * ty + i >= rows {
+                                        break;
+                                    }
+                                    let line = &mut plane[(2 * ty + i) * wo..][..wo];
+                                    let (a, bb) = (&y[2 * i * t + k0..][..tw], &y[(2 * i + 1) * t + k0..][..tw]);
+                                    for (pair, (&a, &bb)) in line.chunks_exact_mut(2).zip(a.iter().zip(bb)) {
+                                        pair[0] = finish(a);
+                                        pair[1] = finish(bb);
+                                    }
+                                    if wo % 2 == 1 {
+                                        line[wo - 1] = finish(a[pairs]);
+                                    }
                                 }
                             }
                         }
                     }
-                }
-            })
+                },
+            )
         })
     }
 }
@@ -371,24 +377,30 @@ pub(super) fn weight_grad_into(s: &ConvShape, x: &[f32], gy: &[f32], n: usize, d
                     v.par_chunks_mut(16 * t).enumerate().for_each_init(
                         || vec![0f32; tiles.plane_scratch()],
                         |buf, (ch, vc)| {
-                            simd(|| {
-                                for img in i0..i1 {
-                                    let xp = &x[(img * c + ch) * plane..][..plane];
-                                    tiles.transform_plane(xp, buf, &mut vc[(img - i0) * per..], t);
-                                }
-                            })
+                            simd(
+                                #[inline(always)]
+                                || {
+                                    for img in i0..i1 {
+                                        let xp = &x[(img * c + ch) * plane..][..plane];
+                                        tiles.transform_plane(xp, buf, &mut vc[(img - i0) * per..], t);
+                                    }
+                                },
+                            )
                         },
                     );
                     let m = &mut m[..16 * o * t];
                     m.par_chunks_mut(16 * t).enumerate().for_each_init(
                         || vec![0f32; tiles.grad_scratch()],
                         |buf, (oc, mo)| {
-                            simd(|| {
-                                for img in i0..i1 {
-                                    let gp = &gy[(img * o + oc) * gplane..][..gplane];
-                                    tiles.transform_grad(gp, buf, &mut mo[(img - i0) * per..], t);
-                                }
-                            })
+                            simd(
+                                #[inline(always)]
+                                || {
+                                    for img in i0..i1 {
+                                        let gp = &gy[(img * o + oc) * gplane..][..gplane];
+                                        tiles.transform_grad(gp, buf, &mut mo[(img - i0) * per..], t);
+                                    }
+                                },
+                            )
                         },
                     );
                     let (v, m) = (&*v, &*m);
