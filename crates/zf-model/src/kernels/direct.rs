@@ -101,7 +101,10 @@ pub(super) fn forward_into(s: &ConvShape, x: &[f32], w: &[f32], b: &[f32], n: us
     if n >= rayon::current_num_threads() {
         out.par_chunks_mut(o * pos).enumerate().for_each(|(i, y)| {
             with_kept(&PADDED, |pp| {
-                pad_quarters(s, &x[i * chw..(i + 1) * chw], pp);
+                simd(
+                    #[inline(always)]
+                    || pad_quarters(s, &x[i * chw..(i + 1) * chw], pp),
+                );
                 for (block, y) in y.chunks_mut(FWD_FILTERS * pos).enumerate() {
                     tile(pp, block, y);
                 }
@@ -112,7 +115,10 @@ pub(super) fn forward_into(s: &ConvShape, x: &[f32], w: &[f32], b: &[f32], n: us
         // blocks of filters.
         with_kept(&PADDED, |pp| {
             for (i, y) in out.chunks_mut(o * pos).enumerate() {
-                pad_quarters(s, &x[i * chw..(i + 1) * chw], pp);
+                simd(
+                    #[inline(always)]
+                    || pad_quarters(s, &x[i * chw..(i + 1) * chw], pp),
+                );
                 y.par_chunks_mut(FWD_FILTERS * pos).enumerate().for_each(|(block, y)| tile(pp, block, y));
             }
         });
@@ -180,7 +186,10 @@ impl WithSimd for Forward<'_> {
 pub(super) fn weight_grad_into(s: &ConvShape, x: &[f32], g: &[f32], dw: &mut [f32]) {
     let taps = tap_offsets(s);
     with_kept(&PADDED, |pp| {
-        pad_quarters(s, x, pp);
+        simd(
+            #[inline(always)]
+            || pad_quarters(s, x, pp),
+        );
         with_kept(&BAND_GRAD, |band| {
             with_kept(&SUMS, |sums| pulp::Arch::new().dispatch(WeightGrad { s, pp, taps: &taps, g, dw, band, sums }))
         })
@@ -198,6 +207,7 @@ fn quarter_dims(s: &ConvShape) -> (usize, usize) {
 /// X / s` ([`quarter_dims`]), so that tap `(c, i, j)` of every output position `(oy, ox)` is
 /// the float `oy wq + ox` after the tap's own start. Into `buf` (resized; every float
 /// written), with zeros after it for the last vector's over-read.
+#[inline(always)]
 fn pad_quarters(s: &ConvShape, x: &[f32], buf: &mut Vec<f32>) {
     let (hq, wq) = quarter_dims(s);
     let st = s.g.stride;
@@ -223,9 +233,17 @@ fn pad_quarters(s: &ConvShape, x: &[f32], buf: &mut Vec<f32>) {
                     let row = ((ch * st + ry) * st + rx) * plane + yq * wq;
                     let dst = &mut buf[row + q0..row + wq];
                     if st == 2 {
-                        // Every other column, as pairs (vectorizes where `step_by` does not).
-                        for (d, pair) in dst.iter_mut().zip(line[ix0..].chunks(2)) {
+                        // Every other column, as pairs (vectorizes where `step_by` does not),
+                        // then the last column when it starts a pair of its own.
+                        let src = &line[ix0..];
+                        let pairs = src.chunks_exact(2);
+                        let last = pairs.remainder().first();
+                        let n = dst.len().min(pairs.len());
+                        for (d, pair) in dst.iter_mut().zip(pairs) {
                             *d = pair[0];
+                        }
+                        if let (Some(&v), Some(d)) = (last, dst.get_mut(n)) {
+                            *d = v;
                         }
                     } else {
                         for (d, &v) in dst.iter_mut().zip(line[ix0..].iter().step_by(st)) {
