@@ -123,12 +123,16 @@ fn linear_agrees_with_candle_forward_and_backward() {
 
 #[test]
 fn lrn_agrees_with_candle_forward_and_backward() {
-    for (size, beta) in [(5, 0.75), (3, 0.5), (4, 0.75), (1, 1.0)] {
-        let cfg = LrnConfig { size, alpha: 0.3, beta, k: 2.0 };
-        let x = var(&[2, 6, 3, 4], 2.0);
-        let ours = lrn(x.as_tensor(), &cfg).unwrap();
-        let theirs = cfg.forward(x.as_tensor()).unwrap();
-        check(&format!("lrn size {size} beta {beta}"), &[&x], ours, theirs, 1e-5);
+    // Small maps (one block of positions), and maps of 575 positions: two whole blocks and a
+    // part-filled one.
+    for shape in [[2, 6, 3, 4], [2, 7, 23, 25]] {
+        for (size, beta) in [(5, 0.75), (3, 0.5), (4, 0.75), (1, 1.0)] {
+            let cfg = LrnConfig { size, alpha: 0.3, beta, k: 2.0 };
+            let x = var(&shape, 2.0);
+            let ours = lrn(x.as_tensor(), &cfg).unwrap();
+            let theirs = cfg.forward(x.as_tensor()).unwrap();
+            check(&format!("lrn {shape:?} size {size} beta {beta}"), &[&x], ours, theirs, 1e-5);
+        }
     }
 }
 
