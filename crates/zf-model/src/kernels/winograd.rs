@@ -338,6 +338,34 @@ thread_local! {
     static GRAD_U: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
+/// For every map of `src` (`[N, maps, len]`) and image `i0..i1`: `f(plane, scratch, run)`,
+/// `run` the map's `[16][T]` block of `dst` (T = `(i1 - i0) per`) from the image's first tile
+/// on; the maps spread over the threads, each with `scratch` floats of its own, and `f` inlined
+/// into the SIMD dispatch.
+#[inline(always)]
+fn transform_maps(
+    dst: &mut [f32],
+    (src, maps, len): (&[f32], usize, usize),
+    (i0, i1, per): (usize, usize, usize),
+    scratch: usize,
+    f: impl Fn(&[f32], &mut [f32], &mut [f32]) + Sync,
+) {
+    let t = (i1 - i0) * per;
+    dst.par_chunks_mut(16 * t).enumerate().for_each_init(
+        || vec![0f32; scratch],
+        |buf, (map, block)| {
+            simd(
+                #[inline(always)]
+                || {
+                    for img in i0..i1 {
+                        f(&src[(img * maps + map) * len..][..len], buf, &mut block[(img - i0) * per..]);
+                    }
+                },
+            )
+        },
+    );
+}
+
 /// How many tiles one chunk of the weight gradient aims at: the depth of its 16 gemms (its
 /// transformed inputs are `16 C` floats per tile, its transformed gradients `16 O`).
 const GRAD_TILES: usize = 1024;
@@ -372,36 +400,24 @@ pub(super) fn weight_grad_into(s: &ConvShape, x: &[f32], gy: &[f32], n: usize, d
                     let t = (i1 - i0) * per;
                     v.resize(v.len().max(16 * c * t), 0.0);
                     m.resize(m.len().max(16 * o * t), 0.0);
-                    // Per channel `[16][T]` (every element written).
-                    let v = &mut v[..16 * c * t];
-                    v.par_chunks_mut(16 * t).enumerate().for_each_init(
-                        || vec![0f32; tiles.plane_scratch()],
-                        |buf, (ch, vc)| {
-                            simd(
-                                #[inline(always)]
-                                || {
-                                    for img in i0..i1 {
-                                        let xp = &x[(img * c + ch) * plane..][..plane];
-                                        tiles.transform_plane(xp, buf, &mut vc[(img - i0) * per..], t);
-                                    }
-                                },
-                            )
-                        },
+                    // Per channel and per filter `[16][T]` (every element written).
+                    let (v, m) = (&mut v[..16 * c * t], &mut m[..16 * o * t]);
+                    let chunk = (i0, i1, per);
+                    transform_maps(
+                        v,
+                        (x, c, plane),
+                        chunk,
+                        tiles.plane_scratch(),
+                        #[inline(always)]
+                        |xp, buf, d| tiles.transform_plane(xp, buf, d, t),
                     );
-                    let m = &mut m[..16 * o * t];
-                    m.par_chunks_mut(16 * t).enumerate().for_each_init(
-                        || vec![0f32; tiles.grad_scratch()],
-                        |buf, (oc, mo)| {
-                            simd(
-                                #[inline(always)]
-                                || {
-                                    for img in i0..i1 {
-                                        let gp = &gy[(img * o + oc) * gplane..][..gplane];
-                                        tiles.transform_grad(gp, buf, &mut mo[(img - i0) * per..], t);
-                                    }
-                                },
-                            )
-                        },
+                    transform_maps(
+                        m,
+                        (gy, o, gplane),
+                        chunk,
+                        tiles.grad_scratch(),
+                        #[inline(always)]
+                        |gp, buf, d| tiles.transform_grad(gp, buf, d, t),
                     );
                     let (v, m) = (&*v, &*m);
                     u.par_chunks_mut(c * o).enumerate().for_each(|(xi, ux)| {
