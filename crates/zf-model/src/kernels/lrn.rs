@@ -1,4 +1,5 @@
-//! Local response normalization in one pass per image, and its closed-form backward.
+//! Local response normalization per image in blocks of positions over all maps, and its
+//! closed-form backward.
 
 use super::*;
 

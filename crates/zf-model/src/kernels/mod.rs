@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | [`conv2d`] | per image: im2col, bias, one gemm, ReLU in place; 3x3 stride-1 layers (conv3..conv5) by Winograd's F(2x2, 3x3): input transform, 16 gemms, output transform with bias and ReLU; layers over at most 4 channels (conv1) by direct register tiles over the padded, phase-split image | mask, bias sums, weight gemm over the recomputed columns, input gemm + col2im (skipped when the input needs no gradient; for 3x3 stride-1 layers the input gradient by Winograd, through the flipped, transposed filters, and the weight gradient by Winograd's adjoint transforms; conv1 at up to 48 filters its weight gradient by direct tiles) |
 //! | [`linear`] | bias, one gemm `x W^T`, ReLU | mask, `gm W` (up to 64 rows by register tiles over W in place), `gm^T x`, column sums |
-//! | [`lrn`] | `x (k + a/n sum x^2)^-b` in one pass per image | the closed-form derivative, one pass per image |
+//! | [`lrn`] | `x (k + a/n sum x^2)^-b` per image, in cache-sized blocks of positions over all maps | the closed-form derivative, in the same blocks |
 //! | [`pool_values`] | gathers each window's maximum through the switches | scatters each gradient to its switch |
 //!
 //! and, for the deconvnet (no backward): [`conv_transpose2d`] and [`unpool`] over whole maps,
