@@ -20,20 +20,20 @@
 //! into their phases so that every im2col copy is contiguous. The forward pass of a 3x3
 //! stride-1 conv takes 16 multiplications per 2x2 outputs and channel pair instead of 36
 //! (`winograd.rs`; equal to the im2col path to float rounding, tested), and so do its input
-//! gradient, itself a 3x3 stride-1 conv, and its weight gradient (the transforms' adjoints). A conv over the image's 3 colours (conv1) has few
-//! multiplications per im2col copy: its forward pass (and, with few filters, its weight
-//! gradient) reads the padded, phase-split image directly (`direct.rs`). Everything else stays
-//! on im2col.
+//! gradient, itself a 3x3 stride-1 conv, and its weight gradient (the transforms' adjoints). A
+//! conv over the image's 3 colours (conv1) has few multiplications per im2col copy: its
+//! forward pass (and, with few filters, its weight gradient) reads the padded, phase-split
+//! image directly (`direct.rs`). Everything else stays on im2col.
 //!
 //! Each is tested against the plain candle composition it replaces (forward and gradients, in
 //! this module's tests), and the network's golden tests against PyTorch run through them.
 //! Other devices and dtypes keep candle's ops (see `net.rs`), so the CUDA and Metal paths are
 //! unchanged.
 //!
-//! The loops of the Winograd transforms, of LRN and of pool1 run compiled for AVX-512 or AVX2 (chosen
-//! at run time through pulp, the dispatch gemm itself uses; same results, see `simd`), and the
-//! direct kernels and the linear layers' few-row input gradient are written over pulp's portable
-//! SIMD types; the rest is plain x86-64, where the gemm's share dominates.
+//! The loops of the Winograd transforms, of LRN and of pool1 run compiled for AVX-512 or AVX2
+//! (chosen at run time through pulp, the dispatch gemm itself uses; same results, see
+//! `simd`), and the direct kernels and the linear layers' few-row input gradient are written
+//! over pulp's portable SIMD types; the rest is plain x86-64, where the gemm's share dominates.
 //!
 //! Work is spread over the images of a batch when there are at least as many images as rayon
 //! threads (each image's gemm single-threaded, no synchronisation inside a layer); a smaller

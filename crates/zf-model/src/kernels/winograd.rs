@@ -85,10 +85,20 @@ struct Tiles {
 }
 
 impl Tiles {
-    /// For images `x` (`imgs` of them): the input transform into `v` (`[16][C][T]`, T = imgs
-    /// th tw tiles, image-major, then row, then column), the 16 gemms with `u` into `m`
-    /// (`[16][O][T]`), and the output transform, with bias and optional ReLU, into `out`
-    /// `[imgs][O][Ho][Wo]`.
+    /// The tiles of a conv of shape `s` (a 3x3 stride-1 one).
+    fn new(s: &ConvShape) -> Self {
+        Self {
+            c: s.c,
+            h: s.h,
+            w: s.w,
+            pad: s.g.padding,
+            ho: s.ho,
+            wo: s.wo,
+            th: s.ho.div_ceil(2),
+            tw: s.wo.div_ceil(2),
+        }
+    }
+
     /// Floats of [`Self::transform_plane`]'s scratch.
     fn plane_scratch(&self) -> usize {
         let (tw, half) = (self.tw, (self.th + 1) * self.tw);
@@ -246,8 +256,7 @@ const TILES_PER_ITEM: usize = 256;
 /// are groups of images (several small maps side by side), spread over the threads.
 pub(super) fn forward_into(s: &ConvShape, x: &[f32], w: &[f32], b: &[f32], n: usize, relu: bool, out: &mut [f32]) {
     let (o, c) = (b.len(), s.c);
-    let tiles =
-        Tiles { c, h: s.h, w: s.w, pad: s.g.padding, ho: s.ho, wo: s.wo, th: s.ho.div_ceil(2), tw: s.wo.div_ceil(2) };
+    let tiles = Tiles::new(s);
     with_kept(&WEIGHTS, |u| {
         transform_weights(w, c, u);
         let (chw, opos, per_image) = (c * s.h * s.w, o * s.positions(), tiles.th * tiles.tw);
@@ -374,8 +383,9 @@ const GRAD_TILES: usize = 1024;
 /// `Y = A^T [U . V] A` per tile with `U = G g G^T`, so with `dM = A dY A^T` per tile,
 /// `dU[xi]^T (C x O) = sum over tiles V[xi] (C x T) dM[xi]^T (T x O)` (16 gemms, 16
 /// multiplications per tile and channel pair where im2col's gemm takes 36 per output; this
-/// orientation measured 12-15% faster than `dM V^T`) and `dg = G^T dU G`. `x` `[N, C, H, W]`, `gy` the output gradient `[N, O, Ho, Wo]` (after the
-/// ReLU's mask), into `dw` `[O, C, 3, 3]` (every element written).
+/// orientation measured 12-15% faster than `dM V^T`) and `dg = G^T dU G`. `x` `[N, C, H, W]`,
+/// `gy` the output gradient `[N, O, Ho, Wo]` (after the ReLU's mask), into `dw` `[O, C, 3, 3]`
+/// (every element written).
 ///
 /// The batch goes in chunks of about [`GRAD_TILES`] tiles; within one, the threads share the
 /// channels' input transforms, the filters' gradient transforms and then the 16 gemms, each
@@ -383,8 +393,7 @@ const GRAD_TILES: usize = 1024;
 pub(super) fn weight_grad_into(s: &ConvShape, x: &[f32], gy: &[f32], n: usize, dw: &mut [f32]) {
     let c = s.c;
     let o = dw.len() / (9 * c);
-    let tiles =
-        Tiles { c, h: s.h, w: s.w, pad: s.g.padding, ho: s.ho, wo: s.wo, th: s.ho.div_ceil(2), tw: s.wo.div_ceil(2) };
+    let tiles = Tiles::new(s);
     let per = tiles.th * tiles.tw;
     let (plane, gplane) = (s.h * s.w, s.positions());
     let chunks = n.div_ceil((GRAD_TILES / per).max(1));
