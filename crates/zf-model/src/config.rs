@@ -260,9 +260,9 @@ impl ZfConfig {
         self
     }
 
-    /// The layer table: every layer's output shape, parameters and multiply-adds. An error when
-    /// the input size does not fit the strides (some layer would get an input smaller than its
-    /// window) or a width is zero.
+    /// The layer table: every layer's output shape, parameters and multiply-adds, from
+    /// [`ZfConfig::spec`]. An error when the input size does not fit the strides (some layer
+    /// would get an input smaller than its window) or a width is zero.
     pub fn table(&self) -> Result<LayerTable> {
         if self.channels.contains(&0) || self.fc_units == 0 || self.classes == 0 {
             bail!(
@@ -272,78 +272,7 @@ impl ZfConfig {
                 self.classes
             )
         }
-        let (g1, g2) = self.first_layer.geometry();
-        let mut rows = Vec::new();
-        let mut side = self.input_size;
-        let mut maps = 3usize;
-        let too_small = |layer: &str, what: String, side: usize| -> candle_core::Error {
-            candle_core::Error::Msg(format!(
-                "input size {} does not fit the network's strides: {layer} ({what}) gets a {side}x{side} input, smaller than its window",
-                self.input_size
-            ))
-        };
-        let conv = |rows: &mut Vec<LayerRow>,
-                    name: &'static str,
-                    g: ConvGeometry,
-                    out: usize,
-                    side: &mut usize,
-                    maps: &mut usize|
-         -> Result<()> {
-            let o = g.output_size(*side).ok_or_else(|| {
-                too_small(name, format!("{k}x{k} stride {s} pad {p}", k = g.kernel, s = g.stride, p = g.padding), *side)
-            })?;
-            let params = out * *maps * g.kernel * g.kernel + out;
-            let macs = (out * o * o) as u64 * (*maps * g.kernel * g.kernel) as u64;
-            rows.push(LayerRow { name, shape: vec![out, o, o], params, macs });
-            *side = o;
-            *maps = out;
-            Ok(())
-        };
-        let pool = |rows: &mut Vec<LayerRow>,
-                    name: &'static str,
-                    g: PoolGeometry,
-                    side: &mut usize,
-                    maps: usize|
-         -> Result<()> {
-            let o = g
-                .output_size(*side)
-                .ok_or_else(|| too_small(name, format!("max {k}x{k} stride {s}", k = g.kernel, s = g.stride), *side))?;
-            rows.push(LayerRow { name, shape: vec![maps, o, o], params: 0, macs: 0 });
-            *side = o;
-            Ok(())
-        };
-        let before = self.order == Order::Imgclsmob;
-        let norm = |rows: &mut Vec<LayerRow>, name: &'static str, maps: usize, side: usize| {
-            if self.lrn.is_some() {
-                rows.push(LayerRow { name, shape: vec![maps, side, side], params: 0, macs: 0 });
-            }
-        };
-        conv(&mut rows, "conv1", g1, self.channels[0], &mut side, &mut maps)?;
-        if before {
-            norm(&mut rows, "norm1", maps, side);
-        }
-        pool(&mut rows, "pool1", POOL12, &mut side, maps)?;
-        if !before {
-            norm(&mut rows, "norm1", maps, side);
-        }
-        conv(&mut rows, "conv2", g2, self.channels[1], &mut side, &mut maps)?;
-        if before {
-            norm(&mut rows, "norm2", maps, side);
-        }
-        pool(&mut rows, "pool2", POOL12, &mut side, maps)?;
-        if !before {
-            norm(&mut rows, "norm2", maps, side);
-        }
-        conv(&mut rows, "conv3", CONV345, self.channels[2], &mut side, &mut maps)?;
-        conv(&mut rows, "conv4", CONV345, self.channels[3], &mut side, &mut maps)?;
-        conv(&mut rows, "conv5", CONV345, self.channels[4], &mut side, &mut maps)?;
-        pool(&mut rows, "pool5", self.pool5(), &mut side, maps)?;
-        let mut features = maps * side * side;
-        for (name, out) in [("fc6", self.fc_units), ("fc7", self.fc_units), ("fc8", self.classes)] {
-            rows.push(LayerRow { name, shape: vec![out], params: features * out + out, macs: (features * out) as u64 });
-            features = out;
-        }
-        Ok(LayerTable { rows })
+        self.spec().table()
     }
 
     /// pool5's geometry: floor mode in the paper's order, ceil mode in imgclsmob's.
@@ -367,8 +296,9 @@ impl ZfConfig {
 /// One row of the layer table.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LayerRow {
-    /// The layer's name (= its tap point and, for conv/fc, its safetensors prefix).
-    pub name: &'static str,
+    /// The layer's readable name (ZFNet's: its tap point and, for conv/fc, its safetensors
+    /// prefix; a torchvision network's: the alias, `conv3_2`, `fc7`).
+    pub name: String,
     /// Output shape for one image: `[C, H, W]` or `[features]`.
     pub shape: Vec<usize>,
     /// Weights and biases.

@@ -52,8 +52,10 @@ pub mod init;
 mod kernels;
 pub mod lrn;
 pub mod net;
+pub mod network;
 pub mod pool;
 pub mod pth;
+pub mod spec;
 pub mod weights;
 
 /// The tensor types of the API (candle's), so that a caller — the `zfnet` binary, say — needs
@@ -61,6 +63,8 @@ pub mod weights;
 pub use candle_core::{DType, Device, Error, Result, Tensor};
 pub use config::{FirstLayer, LayerRow, LayerTable, LrnConfig, Order, PoolGeometry, ZfConfig};
 pub use device::parse_device;
-pub use net::{Backprop, Dropout, NoTap, Point, Stage, Tap, Trace, ZfNet};
+pub use net::{Backprop, Dropout, NoTap, Point, Tap, Trace, ZfNet};
+pub use network::{LayerTap, Net, NetTrace, NoLayerTap, Stage};
 pub use pool::Switches;
+pub use spec::{LayerKind, LayerSpec, NetSpec};
 pub use weights::WeightsFile;

@@ -5,18 +5,17 @@ use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
-use candle_core::{DType, Module, ModuleT, Result, Tensor};
+use candle_core::{DType, ModuleT, Result, Tensor};
 
-use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
-use rand::{Rng, SeedableRng};
+use candle_nn::{Conv2d, Linear, VarBuilder};
+use rand::Rng;
 
-use crate::config::{ConvGeometry, Order, ZfConfig, CONV345, POOL12};
+use crate::config::ZfConfig;
+use crate::network::{LayerTap, Net};
 use crate::pool::Switches;
 
 mod backprop;
-mod stages;
 pub use backprop::Backprop;
-pub use stages::Stage;
 
 /// A point in the network where a value can be observed, in forward order.
 ///
@@ -254,7 +253,9 @@ pub enum Dropout {
     Seeded(u64),
 }
 
-/// ZFNet (Zeiler & Fergus 2014, Fig. 3) with named layers whose names are the safetensors keys.
+/// ZFNet (Zeiler & Fergus 2014, Fig. 3) with named layers whose names are the safetensors keys:
+/// a typed view of the general [`Net`] built from [`ZfConfig::spec`], whose forward pass it
+/// runs (the layer order is written once, in the spec).
 ///
 /// Build it with [`ZfNet::new`] from a `VarBuilder` (`vb.pp("conv1")` is the `conv1.` prefix),
 /// from fresh weights ([`crate::init`]) or from a file ([`crate::weights`]).
@@ -269,47 +270,35 @@ pub struct ZfNet {
     pub fc7: Linear,
     pub fc8: Linear,
     config: ZfConfig,
-    /// `input_scale` times `input_channel_scale`, `[1, 3, 1, 1]` on the weights' device (made
-    /// once here, not uploaded on every forward pass); `None` when both are 1.
-    input_multiplier: Option<Tensor>,
+    /// The same network as a layer list (the fields above share its tensors).
+    net: Net,
+    /// The tap point of each of `net`'s layers (`None` for flatten and the dropouts).
+    points: Vec<Option<Point>>,
 }
 
-fn conv(inputs: usize, outputs: usize, g: ConvGeometry, vb: VarBuilder<'_>) -> Result<Conv2d> {
-    let cfg = Conv2dConfig { padding: g.padding, stride: g.stride, ..Default::default() };
-    let weight = vb.get((outputs, inputs, g.kernel, g.kernel), "weight")?;
-    let bias = vb.get(outputs, "bias")?;
-    Ok(Conv2d::new(weight, Some(bias), cfg))
+/// Hands a [`Net`] pass's layers to a [`Tap`] by their [`Point`]s.
+struct PointTap<'a, T: Tap> {
+    points: &'a [Option<Point>],
+    tap: &'a mut T,
 }
 
-fn linear(inputs: usize, outputs: usize, vb: VarBuilder<'_>) -> Result<Linear> {
-    let weight = vb.get((outputs, inputs), "weight")?;
-    let bias = vb.get(outputs, "bias")?;
-    Ok(Linear::new(weight, Some(bias)))
-}
-
-/// A conv layer with its ReLU: one fused op on the CPU in f32 (`fused`), candle's ops elsewhere.
-fn conv_relu(c: &Conv2d, x: &Tensor, g: ConvGeometry, fused: bool) -> Result<Tensor> {
-    match (fused, c.bias()) {
-        (true, Some(b)) => crate::kernels::conv2d(x, c.weight(), b, g, true),
-        _ => crate::conv::conv2d(x, c.weight(), c.bias(), g)?.relu(),
+impl<T: Tap> LayerTap for PointTap<'_, T> {
+    fn activation(&mut self, layer: usize, value: &Tensor) -> Result<()> {
+        match self.points.get(layer).copied().flatten() {
+            Some(p) => self.tap.activation(p, value),
+            None => Ok(()),
+        }
     }
-}
 
-/// A linear layer, with its ReLU when `relu`: fused on the CPU in f32, candle's ops elsewhere.
-fn linear_layer(l: &Linear, x: &Tensor, relu: bool, fused: bool) -> Result<Tensor> {
-    match (fused, l.bias()) {
-        (true, Some(b)) => crate::kernels::linear(x, l.weight(), b, relu),
-        _ if relu => l.forward(x)?.relu(),
-        _ => l.forward(x),
+    fn switches(&mut self, layer: usize, switches: &Switches) -> Result<()> {
+        match self.points.get(layer).copied().flatten() {
+            Some(p) => self.tap.switches(p, switches),
+            None => Ok(()),
+        }
     }
-}
 
-/// Local response normalization: fused on the CPU in f32, candle's ops elsewhere.
-fn lrn_layer(lrn: &crate::config::LrnConfig, x: &Tensor, fused: bool) -> Result<Tensor> {
-    if fused {
-        crate::kernels::lrn(x, lrn)
-    } else {
-        lrn.forward(x)
+    fn wants_switches(&self) -> bool {
+        self.tap.wants_switches()
     }
 }
 
@@ -327,24 +316,36 @@ impl ZfNet {
     /// Builds the network for `config`, reading `conv1.weight`, `conv1.bias`, ..., `fc8.bias`
     /// from `vb`. An error when the config does not fit its input size.
     pub fn new(config: &ZfConfig, vb: VarBuilder<'_>) -> Result<Self> {
-        let fc6_inputs = config.fc6_inputs()?;
-        let (g1, g2) = config.first_layer.geometry();
-        let [c1, c2, c3, c4, c5] = config.channels;
+        config.table()?;
+        let net = Net::new(&config.spec(), vb)?;
+        let points: Vec<Option<Point>> = net.spec().layers.iter().map(|l| l.name.parse::<Point>().ok()).collect();
+        let at = |p: Point| points.iter().position(|&q| q == Some(p)).unwrap_or(usize::MAX);
+        let missing = |p: Point| candle_core::Error::Msg(format!("the spec has no {p}"));
+        let conv = |p: Point| net.conv(at(p)).cloned().ok_or_else(|| missing(p));
+        let linear = |p: Point| net.linear(at(p)).cloned().ok_or_else(|| missing(p));
         Ok(Self {
-            conv1: conv(3, c1, g1, vb.pp("conv1"))?,
-            conv2: conv(c1, c2, g2, vb.pp("conv2"))?,
-            conv3: conv(c2, c3, CONV345, vb.pp("conv3"))?,
-            conv4: conv(c3, c4, CONV345, vb.pp("conv4"))?,
-            conv5: conv(c4, c5, CONV345, vb.pp("conv5"))?,
-            fc6: linear(fc6_inputs, config.fc_units, vb.pp("fc6"))?,
-            fc7: linear(config.fc_units, config.fc_units, vb.pp("fc7"))?,
-            fc8: linear(config.fc_units, config.classes, vb.pp("fc8"))?,
+            conv1: conv(Point::Conv1)?,
+            conv2: conv(Point::Conv2)?,
+            conv3: conv(Point::Conv3)?,
+            conv4: conv(Point::Conv4)?,
+            conv5: conv(Point::Conv5)?,
+            fc6: linear(Point::Fc6)?,
+            fc7: linear(Point::Fc7)?,
+            fc8: linear(Point::Fc8)?,
             config: config.clone(),
-            input_multiplier: match input_multiplier(config) {
-                None => None,
-                Some(k) => Some(Tensor::from_vec(k.to_vec(), (1, 3, 1, 1), vb.device())?),
-            },
+            points,
+            net,
         })
+    }
+
+    /// The network as a layer list: what the general analyses take.
+    pub fn as_net(&self) -> &Net {
+        &self.net
+    }
+
+    /// The index of `point`'s layer in [`ZfNet::as_net`]'s spec.
+    pub fn layer_index(&self, point: Point) -> Option<usize> {
+        self.points.iter().position(|&q| q == Some(point))
     }
 
     pub fn config(&self) -> &ZfConfig {
@@ -422,82 +423,29 @@ impl ZfNet {
         if (c, h, w) != (3, s, s) {
             bail!("input has shape {:?}, expected [N, 3, {s}, {s}]", xs.dims())
         }
-        if let Some(p @ (Point::Norm1 | Point::Norm2)) = last {
-            if self.config.lrn.is_none() {
-                bail!("the network has no {p}: LRN is off in its config")
-            }
-        }
-        macro_rules! emit {
-            ($point:expr, $value:expr) => {{
-                let value = $value;
-                tap.activation($point, &value)?;
-                if Some($point) == last {
-                    return Ok(value);
+        let end = match last {
+            Some(Point::Prob) | None => self.points.len(),
+            Some(p) => match self.layer_index(p) {
+                Some(i) => i + 1,
+                None if matches!(p, Point::Norm1 | Point::Norm2) => {
+                    bail!("the network has no {p}: LRN is off in its config")
                 }
-                value
-            }};
-        }
-        let scaled;
-        let xs = match &self.input_multiplier {
-            None => xs,
-            Some(k) => {
-                scaled = xs.broadcast_mul(&k.to_dtype(xs.dtype())?)?;
-                &scaled
-            }
+                None => bail!("the network has no {p}"),
+            },
         };
-        let (g1, g2) = self.config.first_layer.geometry();
-        // On the CPU in f32 each layer is one fused op (crate::kernels); elsewhere candle's ops.
-        let fused = crate::device::fused(xs);
-        let conv = |c: &Conv2d, x: &Tensor, g: ConvGeometry| conv_relu(c, x, g, fused);
-        let linear = |l: &Linear, x: &Tensor, relu: bool| linear_layer(l, x, relu, fused);
-        let norm = |lrn: &crate::config::LrnConfig, x: &Tensor| lrn_layer(lrn, x, fused);
-        let before = self.config.order == Order::Imgclsmob;
-        // Values alone where nobody reads the switches and no gradient flows; else the values
-        // through the switches (which carry the gradient), handed to the tap.
-        let pool = |g: &crate::config::PoolGeometry, x: &Tensor, point: Point, tap: &mut _| -> Result<Tensor> {
-            if fused && !x.track_op() && !Tap::wants_switches(tap) {
-                return g.forward_values(x);
-            }
-            let (x, sw) = g.forward_with_switches(x)?;
-            Tap::switches(tap, point, &sw)?;
-            Ok(x)
-        };
-        let mut x = emit!(Point::Conv1, conv(&self.conv1, xs, g1)?);
-        if let (true, Some(lrn)) = (before, &self.config.lrn) {
-            x = emit!(Point::Norm1, norm(lrn, &x)?);
+        let xs = self.net.scale_input(xs)?;
+        let out = self.net.run_layers(&xs, 0..end, dropout, &mut PointTap { points: &self.points, tap })?;
+        if end < self.points.len() {
+            return Ok(out);
         }
-        let x = pool(&POOL12, &x, Point::Pool1, tap)?;
-        let mut x = emit!(Point::Pool1, x);
-        if let (false, Some(lrn)) = (before, &self.config.lrn) {
-            x = emit!(Point::Norm1, norm(lrn, &x)?);
-        }
-        let mut x = emit!(Point::Conv2, conv(&self.conv2, &x, g2)?);
-        if let (true, Some(lrn)) = (before, &self.config.lrn) {
-            x = emit!(Point::Norm2, norm(lrn, &x)?);
-        }
-        let x = pool(&POOL12, &x, Point::Pool2, tap)?;
-        let mut x = emit!(Point::Pool2, x);
-        if let (false, Some(lrn)) = (before, &self.config.lrn) {
-            x = emit!(Point::Norm2, norm(lrn, &x)?);
-        }
-        let x = emit!(Point::Conv3, conv(&self.conv3, &x, CONV345)?);
-        let x = emit!(Point::Conv4, conv(&self.conv4, &x, CONV345)?);
-        let x = emit!(Point::Conv5, conv(&self.conv5, &x, CONV345)?);
-        let x = pool(&self.config.pool5(), &x, Point::Pool5, tap)?;
-        let x = emit!(Point::Pool5, x).flatten_from(1)?;
-        let mut rng = match dropout {
-            Dropout::Seeded(seed) => Some(rand_chacha::ChaCha8Rng::seed_from_u64(seed)),
-            _ => None,
-        };
-        let x = emit!(Point::Fc6, linear(&self.fc6, &x, true)?);
-        let x = self.dropout(&x, dropout, rng.as_mut())?;
-        let x = emit!(Point::Fc7, linear(&self.fc7, &x, true)?);
-        let x = self.dropout(&x, dropout, rng.as_mut())?;
-        let logits = emit!(Point::Fc8, linear(&self.fc8, &x, false)?);
         if last == Some(Point::Prob) || tap.wants(Point::Prob) {
-            emit!(Point::Prob, candle_nn::ops::softmax_last_dim(&logits)?);
+            let prob = candle_nn::ops::softmax_last_dim(&out)?;
+            tap.activation(Point::Prob, &prob)?;
+            if last == Some(Point::Prob) {
+                return Ok(prob);
+            }
         }
-        Ok(logits)
+        Ok(out)
     }
 
     /// Logits in evaluation mode (no dropout).
@@ -513,32 +461,16 @@ impl ZfNet {
         Ok(trace)
     }
 
+    #[cfg(test)]
     fn dropout(&self, xs: &Tensor, dropout: Dropout, rng: Option<&mut rand_chacha::ChaCha8Rng>) -> Result<Tensor> {
-        let p = self.config.dropout;
-        if p <= 0.0 {
-            return Ok(xs.clone());
-        }
-        match (dropout, rng) {
-            (Dropout::Off, _) => Ok(xs.clone()),
-            (Dropout::Seeded(_), Some(rng)) => {
-                // Inverted dropout: kept units are scaled by 1 / (1 - p).
-                let mut mask = vec![0f32; xs.elem_count()];
-                fill_dropout_mask(rng, p, &mut mask);
-                let mask = Tensor::from_vec(mask, xs.shape(), xs.device())?.to_dtype(xs.dtype())?;
-                xs * mask
-            }
-            _ => candle_nn::ops::dropout(xs, p as f32),
-        }
+        crate::network::dropout_layer(xs, self.config.dropout, dropout, rng)
     }
 }
 
 /// What the forward pass multiplies each input channel by (`input_scale` times
 /// `input_channel_scale`), or `None` when both are 1.
-fn input_multiplier(config: &ZfConfig) -> Option<[f32; 3]> {
-    match config.input_channel_scale {
-        None if config.input_scale == 1.0 => None,
-        k => Some(k.unwrap_or([1.0; 3]).map(|v| (v * config.input_scale) as f32)),
-    }
+pub(crate) fn input_multiplier(config: &ZfConfig) -> Option<[f32; 3]> {
+    crate::network::input_multiplier(config.input_scale, config.input_channel_scale)
 }
 
 /// A seeded dropout mask: each unit dropped (0) with probability `p`, else scaled by
@@ -561,6 +493,8 @@ impl ModuleT for ZfNet {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::config::Order;
+    use rand::SeedableRng;
 
     #[test]
     fn points_serialize_as_their_names() {

@@ -16,7 +16,7 @@
 
 use candle_core::{DType, Device, IndexOp, Result, Tensor, D};
 use rayon::prelude::*;
-use zf_model::ZfNet;
+use zf_model::Net;
 
 use crate::occlusion::{checked_offsets, positions, strongest_map, Occlusion, OcclusionConfig};
 use crate::{bail, Progress};
@@ -116,24 +116,26 @@ fn crop(
 /// Fig. 7's maps by windows (see the module docs). Same arguments and result as
 /// [`crate::occlusion()`]; the image must be an f32 tensor on the CPU.
 pub fn occlusion_by_windows(
-    net: &ZfNet,
+    net: &impl AsRef<Net>,
     image: &Tensor,
     label: usize,
     config: OcclusionConfig,
     progress: Progress<'_>,
 ) -> Result<Occlusion> {
+    let net = net.as_ref();
     let offsets = checked_offsets(net, image, label, config)?;
-    // The unoccluded activations: every stage's input, and conv5.
-    let stages = net.stages();
+    // The unoccluded activations: every stage's input, and the last conv's output ("conv5").
+    let stages = net.stages()?;
+    let last = stages.last().map_or(0, |s| s.layer);
     let mut inputs = Vec::with_capacity(stages.len());
     let mut a = net.scale_input(&image.unsqueeze(0)?)?;
-    for &stage in &stages {
-        let next = net.apply_stage(stage, &a, true)?;
+    for stage in &stages {
+        let next = net.apply_layer(stage.layer, &a, true)?;
         inputs.push(Map::of(&a)?);
         a = next;
     }
     let conv5 = Map::of(&a)?;
-    let clean_prob = candle_nn::ops::softmax_last_dim(&net.logits_from_conv5(&a)?)?.to_dtype(DType::F32)?;
+    let clean_prob = candle_nn::ops::softmax_last_dim(&net.logits_from(last, &a)?)?.to_dtype(DType::F32)?;
     let plane = conv5.h * conv5.w;
     let (map, clean_feature_map) = strongest_map(&conv5.values, plane);
     let clean_prob_v = clean_prob.i((0, label))?.to_scalar::<f32>()?;
@@ -143,7 +145,7 @@ pub fn occlusion_by_windows(
     let geometry: Vec<((usize, usize, usize), usize)> = stages
         .iter()
         .zip(inputs.iter().skip(1).map(|m| m.h).chain([conv5.h]))
-        .map(|(st, n_out)| (st.window(), n_out))
+        .map(|(st, n_out)| (st.window, n_out))
         .collect();
     let plan = plan(&offsets, config.size, &geometry);
     // Positions as indices into `offsets` (the plans are per offset).
@@ -163,7 +165,7 @@ pub fn occlusion_by_windows(
         let mut values = vec![0f32; chunk.len() * 3 * config.size * config.size];
         for (si, &stage) in stages.iter().enumerate() {
             let (starts, l) = (&plan[si].0, plan[si].1);
-            let (k, st, p) = stage.window();
+            let (k, st, p) = stage.window;
             let n = (l - 1) * st + k;
             let input = &inputs[si];
             let mut data = vec![0f32; chunk.len() * input.c * n * n];
@@ -174,7 +176,7 @@ pub fn occlusion_by_windows(
                     crop(input, &Window { y, x, l: pl, values: v }, (starts[iy], starts[ix], l), (k, st, p), out)
                 });
             let xs = Tensor::from_vec(data, (chunk.len(), input.c, n, n), image.device())?;
-            let ys = net.apply_stage(stage, &xs, false)?;
+            let ys = net.apply_layer(stage.layer, &xs, false)?;
             let (_, _, ho, wo) = ys.dims4()?;
             if (ho, wo) != (l, l) {
                 bail!("{stage:?}: a {n}x{n} window gave {ho}x{wo}, expected {l}x{l}")
@@ -198,7 +200,7 @@ pub fn occlusion_by_windows(
             feature_map.push(dst[map * plane..(map + 1) * plane].iter().sum());
         }
         let c5 = Tensor::from_vec(full, (chunk.len(), conv5.c, conv5.h, conv5.w), image.device())?;
-        let prob = candle_nn::ops::softmax_last_dim(&net.logits_from_conv5(&c5)?)?.to_dtype(DType::F32)?;
+        let prob = candle_nn::ops::softmax_last_dim(&net.logits_from(last, &c5)?)?.to_dtype(DType::F32)?;
         true_prob.extend(prob.i((.., label))?.to_vec1::<f32>()?);
         top_label.extend(prob.argmax(D::Minus1)?.to_vec1::<u32>()?);
         done += chunk.len();

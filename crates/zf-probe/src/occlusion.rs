@@ -3,7 +3,7 @@
 use candle_core::{DType, Device, IndexOp, Result, Tensor, D};
 use serde::{Deserialize, Serialize};
 use zf_deconv::Deconvnet;
-use zf_model::{Point, Trace, ZfNet};
+use zf_model::{Net, Point, Trace, ZfNet};
 
 use crate::{bail, check_image, Progress};
 
@@ -124,15 +124,10 @@ impl Occlusion {
 }
 
 /// Checks `image` (`[3, S, S]`) and `label` against the network; the square's offsets.
-pub(crate) fn checked_offsets(
-    net: &ZfNet,
-    image: &Tensor,
-    label: usize,
-    config: OcclusionConfig,
-) -> Result<Vec<usize>> {
-    let s = net.config().input_size;
+pub(crate) fn checked_offsets(net: &Net, image: &Tensor, label: usize, config: OcclusionConfig) -> Result<Vec<usize>> {
+    let s = net.spec().input_size;
     check_image(image, s)?;
-    let classes = net.config().classes;
+    let classes = net.spec().classes();
     if label >= classes {
         bail!("class {label} does not exist: the network has {classes} classes (0..{})", classes - 1)
     }
@@ -166,12 +161,13 @@ fn argmin(v: &[f32]) -> usize {
 /// # Shapes
 /// `image`: `[3, S, S]`, preprocessed.
 pub fn occlusion(
-    net: &ZfNet,
+    net: &impl AsRef<Net>,
     image: &Tensor,
     label: usize,
     config: OcclusionConfig,
     progress: Progress<'_>,
 ) -> Result<Occlusion> {
+    let net = net.as_ref();
     if zf_model::device::fused(image) {
         crate::incremental::occlusion_by_windows(net, image, label, config, progress)
     } else {
@@ -182,13 +178,14 @@ pub fn occlusion(
 /// [`occlusion()`] with every occluded image run through the whole network, `config.batch` at
 /// a time (any device and dtype).
 pub fn occlusion_dense(
-    net: &ZfNet,
+    net: &impl AsRef<Net>,
     image: &Tensor,
     label: usize,
     config: OcclusionConfig,
     progress: Progress<'_>,
 ) -> Result<Occlusion> {
-    let s = net.config().input_size;
+    let net = net.as_ref();
+    let s = net.spec().input_size;
     let offsets = checked_offsets(net, image, label, config)?;
     let (clean_maps, clean_prob, clean_top) = forward(net, &image.unsqueeze(0)?)?;
     let clean_maps = clean_maps.i(0)?; // [C, H, W] conv5
@@ -238,20 +235,34 @@ pub fn occlude(image: &mut [f32], s: usize, [x0, y0, x1, y1]: [usize; 4]) {
     }
 }
 
-/// conv5 (after ReLU) as `[N, C, H, W]` f32, the softmax `[N, classes]` and the arg-max class.
-fn forward(net: &ZfNet, xs: &Tensor) -> Result<(Tensor, Tensor, Vec<u32>)> {
-    let mut conv5 = None;
-    let mut tap = |p: Point, t: &Tensor| {
-        if p == Point::Conv5 {
-            conv5 = Some(t.clone());
-        }
-        Ok(())
-    };
-    let logits = net.forward_with(xs, false, &mut tap)?;
+/// The last conv layer (conv5 in ZFNet), after its ReLU, as `[N, C, H, W]` f32, the softmax
+/// `[N, classes]` and the arg-max class.
+fn forward(net: &Net, xs: &Tensor) -> Result<(Tensor, Tensor, Vec<u32>)> {
+    let Some(last) = net.spec().last_conv() else { bail!("{} has no conv layer", net.spec().arch) };
+    let mut trace = zf_model::NetTrace::default();
+    let logits = net.forward_with(xs, zf_model::Dropout::Off, &mut LastConv(last, &mut trace))?;
     let prob = candle_nn::ops::softmax_last_dim(&logits)?.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
     let top = prob.argmax(D::Minus1)?.to_vec1::<u32>()?;
-    let conv5 = conv5.ok_or_else(|| candle_core::Error::Msg("the forward pass did not hand out conv5".into()))?;
-    Ok((conv5.to_dtype(DType::F32)?.to_device(&Device::Cpu)?, prob, top))
+    let maps = trace
+        .activation(last)
+        .ok_or_else(|| candle_core::Error::Msg("the forward pass did not hand out the last conv".into()))?;
+    Ok((maps.to_dtype(DType::F32)?.to_device(&Device::Cpu)?, prob, top))
+}
+
+/// Keeps the last conv layer's output only (no switches, so pools run by values).
+struct LastConv<'a>(usize, &'a mut zf_model::NetTrace);
+
+impl zf_model::LayerTap for LastConv<'_> {
+    fn activation(&mut self, layer: usize, value: &Tensor) -> Result<()> {
+        if layer == self.0 {
+            self.1.activation(layer, value)?;
+        }
+        Ok(())
+    }
+
+    fn wants_switches(&self) -> bool {
+        false
+    }
 }
 
 /// Fig. 7 (c): the deconvnet projection of `map`'s strongest unit on the unoccluded image,

@@ -20,8 +20,9 @@ use candle_core::{Result, Tensor};
 use rand::SeedableRng;
 
 use super::{fill_dropout_mask, input_multiplier, Dropout, ZfNet};
-use crate::config::{ConvGeometry, LrnConfig, Order, PoolGeometry, CONV345, POOL12};
+use crate::config::{ConvGeometry, LrnConfig, PoolGeometry};
 use crate::kernels::{with_f32, Conv, Linear, Lrn};
+use crate::spec::LayerKind;
 use crate::Point;
 
 /// One op of the fixed graph.
@@ -33,43 +34,38 @@ enum Op {
     Pool(PoolGeometry),
     /// Linear layer (weighted index), with its ReLU when `true`.
     Fc(usize, bool),
-    /// Multiplication by the dropout mask.
-    Dropout,
+    /// Multiplication by the dropout mask (of probability `p`).
+    Dropout(f64),
 }
 
 /// The graph for `net` with or without dropout, each op with its input's shape per image
-/// (`[C, H, W]`; a feature vector is `[F, 1, 1]`).
+/// (`[C, H, W]`; a feature vector is `[F, 1, 1]`): the spec's layers ([`ZfConfig::spec`],
+/// the order the forward pass walks), flatten dropped.
+///
+/// [`ZfConfig::spec`]: crate::ZfConfig::spec
 fn plan(net: &ZfNet, dropout: bool) -> Result<Vec<(Op, [usize; 3])>> {
-    let config = net.config();
-    let weighted = |p: Point| Point::WEIGHTED.iter().position(|&q| q == p).unwrap_or(usize::MAX);
-    let (g1, g2) = config.first_layer.geometry();
-    let before = config.order == Order::Imgclsmob;
+    let spec = net.as_net().spec();
     let mut ops = Vec::new();
-    for (conv, g, pool) in [(Point::Conv1, g1, Some(POOL12)), (Point::Conv2, g2, Some(POOL12))] {
-        ops.push(Op::Conv(weighted(conv), g));
-        let lrn = config.lrn.map(Op::Lrn);
-        if before {
-            ops.extend(lrn);
-        }
-        ops.extend(pool.map(Op::Pool));
-        if !before {
-            ops.extend(lrn);
-        }
+    let mut weighted = 0;
+    for l in &spec.layers {
+        ops.push(match &l.kind {
+            LayerKind::Conv { geometry, relu: true, .. } => {
+                weighted += 1;
+                Op::Conv(weighted - 1, *geometry)
+            }
+            LayerKind::Linear { relu, .. } => {
+                weighted += 1;
+                Op::Fc(weighted - 1, *relu)
+            }
+            LayerKind::Lrn(cfg) => Op::Lrn(*cfg),
+            LayerKind::MaxPool(g) => Op::Pool(*g),
+            LayerKind::Dropout { p } if dropout && *p > 0.0 => Op::Dropout(*p),
+            LayerKind::Dropout { .. } | LayerKind::Flatten => continue,
+            other => bail!("backprop: {} ({other:?}) is not supported", l.name),
+        });
     }
-    for conv in [Point::Conv3, Point::Conv4, Point::Conv5] {
-        ops.push(Op::Conv(weighted(conv), CONV345));
-    }
-    ops.push(Op::Pool(config.pool5()));
-    let drop = dropout && config.dropout > 0.0;
-    for fc in [Point::Fc6, Point::Fc7] {
-        ops.push(Op::Fc(weighted(fc), true));
-        if drop {
-            ops.push(Op::Dropout);
-        }
-    }
-    ops.push(Op::Fc(weighted(Point::Fc8), false));
     // Input shapes, and a check that every layer fits.
-    let mut shape = [3, config.input_size, config.input_size];
+    let mut shape = [3, spec.input_size, spec.input_size];
     let mut out = Vec::with_capacity(ops.len());
     for op in ops {
         out.push((op, shape));
@@ -86,7 +82,7 @@ fn plan(net: &ZfNet, dropout: bool) -> Result<Vec<(Op, [usize; 3])>> {
                 (Some(ho), Some(wo)) => [c, ho, wo],
                 _ => bail!("backprop: a pool does not fit a {h}x{w} input"),
             },
-            Op::Lrn(_) | Op::Dropout => shape,
+            Op::Lrn(_) | Op::Dropout(_) => shape,
             Op::Fc(i, _) => {
                 let l = net.linear(Point::WEIGHTED[i]).map(|l| l.weight().dims2()).transpose()?;
                 match l {
@@ -217,10 +213,10 @@ impl Backprop {
                         let (wt, b) = weight(i);
                         Linear { relu }.forward_into(input, wt, b, n, out)?
                     }
-                    Op::Dropout => {
+                    Op::Dropout(p) => {
                         let mask = slot(&mut self.masks[j], next);
                         if let Some(rng) = rng.as_mut() {
-                            fill_dropout_mask(rng, net.config().dropout, mask);
+                            fill_dropout_mask(rng, p, mask);
                         }
                         for ((o, &v), &m) in out.iter_mut().zip(input).zip(mask.iter()) {
                             *o = v * m;
@@ -292,7 +288,7 @@ impl Backprop {
                             g.backward_into(&self.switches[j][..out_n], grad, pooled, (h, w), dx)?
                         }
                     }
-                    Op::Dropout => {
+                    Op::Dropout(_) => {
                         if let Some(dx) = dx {
                             for ((d, &g), &m) in dx.iter_mut().zip(grad).zip(&self.masks[j][..out_n]) {
                                 *d = g * m;
@@ -318,7 +314,7 @@ impl Backprop {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::config::ZfConfig;
+    use crate::config::{Order, ZfConfig};
     use crate::init::{init_tensors, Init};
     use crate::NoTap;
     use candle_core::{Device, Var};
