@@ -98,3 +98,95 @@ pub fn from_imgclsmob(mut tensors: HashMap<String, Tensor>) -> Result<(ZfConfig,
     let out = out.into_iter().map(|(k, t)| Ok((k, t.to_dtype(candle_core::DType::F32)?))).collect::<Result<_>>()?;
     Ok((config, out))
 }
+
+/// The keys a torchvision state dict may hold besides those a spec expects: batch norm's step
+/// counter, which inference does not use.
+fn ignored(key: &str) -> bool {
+    key.ends_with(".num_batches_tracked")
+}
+
+/// Infers which torchvision network (`alexnet`, `vgg11`..`vgg19`, with or without `_bn`) a state
+/// dict holds — from which `features.<i>` / `classifier.<i>` modules have weights (convs, batch
+/// norms, linear layers at torchvision's module indices) and their shapes (widths, kernels) —
+/// and returns its spec (at 224 pixels, ImageNet normalization) with the tensors in f32, batch
+/// norms still separate (folded when a [`crate::Net`] is built).
+///
+/// Errors name the key: one outside `features.*`/`classifier.*` (a residual net's `layer1.0...`,
+/// say), a set of modules that fits no preset, a shape that does not fit (grouped convs have
+/// fewer input channels than the layer before gives).
+pub fn from_torchvision(tensors: HashMap<String, Tensor>) -> Result<(crate::spec::NetSpec, HashMap<String, Tensor>)> {
+    use crate::spec::{NetSpec, Widths, TORCHVISION};
+    let mut keys: Vec<&String> = tensors.keys().filter(|k| !ignored(k)).collect();
+    keys.sort();
+    let module = |k: &str| -> Option<(String, usize)> {
+        let mut parts = k.splitn(3, '.');
+        let (c, i) = (parts.next()?, parts.next()?.parse::<usize>().ok()?);
+        matches!(c, "features" | "classifier").then(|| (c.to_string(), i))
+    };
+    if let Some(k) = keys.iter().find(|k| module(k).is_none()) {
+        let hint = if k.starts_with("layer") || k.starts_with("bn1") || k.contains("downsample") {
+            " (a residual net's blocks: only plain conv stacks — AlexNet, VGG — are supported)"
+        } else {
+            ""
+        };
+        bail!("unexpected key `{k}`: torchvision's AlexNet and VGG hold only features.<i> and classifier.<i>{hint}")
+    }
+    // The widths the file implies: conv outputs in order, the linear layers' outputs.
+    let mut convs: Vec<(usize, usize)> = Vec::new();
+    let mut linears: Vec<(usize, usize)> = Vec::new();
+    for k in &keys {
+        let t = &tensors[k.as_str()];
+        if let (Some((c, i)), true) = (module(k), k.ends_with(".weight")) {
+            match (c.as_str(), t.rank()) {
+                ("features", 4) => convs.push((i, t.dim(0)?)),
+                ("classifier", 2) => linears.push((i, t.dim(0)?)),
+                _ => {}
+            }
+        }
+    }
+    convs.sort();
+    linears.sort();
+    let widths = match linears.as_slice() {
+        [(_, f6), (_, f7), (_, classes)] => {
+            Widths { convs: convs.iter().map(|&(_, w)| w).collect(), fc: [*f6, *f7], classes: *classes }
+        }
+        other => bail!("classifier has {} linear layers, expected 3 (torchvision's AlexNet and VGG)", other.len()),
+    };
+    let want: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    let mut tried = Vec::new();
+    for arch in TORCHVISION {
+        let Ok(spec) = NetSpec::torchvision_with(arch, &widths) else { continue };
+        let expected = spec.expected_tensors();
+        let mut names: Vec<String> = expected.iter().map(|(k, _)| k.clone()).collect();
+        names.sort();
+        if names != want {
+            tried.push(*arch);
+            continue;
+        }
+        let mut bad = Vec::new();
+        for (key, shape) in &expected {
+            let got = tensors[key].dims();
+            if got != shape.as_slice() {
+                let grouped = shape.len() == 4 && got.len() == 4 && got[1] < shape[1] && shape[1] % got[1].max(1) == 0;
+                let why = if grouped { " (grouped convolutions are not supported)" } else { "" };
+                bad.push(format!("`{key}` is {got:?}, expected {shape:?} for {arch}{why}"));
+            }
+        }
+        if !bad.is_empty() {
+            bail!("the shapes do not fit torchvision's {arch}: {}", bad.join("; "))
+        }
+        let out = tensors
+            .into_iter()
+            .filter(|(k, _)| !ignored(k))
+            .map(|(k, t)| Ok((k, t.to_dtype(candle_core::DType::F32)?)))
+            .collect::<Result<_>>()?;
+        return Ok((spec, out));
+    }
+    let conv_at: Vec<String> = convs.iter().map(|(i, _)| format!("features.{i}")).collect();
+    bail!(
+        "the modules fit no torchvision preset ({}): convs at {}, linear layers at {}",
+        TORCHVISION.join(", "),
+        conv_at.join(", "),
+        linears.iter().map(|(i, _)| format!("classifier.{i}")).collect::<Vec<_>>().join(", ")
+    )
+}

@@ -362,6 +362,32 @@ impl NetSpec {
         Ok(LayerTable { rows })
     }
 
+    /// Every tensor the spec's weights file holds, with its shape, in forward order: each conv's
+    /// and linear layer's `weight` and `bias`, and an unfolded batch norm's `weight`, `bias`,
+    /// `running_mean` and `running_var`.
+    pub fn expected_tensors(&self) -> Vec<(String, Vec<usize>)> {
+        let mut out = Vec::new();
+        for l in &self.layers {
+            match &l.kind {
+                LayerKind::Conv { inputs, outputs, geometry: g, batch_norm, .. } => {
+                    out.push((format!("{}.weight", l.name), vec![*outputs, *inputs, g.kernel, g.kernel]));
+                    out.push((format!("{}.bias", l.name), vec![*outputs]));
+                    if let Some(bn) = batch_norm {
+                        for t in ["weight", "bias", "running_mean", "running_var"] {
+                            out.push((format!("{bn}.{t}"), vec![*outputs]));
+                        }
+                    }
+                }
+                LayerKind::Linear { inputs, outputs, .. } => {
+                    out.push((format!("{}.weight", l.name), vec![*outputs, *inputs]));
+                    out.push((format!("{}.bias", l.name), vec![*outputs]));
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
     /// The index of the last conv layer (where the occlusion stages end).
     pub fn last_conv(&self) -> Option<usize> {
         self.layers.iter().rposition(|l| matches!(l.kind, LayerKind::Conv { .. }))

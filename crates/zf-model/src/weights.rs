@@ -1,5 +1,7 @@
 //! Weights on disk: safetensors with the keys `conv1.weight` ... `fc8.bias` in PyTorch layouts,
-//! checked tensor by tensor against the config, written atomically.
+//! checked tensor by tensor against the config, written atomically; and any [`Net`] — a
+//! zfnet file recording its spec, or torchvision's AlexNet/VGG as PyTorch wrote them
+//! ([`Net::load`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,6 +13,8 @@ use safetensors::{Dtype, SafeTensors};
 use crate::config::ZfConfig;
 use crate::hub;
 use crate::net::{Point, ZfNet};
+use crate::network::Net;
+use crate::spec::NetSpec;
 
 /// Metadata key under which a saved file records its network config (JSON).
 pub const CONFIG_KEY: &str = "zfnet.config";
@@ -301,4 +305,104 @@ pub fn save_tensors(tensors: &[(String, Tensor)], metadata: HashMap<String, Stri
     let bytes = safetensors::serialize(contiguous.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))
         .map_err(|e| cannot(e.to_string()))?;
     zf_io::write_atomic(path, &bytes).map_err(|e| cannot(e.to_string()))
+}
+
+/// Metadata key under which a saved [`Net`] records its spec (JSON, batch norms folded).
+pub const SPEC_KEY: &str = "zfnet.spec";
+
+/// What a weights file holds and how zfnet reads it (see [`Net::load`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Source {
+    /// A zfnet file with its spec in the metadata.
+    Spec,
+    /// ZFNet: a recorded [`ZfConfig`] or ZFNet's keys.
+    ZfNet(ZfConfig),
+    /// torchvision's state dict (safetensors or `.pth`), the architecture inferred.
+    Torchvision,
+}
+
+impl WeightsFile {
+    /// Every tensor in the file, as stored, on `device`.
+    pub fn all_tensors(&self, device: &Device) -> Result<HashMap<String, Tensor>> {
+        let mut out = HashMap::new();
+        for (name, (dtype, shape, range)) in &self.tensors {
+            let dtype = DType::try_from(*dtype)?;
+            out.insert(name.clone(), Tensor::from_raw_buffer(&self.map[range.clone()], dtype, shape, device)?);
+        }
+        Ok(out)
+    }
+
+    /// The spec the file records under [`SPEC_KEY`], if any.
+    pub fn spec(&self) -> Result<Option<NetSpec>> {
+        match self.metadata.get(SPEC_KEY) {
+            None => Ok(None),
+            Some(json) => serde_json::from_str(json).map(Some).map_err(|e| {
+                candle_core::Error::Msg(format!(
+                    "{}: metadata `{SPEC_KEY}` is not a network spec: {e}",
+                    self.path.display()
+                ))
+            }),
+        }
+    }
+
+    /// What the file holds: a recorded spec, ZFNet (a recorded config, or `conv1.weight`
+    /// among its keys), else torchvision's keys.
+    pub fn source(&self) -> Result<Source> {
+        if self.metadata.contains_key(SPEC_KEY) {
+            return Ok(Source::Spec);
+        }
+        if self.metadata.contains_key(CONFIG_KEY) || self.tensors.contains_key("conv1.weight") {
+            return Ok(Source::ZfNet(self.config_or_inferred(None)?));
+        }
+        Ok(Source::Torchvision)
+    }
+}
+
+impl Net {
+    /// Loads any network the project knows from `spec` (a path or `hf://...`):
+    /// - a zfnet safetensors file that records its spec ([`Net::save`]);
+    /// - a ZFNet file (its recorded config, or the config its shapes imply);
+    /// - torchvision's AlexNet or VGG (batch norm or not) as PyTorch wrote it: a safetensors
+    ///   file of its state dict, or a `.pth`/`.pt` checkpoint in either `torch.save` format,
+    ///   the architecture inferred from keys and shapes ([`crate::convert::from_torchvision`]);
+    ///   batch norms are folded into their convs.
+    ///
+    /// `input_size`, when given, replaces the spec's (any size the pools allow).
+    pub fn load(spec: &str, input_size: Option<usize>, device: &Device) -> Result<Self> {
+        let path = hub::resolve(spec)?;
+        let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
+        let (mut net_spec, tensors) = if !is_safetensors {
+            let tensors = crate::convert::read_checkpoint(&path)?;
+            crate::convert::from_torchvision(tensors)
+                .map_err(|e| candle_core::Error::Msg(format!("{}: {e}", path.display())))?
+        } else {
+            let file = WeightsFile::read(&path)?;
+            match file.source()? {
+                Source::Spec => {
+                    let recorded =
+                        file.spec()?.ok_or_else(|| candle_core::Error::Msg(format!("{}: no spec", path.display())))?;
+                    (recorded, file.all_tensors(device)?)
+                }
+                Source::ZfNet(config) => (config.spec(), file.tensors(&config, device)?),
+                Source::Torchvision => crate::convert::from_torchvision(file.all_tensors(device)?)
+                    .map_err(|e| candle_core::Error::Msg(format!("{}: {e}", path.display())))?,
+            }
+        };
+        if let Some(s) = input_size {
+            net_spec.input_size = s;
+        }
+        Net::from_tensors(&net_spec, tensors, device)
+    }
+
+    /// Writes the weights (batch norms folded) to `path` as safetensors with the spec in the
+    /// metadata ([`SPEC_KEY`]), atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut metadata = HashMap::new();
+        metadata.insert("format".to_string(), "pt".to_string());
+        metadata.insert(
+            SPEC_KEY.to_string(),
+            serde_json::to_string(&self.folded_spec()).map_err(|e| candle_core::Error::Msg(e.to_string()))?,
+        );
+        save_tensors(&self.named_tensors(), metadata, path)
+    }
 }
