@@ -28,8 +28,7 @@ pub mod topk;
 
 use candle_core::{DType, Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
-use zf_model::config::{ConvGeometry, CONV345, POOL12};
-use zf_model::{Point, Trace, ZfConfig, ZfNet};
+use zf_model::{LayerKind, Net, NetSpec, NetTrace, Point, Trace, ZfConfig};
 
 pub use fig2::{energy_on_box, top_projections, top_projections_of, Fig2Config, MapHits, Phase, Projected};
 pub use topk::{Hit, TopK};
@@ -47,32 +46,36 @@ pub struct Unit {
     pub x: usize,
 }
 
-/// The conv layers the deconvnet goes through, with their geometry.
-fn conv_geometry(config: &ZfConfig, layer: Point) -> Result<ConvGeometry> {
-    let (g1, g2) = config.first_layer.geometry();
-    Ok(match layer {
-        Point::Conv1 => g1,
-        Point::Conv2 => g2,
-        Point::Conv3 | Point::Conv4 | Point::Conv5 => CONV345,
-        other => bail!("the deconvnet projects conv1..conv5 (the paper's layers 1-5), got {other}"),
-    })
-}
-
-/// The layer below conv `layer` that a projection passes through, and the pool (with its
-/// switches) between them, if any: conv3 -> pool2 -> conv2 -> pool1 -> conv1.
-fn below(layer: Point) -> (Option<Point>, Option<Point>) {
-    match layer {
-        Point::Conv5 => (Some(Point::Conv4), None),
-        Point::Conv4 => (Some(Point::Conv3), None),
-        Point::Conv3 => (Some(Point::Conv2), Some(Point::Pool2)),
-        Point::Conv2 => (Some(Point::Conv1), Some(Point::Pool1)),
-        _ => (None, None),
+/// The index of ZFNet point `layer` in `net`'s spec (its layers are named as the points).
+fn index_of(net: &Net, layer: Point) -> Result<usize> {
+    if !layer.is_conv() {
+        bail!("the deconvnet projects conv1..conv5 (the paper's layers 1-5), got {layer}")
     }
+    net.spec().find(layer.name())
 }
 
-/// Checks that `layer` is conv1..conv5 and returns its output shape `[C, H, W]` for `config`.
+/// A [`Trace`] of ZFNet's points as the [`NetTrace`] of its layer list.
+fn net_trace(net: &Net, trace: &Trace) -> NetTrace {
+    let mut out = NetTrace::default();
+    for (p, t) in &trace.activations {
+        if let Ok(i) = net.spec().find(p.name()) {
+            let _ = zf_model::LayerTap::activation(&mut out, i, t);
+        }
+    }
+    for (p, s) in &trace.switches {
+        if let Ok(i) = net.spec().find(p.name()) {
+            let _ = zf_model::LayerTap::switches(&mut out, i, s);
+        }
+    }
+    out
+}
+
+/// Checks that `layer` is ZFNet's conv1..conv5 and returns its output shape `[C, H, W]` for
+/// `config`.
 pub fn layer_shape(config: &ZfConfig, layer: Point) -> Result<[usize; 3]> {
-    conv_geometry(config, layer)?;
+    if !layer.is_conv() {
+        bail!("the deconvnet projects conv1..conv5 (the paper's layers 1-5), got {layer}")
+    }
     let table = config.table()?;
     let row =
         table.row(layer.name()).ok_or_else(|| candle_core::Error::Msg(format!("no {layer} in the layer table")))?;
@@ -80,7 +83,7 @@ pub fn layer_shape(config: &ZfConfig, layer: Point) -> Result<[usize; 3]> {
 }
 
 /// Checks a unit against a layer of shape `[C, H, W]` and a batch of `n` images.
-fn check_unit(layer: Point, [c, h, w]: [usize; 3], n: usize, u: &Unit) -> Result<()> {
+fn check_unit(layer: &str, [c, h, w]: [usize; 3], n: usize, u: &Unit) -> Result<()> {
     if u.image >= n {
         bail!("image {} does not exist: the forward pass had {n} image(s)", u.image)
     }
@@ -93,23 +96,30 @@ fn check_unit(layer: Point, [c, h, w]: [usize; 3], n: usize, u: &Unit) -> Result
     Ok(())
 }
 
-/// The deconvnet attached to a network; reads its weights through getters.
+/// The deconvnet attached to a network — ZFNet or any conv stack ([`Net`]); reads its weights
+/// through getters. The [`Point`] methods are ZFNet's names for the `_layer` methods, which
+/// take a layer index into the network's spec ([`Net::layer`] finds it by name).
 #[derive(Clone, Copy, Debug)]
 pub struct Deconvnet<'a> {
-    net: &'a ZfNet,
+    net: &'a Net,
 }
 
 impl<'a> Deconvnet<'a> {
-    pub fn new(net: &'a ZfNet) -> Self {
-        Self { net }
+    pub fn new(net: &'a impl AsRef<Net>) -> Self {
+        Self { net: net.as_ref() }
     }
 
     /// The unit with the largest activation of `channel` in image `image` (first in row-major
     /// order on ties), and its value.
     pub fn strongest(&self, trace: &Trace, layer: Point, image: usize, channel: usize) -> Result<(Unit, f32)> {
-        let act = activation(trace, layer)?;
+        self.strongest_layer(&net_trace(self.net, trace), index_of(self.net, layer)?, image, channel)
+    }
+
+    /// [`Self::strongest`] of conv layer `layer` (an index into the spec).
+    pub fn strongest_layer(&self, trace: &NetTrace, layer: usize, image: usize, channel: usize) -> Result<(Unit, f32)> {
+        let act = self.activation(trace, layer)?;
         let (n, c, _, w) = act.dims4()?;
-        check_unit(layer, [c, 1, 1], n, &Unit { image, channel, y: 0, x: 0 })?;
+        check_unit(self.name(layer), [c, 1, 1], n, &Unit { image, channel, y: 0, x: 0 })?;
         let plane = act.get(image)?.get(channel)?.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
         let (best, value) =
             plane
@@ -126,22 +136,33 @@ impl<'a> Deconvnet<'a> {
     /// - `trace`: a forward pass of `[N, 3, S, S]`
     /// - returns: `[K, 3, S, S]` for `K = units.len()`, in the order of `units`
     pub fn project(&self, trace: &Trace, layer: Point, units: &[Unit]) -> Result<Tensor> {
-        if zf_model::device::fused(checked_activation(trace, layer, units)?) {
+        self.project_layer(&net_trace(self.net, trace), index_of(self.net, layer)?, units)
+    }
+
+    /// [`Self::project`] of conv layer `layer` (an index into the spec) from a [`NetTrace`].
+    /// On the CPU in f32 each unit goes down through its receptive field only; elsewhere
+    /// [`Self::project_dense_layer`].
+    pub fn project_layer(&self, trace: &NetTrace, layer: usize, units: &[Unit]) -> Result<Tensor> {
+        if zf_model::device::fused(self.checked_activation(trace, layer, units)?) {
             return units
                 .iter()
                 .map(|u| self.project_window(trace, layer, u))
                 .collect::<Result<Vec<_>>>()
                 .and_then(|v| Tensor::cat(&v, 0));
         }
-        self.project_dense(trace, layer, units)
+        self.project_dense_layer(trace, layer, units)
     }
 
     /// [`Self::project`] computed over whole maps, all units as one batch: the path for devices
     /// other than the CPU (and for dtypes other than f32), and the reference that the CPU's
     /// windowed path is tested against.
     pub fn project_dense(&self, trace: &Trace, layer: Point, units: &[Unit]) -> Result<Tensor> {
-        let config = self.net.config();
-        let act = checked_activation(trace, layer, units)?;
+        self.project_dense_layer(&net_trace(self.net, trace), index_of(self.net, layer)?, units)
+    }
+
+    /// [`Self::project_dense`] of conv layer `layer` (an index into the spec).
+    pub fn project_dense_layer(&self, trace: &NetTrace, layer: usize, units: &[Unit]) -> Result<Tensor> {
+        let act = self.checked_activation(trace, layer, units)?;
         let (_, c, h, w) = act.dims4()?;
         let device = act.device().clone();
         // The kept activations, one per projection, gathered and placed on the device (one
@@ -154,35 +175,78 @@ impl<'a> Deconvnet<'a> {
             .index_add(&Tensor::from_vec(to, units.len(), &device)?, &values, 0)?
             .reshape((units.len(), c, h, w))?;
         let images = Tensor::from_vec(units.iter().map(|u| u.image as u32).collect::<Vec<_>>(), units.len(), &device)?;
-        let mut current = layer;
-        loop {
-            let weight = self.weight(current)?;
-            let g = conv_geometry(config, current)?;
-            let input = conv_input_side(config, current)?;
-            let out = x.dim(3)?;
-            let op =
-                input as isize - ((out as isize - 1) * g.stride as isize - 2 * g.padding as isize + g.kernel as isize);
-            if op < 0 || op as usize >= g.stride.max(1) {
-                bail!("{current}: no output padding restores a {input}-pixel input from {out} (got {op})")
-            }
-            x = zf_model::conv::conv_transpose2d(&x.relu()?, weight, g, (input, input))?;
-            let (next, pool) = below(current);
-            if let Some(pool) = pool {
-                let sw = switches(trace, pool)?;
-                x = unpool(&x, &sw.indices.index_select(&images, 0)?, sw.input_hw)?;
-            }
-            match next {
-                Some(p) => current = p,
-                None => break,
+        for i in (0..=layer).rev() {
+            let (ih, iw) = self.input_hw(i);
+            match &self.net.spec().layers[i].kind {
+                LayerKind::Conv { geometry: g, .. } => {
+                    let out = x.dim(3)?;
+                    let op = iw as isize
+                        - ((out as isize - 1) * g.stride as isize - 2 * g.padding as isize + g.kernel as isize);
+                    if op < 0 || op as usize >= g.stride.max(1) {
+                        bail!("{}: no output padding restores a {iw}-pixel input from {out} (got {op})", self.name(i))
+                    }
+                    x = zf_model::conv::conv_transpose2d(&x.relu()?, self.weight(i)?, *g, (ih, iw))?;
+                }
+                LayerKind::MaxPool(_) => {
+                    let sw = self.switches(trace, i)?;
+                    x = unpool(&x, &sw.indices.index_select(&images, 0)?, sw.input_hw)?;
+                }
+                LayerKind::Lrn(_) | LayerKind::Dropout { .. } => {}
+                other => bail!("the deconvnet cannot go down through {} ({other:?})", self.name(i)),
             }
         }
         Ok(x)
     }
 
-    /// The weight of conv `layer`, whose transpose filters the projection.
-    fn weight(&self, layer: Point) -> Result<&Tensor> {
-        let conv = self.net.conv(layer).ok_or_else(|| candle_core::Error::Msg(format!("no {layer} in the network")))?;
+    fn name(&self, layer: usize) -> &str {
+        self.net.spec().layers.get(layer).map_or("?", |l| l.label())
+    }
+
+    /// The weight of conv layer `layer`, whose transpose filters the projection.
+    fn weight(&self, layer: usize) -> Result<&Tensor> {
+        let conv = self
+            .net
+            .conv(layer)
+            .ok_or_else(|| candle_core::Error::Msg(format!("{} is not a conv layer", self.name(layer))))?;
         Ok(conv.weight())
+    }
+
+    /// The size of layer `layer`'s input: the image's, or the output of the layer before.
+    fn input_hw(&self, layer: usize) -> (usize, usize) {
+        let s = self.net.spec().input_size;
+        match layer.checked_sub(1).and_then(|i| self.net.shape(i)) {
+            Some(&[_, h, w]) => (h, w),
+            _ => (s, s),
+        }
+    }
+
+    fn switches<'t>(&self, trace: &'t NetTrace, layer: usize) -> Result<&'t zf_model::Switches> {
+        trace
+            .switches_of(layer)
+            .ok_or_else(|| candle_core::Error::Msg(format!("the trace has no {} switches", self.name(layer))))
+    }
+
+    fn activation<'t>(&self, trace: &'t NetTrace, layer: usize) -> Result<&'t Tensor> {
+        match self.net.spec().layers.get(layer).map(|l| &l.kind) {
+            Some(LayerKind::Conv { .. }) => {}
+            _ => bail!("the deconvnet projects conv layers, got {}", self.name(layer)),
+        }
+        trace
+            .activation(layer)
+            .ok_or_else(|| candle_core::Error::Msg(format!("the trace has no {} activation", self.name(layer))))
+    }
+
+    /// `layer`'s activation, once every unit is checked to lie in it (and there is one).
+    fn checked_activation<'t>(&self, trace: &'t NetTrace, layer: usize, units: &[Unit]) -> Result<&'t Tensor> {
+        let act = self.activation(trace, layer)?;
+        let (n, c, h, w) = act.dims4()?;
+        for u in units {
+            check_unit(self.name(layer), [c, h, w], n, u)?;
+        }
+        if units.is_empty() {
+            bail!("no units to project")
+        }
+        Ok(act)
     }
 
     /// One unit's projection on the CPU, computed only where it can be non-zero: each layer's
@@ -192,119 +256,83 @@ impl<'a> Deconvnet<'a> {
     /// Unpooling also takes the zero-valued pooled positions next to the block, whose windows
     /// can share a switch with the block's and, coming later, overwrite it with zero as the
     /// dense unpooling does.
-    fn project_window(&self, trace: &Trace, layer: Point, u: &Unit) -> Result<Tensor> {
-        let config = self.net.config();
-        let act = activation(trace, layer)?;
+    fn project_window(&self, trace: &NetTrace, layer: usize, u: &Unit) -> Result<Tensor> {
+        let act = self.activation(trace, layer)?;
         let c = act.dim(1)?;
         let mut start = vec![0f32; c];
         start[u.channel] = act.get(u.image)?.get(u.channel)?.get(u.y)?.get(u.x)?.to_scalar::<f32>()?;
         let mut x = Tensor::from_vec(start, (1, c, 1, 1), act.device())?;
         let mut origin = (u.y, u.x);
-        let mut current = layer;
-        loop {
-            let weight = self.weight(current)?;
-            let g = conv_geometry(config, current)?;
-            let input = conv_input_side(config, current)?;
-            (x, origin) = zf_model::conv::conv_transpose2d_window(&x.relu()?, weight, g, origin, (input, input))?;
-            let (next, pool) = below(current);
-            if let Some(pool) = pool {
-                let sw = switches(trace, pool)?;
-                // Widen the block by the neighbours whose windows overlap its windows.
-                let ext = sw.geometry.kernel.div_ceil(sw.geometry.stride).saturating_sub(1);
-                let (_, _, bh, bw) = x.dims4()?;
-                let (top, left) = (origin.0.min(ext), origin.1.min(ext));
-                let bottom = (input - origin.0 - bh).min(ext);
-                let right = (input - origin.1 - bw).min(ext);
-                x = x.pad_with_zeros(2, top, bottom)?.pad_with_zeros(3, left, right)?;
-                origin = (origin.0 - top, origin.1 - left);
-                let (_, _, bh, bw) = x.dims4()?;
-                let idx = sw.indices.narrow(0, u.image, 1)?.narrow(2, origin.0, bh)?.narrow(3, origin.1, bw)?;
-                (x, origin) = zf_model::pool::unpool_window(&x, &idx, sw.geometry, origin, sw.input_hw)?;
-            }
-            match next {
-                Some(p) => current = p,
-                None => break,
+        for i in (0..=layer).rev() {
+            let (ih, iw) = self.input_hw(i);
+            match &self.net.spec().layers[i].kind {
+                LayerKind::Conv { geometry: g, .. } => {
+                    (x, origin) =
+                        zf_model::conv::conv_transpose2d_window(&x.relu()?, self.weight(i)?, *g, origin, (ih, iw))?;
+                }
+                LayerKind::MaxPool(_) => {
+                    let sw = self.switches(trace, i)?;
+                    // Widen the block by the neighbours whose windows overlap its windows.
+                    let ext = sw.geometry.kernel.div_ceil(sw.geometry.stride).saturating_sub(1);
+                    let (_, _, bh, bw) = x.dims4()?;
+                    let (ph, pw) = (self.net.shape(i).map_or(0, |s| s[1]), self.net.shape(i).map_or(0, |s| s[2]));
+                    let (top, left) = (origin.0.min(ext), origin.1.min(ext));
+                    let bottom = (ph - origin.0 - bh).min(ext);
+                    let right = (pw - origin.1 - bw).min(ext);
+                    x = x.pad_with_zeros(2, top, bottom)?.pad_with_zeros(3, left, right)?;
+                    origin = (origin.0 - top, origin.1 - left);
+                    let (_, _, bh, bw) = x.dims4()?;
+                    let idx = sw.indices.narrow(0, u.image, 1)?.narrow(2, origin.0, bh)?.narrow(3, origin.1, bw)?;
+                    (x, origin) = zf_model::pool::unpool_window(&x, &idx, sw.geometry, origin, sw.input_hw)?;
+                }
+                LayerKind::Lrn(_) | LayerKind::Dropout { .. } => {}
+                other => bail!("the deconvnet cannot go down through {} ({other:?})", self.name(i)),
             }
         }
         let (_, _, bh, bw) = x.dims4()?;
-        let s = config.input_size;
+        let s = self.net.spec().input_size;
         x.pad_with_zeros(2, origin.0, s - origin.0 - bh)?.pad_with_zeros(3, origin.1, s - origin.1 - bw)
     }
 }
 
-fn switches(trace: &Trace, pool: Point) -> Result<&zf_model::Switches> {
-    trace.switches_of(pool).ok_or_else(|| candle_core::Error::Msg(format!("the trace has no {pool} switches")))
-}
-
-/// `layer`'s activation, once every unit is checked to lie in it (and there is one).
-fn checked_activation<'t>(trace: &'t Trace, layer: Point, units: &[Unit]) -> Result<&'t Tensor> {
-    let act = activation(trace, layer)?;
-    let (n, c, h, w) = act.dims4()?;
-    for u in units {
-        check_unit(layer, [c, h, w], n, u)?;
-    }
-    if units.is_empty() {
-        bail!("no units to project")
-    }
-    Ok(act)
-}
-
-fn activation(trace: &Trace, layer: Point) -> Result<&Tensor> {
-    if !layer.is_conv() {
-        bail!("the deconvnet projects conv1..conv5 (the paper's layers 1-5), got {layer}")
-    }
-    trace.get(layer).ok_or_else(|| candle_core::Error::Msg(format!("the trace has no {layer} activation")))
-}
-
-/// Side of conv `layer`'s input: the image, pool1/pool2's output, or conv3/conv4's output.
-fn conv_input_side(config: &ZfConfig, layer: Point) -> Result<usize> {
-    let table = config.table()?;
-    let row = |name: &str| {
-        table.row(name).map(|r| r.shape[1]).ok_or_else(|| candle_core::Error::Msg(format!("no {name} row")))
-    };
-    match layer {
-        Point::Conv1 => Ok(config.input_size),
-        Point::Conv2 => row("pool1"),
-        Point::Conv3 => row("pool2"),
-        Point::Conv4 => row("conv3"),
-        Point::Conv5 => row("conv4"),
-        other => bail!("{other} is not a convolution"),
-    }
-}
-
-/// The box of input pixels that unit `(y, x)` of conv `layer` sees, `[x0, y0, x1, y1)`
-/// (end-exclusive), clipped to the image: walking down through every conv (kernel, stride,
-/// padding) and pool (kernel, stride), clipped to each layer's size on the way.
+/// The box of input pixels that unit `(y, x)` of ZFNet's conv `layer` sees, `[x0, y0, x1, y1)`
+/// (end-exclusive), clipped to the image; see [`receptive_field_of`].
 pub fn receptive_field(config: &ZfConfig, layer: Point, y: usize, x: usize) -> Result<[usize; 4]> {
     let [c, h, w] = layer_shape(config, layer)?;
-    check_unit(layer, [c, h, w], 1, &Unit { image: 0, channel: 0, y, x })?;
+    check_unit(layer.name(), [c, h, w], 1, &Unit { image: 0, channel: 0, y, x })?;
+    let spec = config.spec();
+    receptive_field_of(&spec, spec.find(layer.name())?, y, x)
+}
+
+/// The box of input pixels that unit `(y, x)` of layer `layer` of `spec` sees,
+/// `[x0, y0, x1, y1)` (end-exclusive), clipped to the image: walking down through every conv
+/// (kernel, stride, padding) and max pool (kernel, stride), clipped to each layer's input
+/// size on the way.
+pub fn receptive_field_of(spec: &NetSpec, layer: usize, y: usize, x: usize) -> Result<[usize; 4]> {
+    let shapes = spec.shapes()?;
+    let Some(shape) = shapes.get(layer).filter(|s| s.len() == 3) else {
+        bail!("layer {layer} of {} is not a spatial layer", spec.arch)
+    };
+    let name = spec.layers[layer].label();
+    check_unit(name, [shape[0], shape[1], shape[2]], 1, &Unit { image: 0, channel: 0, y, x })?;
     let (mut ylo, mut yhi, mut xlo, mut xhi) = (y as isize, y as isize, x as isize, x as isize);
-    let mut current = layer;
-    loop {
-        let g = conv_geometry(config, current)?;
-        let grow = |lo: isize, hi: isize| {
-            (
-                lo * g.stride as isize - g.padding as isize,
-                hi * g.stride as isize - g.padding as isize + g.kernel as isize - 1,
-            )
+    for i in (0..=layer).rev() {
+        let (k, s, p) = match &spec.layers[i].kind {
+            LayerKind::Conv { geometry: g, .. } => (g.kernel, g.stride, g.padding),
+            LayerKind::MaxPool(g) => (g.kernel, g.stride, 0),
+            LayerKind::Lrn(_) | LayerKind::Dropout { .. } => continue,
+            other => bail!("no receptive field through {} ({other:?})", spec.layers[i].name),
         };
-        (ylo, yhi) = grow(ylo, yhi);
-        (xlo, xhi) = grow(xlo, xhi);
-        let side = conv_input_side(config, current)? as isize;
-        let clip = |v: isize| v.clamp(0, side - 1);
-        (ylo, yhi, xlo, xhi) = (clip(ylo), clip(yhi), clip(xlo), clip(xhi));
-        let (next, pool) = below(current);
-        if let (Some(conv_below), Some(_)) = (next, pool) {
-            // Through the pool into the output of the conv below it.
-            let (k, s) = (POOL12.kernel as isize, POOL12.stride as isize);
-            let pre = layer_shape(config, conv_below)?[1] as isize;
-            (ylo, yhi) = (ylo * s, (yhi * s + k - 1).min(pre - 1));
-            (xlo, xhi) = (xlo * s, (xhi * s + k - 1).min(pre - 1));
-        }
-        match next {
-            Some(p) => current = p,
-            None => break,
-        }
+        let (ih, iw) = match i.checked_sub(1).map(|j| shapes[j].as_slice()) {
+            Some(&[_, h, w]) => (h as isize, w as isize),
+            _ => (spec.input_size as isize, spec.input_size as isize),
+        };
+        let grow = |lo: isize, hi: isize, side: isize| {
+            let (lo, hi) = (lo * s as isize - p as isize, hi * s as isize - p as isize + k as isize - 1);
+            (lo.clamp(0, side - 1), hi.clamp(0, side - 1))
+        };
+        (ylo, yhi) = grow(ylo, yhi, ih);
+        (xlo, xhi) = grow(xlo, xhi, iw);
     }
     Ok([xlo as usize, ylo as usize, xhi as usize + 1, yhi as usize + 1])
 }
