@@ -4,8 +4,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use zf_data::MeanImage;
+use zf_model::weights::Source;
 use zf_model::{Device, Tensor};
-use zf_model::{FirstLayer, WeightsFile, ZfConfig, ZfNet};
+use zf_model::{FirstLayer, Net, WeightsFile, ZfConfig, ZfNet};
 
 /// Which network: a preset, adjusted by the other flags. When weights are given and none of
 /// these flags is, the config recorded in the weights file is used.
@@ -93,6 +94,48 @@ impl NetArgs {
     }
 }
 
+impl NetArgs {
+    /// The ZFNet-only flag among these that is given, if any.
+    fn zfnet_only(&self) -> Option<&'static str> {
+        [
+            (self.config.is_some(), "--config"),
+            (self.width.is_some(), "--width"),
+            (self.classes.is_some(), "--classes"),
+            (self.first_layer.is_some(), "--first-layer"),
+            (self.no_lrn, "--no-lrn"),
+        ]
+        .into_iter()
+        .find_map(|(given, flag)| given.then_some(flag))
+    }
+
+    /// Any network the project loads from `weights`: ZFNet (a zfnet file of it, these flags
+    /// applied), a zfnet file that records its spec, or torchvision's AlexNet/VGG as PyTorch
+    /// wrote them (.pth or safetensors; see `zf_model::Net::load`). The ZFNet flags other than
+    /// --input-size are an error for another network (never silently ignored).
+    pub fn load_any(&self, weights: &str, device: &Device) -> Result<Net> {
+        let safetensors = weights.starts_with("hf://") || weights.ends_with(".safetensors");
+        if safetensors && matches!(WeightsFile::open(weights)?.source()?, Source::ZfNet(_)) {
+            return Ok(self.load(weights, device)?.as_net().clone());
+        }
+        if let Some(flag) = self.zfnet_only() {
+            bail!("{flag} describes a ZFNet, but {weights} holds another network (only --input-size applies to it)")
+        }
+        Ok(Net::load(weights, self.input_size, device)?)
+    }
+}
+
+/// The layer `--layer` names in `net`: a key (`features.28`), an alias (`conv5_3`, `fc7`) or,
+/// for ZFNet, the paper's layer number (`1`..`7`).
+pub fn layer_arg(net: &Net, name: &str) -> Result<usize> {
+    match net.layer(name) {
+        Ok(i) => Ok(i),
+        Err(e) => match name.parse::<zf_model::Point>() {
+            Ok(p) if net.spec().find(p.name()).is_ok() => Ok(net.spec().find(p.name())?),
+            _ => Err(e.into()),
+        },
+    }
+}
+
 /// A network and an input for it: `--weights`, `--input`, `--mean`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ModelInput {
@@ -112,11 +155,30 @@ pub struct ModelInput {
 }
 
 impl ModelInput {
-    /// The network and the input `[N, 3, S, S]`.
-    pub fn load(&self, device: &Device) -> Result<(ZfNet, Tensor)> {
-        let net = self.net.load(&self.weights, device)?;
-        let mean = self.mean.as_deref().map(file_arg).transpose()?;
-        let x = read_input(&self.input, net.config().input_size, mean.as_deref(), device)?;
+    /// Any network (see [`NetArgs::load_any`]) and the input `[N, 3, S, S]`. An image input
+    /// uses --mean, else mean.safetensors beside the weights, else — for a network that
+    /// normalizes its input as torchvision's do — ImageNet's channel means.
+    pub fn load_any(&self, device: &Device) -> Result<(Net, Tensor)> {
+        let net = self.net.load_any(&self.weights, device)?;
+        let size = net.spec().input_size;
+        let is_tensor = self.input.extension().is_some_and(|e| e == "safetensors");
+        let mean = match (&self.mean, mean_beside(&self.weights)) {
+            _ if is_tensor => None,
+            (Some(m), _) => Some(MeanImage::load(&file_arg(m)?)?),
+            (None, Some(beside)) => {
+                tracing::info!("no --mean: {} beside the weights", beside.display());
+                Some(MeanImage::load(&beside)?)
+            }
+            (None, None) if net.spec().input_channel_scale.is_some() => {
+                tracing::info!("no --mean: ImageNet's channel means, as {} was trained with", net.spec().arch);
+                Some(imagenet_mean(size))
+            }
+            (None, None) => None,
+        };
+        let x = match mean {
+            Some(m) => zf_data::pick::read_input(&self.input, size, Some(&m), device)?,
+            None => read_input(&self.input, size, None, device)?,
+        };
         Ok((net, x))
     }
 }
@@ -134,6 +196,16 @@ pub fn read_input(path: &Path, size: usize, mean: Option<&Path>, device: &Device
         ),
     };
     Ok(zf_data::pick::read_input(path, size, mean.as_ref(), device)?)
+}
+
+/// ImageNet's per-channel means (pixels 0..255) as a mean image for an input of side `size`.
+pub fn imagenet_mean(size: usize) -> MeanImage {
+    let side = zf_data::Preprocess::for_input(size).resize;
+    let values = zf_model::config::IMAGENET_MEAN
+        .iter()
+        .flat_map(|&m| std::iter::repeat_n((255.0 * m) as f32, side * side))
+        .collect();
+    MeanImage { side, values, count: 0 }
 }
 
 /// A file argument that may also be a hub address (`--mean`, `--classes`): a local path, or

@@ -220,10 +220,30 @@ fn data_generate_is_deterministic_and_feeds_forward_with_a_mean() {
     // The input is the photo's centre crop minus the mean: values centred near zero, not 0..255.
     let m = got["input"].mean_all().unwrap().to_scalar::<f32>().unwrap();
     assert!(m.abs() < 60.0, "{m}");
-    let e = fails(&[
+    // Without --mean, the mean.safetensors beside the weights is used; with none there, an
+    // image input is an error.
+    let beside = dir.path().join("taps2.safetensors");
+    ok(&[
         "forward",
         "--weights",
         w.to_str().unwrap(),
+        "--input",
+        photo.to_str().unwrap(),
+        "--out",
+        beside.to_str().unwrap(),
+    ]);
+    let again = candle_core::safetensors::load(&beside, &Device::Cpu).unwrap();
+    assert_eq!(
+        again["input"].flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        got["input"].flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    );
+    std::fs::create_dir(dir.path().join("alone")).unwrap();
+    let alone = dir.path().join("alone/w.safetensors");
+    std::fs::copy(&w, &alone).unwrap();
+    let e = fails(&[
+        "forward",
+        "--weights",
+        alone.to_str().unwrap(),
         "--input",
         photo.to_str().unwrap(),
         "--out",
@@ -276,9 +296,10 @@ fn project_and_visualize_write_figures_and_tensors() {
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("projection.json")).unwrap()).unwrap();
     assert_eq!(json["units"][1]["position"], serde_json::json!([units[1].y, units[1].x]));
     assert!(image::open(out.join("projection.png")).is_ok());
-    for (layer, channel, message) in
-        [("fc7", "0", "projects conv1..conv5"), ("2", "99", "channel 99 does not exist: conv2 has 32 feature maps")]
-    {
+    for (layer, channel, message) in [
+        ("fc7", "0", "the deconvnet projects conv layers"),
+        ("2", "99", "channel 99 does not exist: conv2 has 32 feature maps"),
+    ] {
         let (x, o) = (xin.to_str().unwrap(), out.to_str().unwrap());
         let e = fails(&["project", "--weights", w_s, "--input", x, "--layer", layer, "--channel", channel, "--out", o]);
         assert!(e.contains(message), "{e}");

@@ -64,7 +64,7 @@ pub use candle_core::{DType, Device, Error, Result, Tensor};
 pub use config::{FirstLayer, LayerRow, LayerTable, LrnConfig, Order, PoolGeometry, ZfConfig};
 pub use device::parse_device;
 pub use net::{Backprop, Dropout, NoTap, Point, Tap, Trace, ZfNet};
-pub use network::{LayerTap, Net, NetTrace, NoLayerTap, Stage};
+pub use network::{Keep, LayerTap, Net, NetTrace, NoLayerTap, Stage};
 pub use pool::Switches;
 pub use spec::{LayerKind, LayerSpec, NetSpec};
 pub use weights::WeightsFile;

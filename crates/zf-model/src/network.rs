@@ -76,6 +76,40 @@ impl NetTrace {
     }
 }
 
+/// A tap that keeps the outputs of chosen layers only (and wants no switches, so that a CPU
+/// pass pools by values alone): what the probes read.
+#[derive(Clone, Debug, Default)]
+pub struct Keep {
+    layers: Vec<usize>,
+    pub trace: NetTrace,
+}
+
+impl Keep {
+    pub fn new(layers: &[usize]) -> Self {
+        Self { layers: layers.to_vec(), trace: NetTrace::default() }
+    }
+
+    /// Layer `layer`'s kept output, or an error naming it.
+    pub fn get(&self, layer: usize) -> Result<&Tensor> {
+        self.trace
+            .activation(layer)
+            .ok_or_else(|| candle_core::Error::Msg(format!("the forward pass did not hand out layer {layer}")))
+    }
+}
+
+impl LayerTap for Keep {
+    fn activation(&mut self, layer: usize, value: &Tensor) -> Result<()> {
+        if self.layers.contains(&layer) {
+            LayerTap::activation(&mut self.trace, layer, value)?;
+        }
+        Ok(())
+    }
+
+    fn wants_switches(&self) -> bool {
+        false
+    }
+}
+
 /// The weights of one layer.
 #[derive(Clone, Debug)]
 pub enum Params {
@@ -191,6 +225,14 @@ impl Net {
 
     pub fn spec(&self) -> &NetSpec {
         &self.spec
+    }
+
+    /// The device the weights are on.
+    pub fn device(&self) -> Device {
+        self.params.iter().flatten().next().map_or(Device::Cpu, |p| match p {
+            Params::Conv(c) => c.weight().device().clone(),
+            Params::Linear(l) => l.weight().device().clone(),
+        })
     }
 
     /// Layer `layer`'s output shape for one image.
@@ -497,6 +539,11 @@ pub(crate) fn dropout_layer(
         }
         _ => candle_nn::ops::dropout(xs, p as f32),
     }
+}
+
+/// The class probabilities of logits `[N, classes]`: the softmax over the last dimension.
+pub fn softmax(logits: &Tensor) -> Result<Tensor> {
+    candle_nn::ops::softmax_last_dim(logits)
 }
 
 /// PyTorch's adaptive average pooling windows along one axis: output `i` of `out` averages

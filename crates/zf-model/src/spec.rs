@@ -388,6 +388,17 @@ impl NetSpec {
         out
     }
 
+    /// The index of the first conv layer (ZFNet's conv1, the paper's "layer 1").
+    pub fn first_conv(&self) -> Option<usize> {
+        self.layers.iter().position(|l| matches!(l.kind, LayerKind::Conv { .. }))
+    }
+
+    /// The index of the last hidden linear layer (ZFNet's and torchvision's fc7, the paper's
+    /// "layer 7"): the last linear layer with a ReLU.
+    pub fn last_hidden(&self) -> Option<usize> {
+        self.layers.iter().rposition(|l| matches!(l.kind, LayerKind::Linear { relu: true, .. }))
+    }
+
     /// The index of the last conv layer (where the occlusion stages end).
     pub fn last_conv(&self) -> Option<usize> {
         self.layers.iter().rposition(|l| matches!(l.kind, LayerKind::Conv { .. }))

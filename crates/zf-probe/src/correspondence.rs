@@ -19,7 +19,7 @@ use candle_core::{DType, Device, Result, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use zf_model::{Point, ZfNet};
+use zf_model::{LayerKind, Net};
 
 use crate::bail;
 use crate::occlusion::occlude;
@@ -109,14 +109,15 @@ fn overlap(a: PartBox, b: PartBox) -> usize {
 /// # Shapes
 /// `images`: `[N, 3, S, S]`, preprocessed; `boxes.len() == N`.
 pub fn correspondence(
-    net: &ZfNet,
+    net: &impl AsRef<Net>,
     images: &Tensor,
     boxes: &[BTreeMap<String, PartBox>],
     parts: &[String],
-    layers: &[Point],
+    layers: &[usize],
     random: &RandomBoxes,
 ) -> Result<Vec<CorrespondenceRow>> {
-    let s = net.config().input_size;
+    let net = net.as_ref();
+    let s = net.spec().input_size;
     let (n, c, h, w) = images.dims4()?;
     if (c, h, w) != (3, s, s) {
         bail!("expected preprocessed images [N, 3, {s}, {s}], got {:?}", images.dims())
@@ -145,12 +146,13 @@ pub fn correspondence(
             }
         }
     }
-    for l in layers {
-        if !matches!(
-            l,
-            Point::Conv1 | Point::Conv2 | Point::Conv3 | Point::Conv4 | Point::Conv5 | Point::Fc6 | Point::Fc7
-        ) {
-            bail!("correspondence uses the paper's layers 1..7 (conv1..conv5, fc6, fc7), got {l}")
+    for &l in layers {
+        match net.spec().layers.get(l) {
+            Some(spec) if matches!(spec.kind, LayerKind::Conv { .. } | LayerKind::Linear { relu: true, .. }) => {}
+            Some(spec) => {
+                bail!("correspondence compares conv or hidden linear layers (after ReLU), got {}", spec.label())
+            }
+            None => bail!("layer {l} does not exist in {}", net.spec().arch),
         }
     }
     let host = images.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
@@ -188,7 +190,7 @@ pub fn correspondence(
             let (mean, std) = pair_stats(&pairs_per_layer[li]);
             rows.push(CorrespondenceRow {
                 part: name.to_string(),
-                layer: layer.name().to_string(),
+                layer: net.spec().layers[*layer].label().to_string(),
                 mean,
                 std,
                 images,
@@ -330,25 +332,16 @@ pub fn delta(signs: &[Vec<i8>]) -> (f32, f32) {
 }
 
 /// Per layer, per image, the flattened features (after ReLU).
-fn features(net: &ZfNet, xs: &Tensor, layers: &[Point]) -> Result<Vec<Vec<Vec<f32>>>> {
+fn features(net: &Net, xs: &Tensor, layers: &[usize]) -> Result<Vec<Vec<Vec<f32>>>> {
     let mut out: Vec<Vec<Vec<f32>>> = vec![Vec::new(); layers.len()];
     let n = xs.dim(0)?;
     for start in (0..n).step_by(16) {
         let len = 16.min(n - start);
-        let batch = xs.narrow(0, start, len)?.to_device(net.conv1.weight().device())?;
-        let mut err = None;
-        let mut tap = |p: Point, t: &Tensor| {
-            if let Some(li) = layers.iter().position(|&l| l == p) {
-                match t.flatten_from(1).and_then(|t| t.to_dtype(DType::F32)).and_then(|t| t.to_vec2::<f32>()) {
-                    Ok(v) => out[li].extend(v),
-                    Err(e) => err = Some(e),
-                }
-            }
-            Ok(())
-        };
-        net.forward_with(&batch, false, &mut tap)?;
-        if let Some(e) = err {
-            return Err(e);
+        let batch = xs.narrow(0, start, len)?.to_device(&net.device())?;
+        let mut keep = zf_model::Keep::new(layers);
+        net.forward_with(&batch, zf_model::Dropout::Off, &mut keep)?;
+        for (li, &l) in layers.iter().enumerate() {
+            out[li].extend(keep.get(l)?.flatten_from(1)?.to_dtype(DType::F32)?.to_vec2::<f32>()?);
         }
     }
     Ok(out)

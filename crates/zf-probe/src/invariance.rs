@@ -7,7 +7,7 @@
 
 use candle_core::{DType, Device, Result, Tensor, D};
 use serde::{Deserialize, Serialize};
-use zf_model::{Point, ZfNet};
+use zf_model::Net;
 
 use crate::{bail, check_image};
 
@@ -151,10 +151,18 @@ pub struct InvarianceCurve {
 ///
 /// # Shapes
 /// `image`: `[3, S, S]`, preprocessed.
-pub fn invariance(net: &ZfNet, image: &Tensor, label: usize, sweep: Sweep, amounts: &[f32]) -> Result<InvarianceCurve> {
-    check_image(image, net.config().input_size)?;
-    if label >= net.config().classes {
-        bail!("class {label} does not exist: the network has {} classes", net.config().classes)
+pub fn invariance(
+    net: &impl AsRef<Net>,
+    image: &Tensor,
+    label: usize,
+    sweep: Sweep,
+    amounts: &[f32],
+) -> Result<InvarianceCurve> {
+    let net = net.as_ref();
+    check_image(image, net.spec().input_size)?;
+    let classes = net.spec().classes();
+    if label >= classes {
+        bail!("class {label} does not exist: the network has {classes} classes")
     }
     let (ref1, ref7, _, _) = features(net, &image.unsqueeze(0)?)?;
     let mut curve = InvarianceCurve {
@@ -184,27 +192,19 @@ fn distance(a: &Tensor, reference: &Tensor) -> Result<Vec<f32>> {
     a.broadcast_sub(reference)?.sqr()?.sum(1)?.sqrt()?.to_vec1::<f32>()
 }
 
-/// conv1 and fc7 flattened `[N, F]`, the softmax and the arg-max, on the host.
-fn features(net: &ZfNet, xs: &Tensor) -> Result<(Tensor, Tensor, Tensor, Vec<u32>)> {
-    let (mut f1, mut f7) = (None, None);
-    let mut tap = |p: Point, t: &Tensor| {
-        match p {
-            Point::Conv1 => f1 = Some(t.clone()),
-            Point::Fc7 => f7 = Some(t.clone()),
-            _ => {}
-        }
-        Ok(())
+/// Layer 1 and layer 7 — the first conv and the last hidden linear layer (ZFNet's and
+/// torchvision's conv1/conv1_1 and fc7) — flattened `[N, F]`, the softmax and the arg-max, on
+/// the host.
+fn features(net: &Net, xs: &Tensor) -> Result<(Tensor, Tensor, Tensor, Vec<u32>)> {
+    let (Some(l1), Some(l7)) = (net.spec().first_conv(), net.spec().last_hidden()) else {
+        bail!("{} needs a conv layer and a hidden linear layer (layers 1 and 7)", net.spec().arch)
     };
-    let logits = net.forward_with(xs, false, &mut tap)?;
-    let host = |t: Option<Tensor>| -> Result<Tensor> {
-        t.ok_or_else(|| candle_core::Error::Msg("the forward pass did not hand out conv1 and fc7".into()))?
-            .flatten_from(1)?
-            .to_dtype(DType::F32)?
-            .to_device(&Device::Cpu)
-    };
+    let mut keep = zf_model::Keep::new(&[l1, l7]);
+    let logits = net.forward_with(xs, zf_model::Dropout::Off, &mut keep)?;
+    let host = |t: &Tensor| -> Result<Tensor> { t.flatten_from(1)?.to_dtype(DType::F32)?.to_device(&Device::Cpu) };
     let prob = candle_nn::ops::softmax_last_dim(&logits)?.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
     let top = prob.argmax(D::Minus1)?.to_vec1::<u32>()?;
-    Ok((host(f1)?, host(f7)?, prob, top))
+    Ok((host(keep.get(l1)?)?, host(keep.get(l7)?)?, prob, top))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use candle_core::{DType, Device, IndexOp, Result, Tensor, D};
 use serde::{Deserialize, Serialize};
 use zf_deconv::Deconvnet;
-use zf_model::{Net, Point, Trace, ZfNet};
+use zf_model::Net;
 
 use crate::{bail, check_image, Progress};
 
@@ -239,41 +239,24 @@ pub fn occlude(image: &mut [f32], s: usize, [x0, y0, x1, y1]: [usize; 4]) {
 /// `[N, classes]` and the arg-max class.
 fn forward(net: &Net, xs: &Tensor) -> Result<(Tensor, Tensor, Vec<u32>)> {
     let Some(last) = net.spec().last_conv() else { bail!("{} has no conv layer", net.spec().arch) };
-    let mut trace = zf_model::NetTrace::default();
-    let logits = net.forward_with(xs, zf_model::Dropout::Off, &mut LastConv(last, &mut trace))?;
+    let mut keep = zf_model::Keep::new(&[last]);
+    let logits = net.forward_with(xs, zf_model::Dropout::Off, &mut keep)?;
     let prob = candle_nn::ops::softmax_last_dim(&logits)?.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
     let top = prob.argmax(D::Minus1)?.to_vec1::<u32>()?;
-    let maps = trace
-        .activation(last)
-        .ok_or_else(|| candle_core::Error::Msg("the forward pass did not hand out the last conv".into()))?;
-    Ok((maps.to_dtype(DType::F32)?.to_device(&Device::Cpu)?, prob, top))
+    Ok((keep.get(last)?.to_dtype(DType::F32)?.to_device(&Device::Cpu)?, prob, top))
 }
 
-/// Keeps the last conv layer's output only (no switches, so pools run by values).
-struct LastConv<'a>(usize, &'a mut zf_model::NetTrace);
-
-impl zf_model::LayerTap for LastConv<'_> {
-    fn activation(&mut self, layer: usize, value: &Tensor) -> Result<()> {
-        if layer == self.0 {
-            self.1.activation(layer, value)?;
-        }
-        Ok(())
-    }
-
-    fn wants_switches(&self) -> bool {
-        false
-    }
-}
-
-/// Fig. 7 (c): the deconvnet projection of `map`'s strongest unit on the unoccluded image,
-/// `[3, S, S]`.
-pub fn projection(net: &ZfNet, image: &Tensor, map: usize) -> Result<Tensor> {
-    check_image(image, net.config().input_size)?;
-    let mut trace = Trace::default();
-    net.forward_until(&image.unsqueeze(0)?, false, Point::Conv5, &mut trace)?;
+/// Fig. 7 (c): the deconvnet projection of the last conv layer's (conv5's) map `map`'s
+/// strongest unit on the unoccluded image, `[3, S, S]`.
+pub fn projection(net: &impl AsRef<Net>, image: &Tensor, map: usize) -> Result<Tensor> {
+    let net = net.as_ref();
+    check_image(image, net.spec().input_size)?;
+    let Some(last) = net.spec().last_conv() else { bail!("{} has no conv layer", net.spec().arch) };
+    let mut trace = zf_model::NetTrace::default();
+    net.forward_until(&image.unsqueeze(0)?, last, &mut trace)?;
     let deconv = Deconvnet::new(net);
-    let (unit, _) = deconv.strongest(&trace, Point::Conv5, 0, map)?;
-    deconv.project(&trace, Point::Conv5, &[unit])?.i(0)
+    let (unit, _) = deconv.strongest_layer(&trace, last, 0, map)?;
+    deconv.project_layer(&trace, last, &[unit])?.i(0)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use candle_core::{Device, Result, Tensor};
 use zf_data::pick::Picked;
-use zf_model::ZfNet;
+use zf_model::Net;
 
 use crate::invariance::Sweep;
 use crate::occlusion::{Occlusion, OcclusionConfig};
@@ -32,18 +32,19 @@ pub struct OcclusionStudy {
 /// of the true class with the square on the object's box and off it when the image is
 /// annotated. `progress(done, total)` counts square positions over all images.
 pub fn occlusion_study(
-    net: &ZfNet,
+    net: &impl AsRef<Net>,
     images: &[Picked],
     classes: &[String],
     config: OcclusionConfig,
     progress: crate::Progress<'_>,
 ) -> Result<OcclusionStudy> {
-    let per = config.offsets(net.config().input_size)?.len().pow(2);
+    let net = net.as_ref();
+    let per = config.offsets(net.spec().input_size)?.len().pow(2);
     let total = per * images.len();
     let mut study = OcclusionStudy {
         maps: Vec::new(),
         projections: Vec::new(),
-        input_size: net.config().input_size,
+        input_size: net.spec().input_size,
         records: Vec::new(),
     };
     for (k, img) in images.iter().enumerate() {
@@ -97,15 +98,16 @@ impl OcclusionStudy {
 /// network's input size ([`Sweep::amounts_for`]). `progress(done, total)` counts (sweep, image)
 /// pairs.
 pub fn invariance_study(
-    net: &ZfNet,
+    net: &impl AsRef<Net>,
     images: &[Picked],
     sweeps: &[Sweep],
     progress: crate::Progress<'_>,
 ) -> Result<Vec<SweepRecord>> {
+    let net = net.as_ref();
     let total = sweeps.len() * images.len();
     let mut out = Vec::with_capacity(sweeps.len());
     for (si, &sweep) in sweeps.iter().enumerate() {
-        let amounts = sweep.amounts_for(net.config().input_size);
+        let amounts = sweep.amounts_for(net.spec().input_size);
         let mut curves = Vec::with_capacity(images.len());
         for (k, img) in images.iter().enumerate() {
             let curve = crate::invariance(net, &img.tensor, img.label, sweep, &amounts)?;

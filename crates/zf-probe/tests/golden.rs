@@ -54,7 +54,7 @@ fn correspondence_delta_matches_pytorch() {
         &g["images"],
         &boxes,
         &["part".into()],
-        &[Point::Conv5, Point::Fc7],
+        &[net.layer_index(Point::Conv5).unwrap(), net.layer_index(Point::Fc7).unwrap()],
         &zf_probe::RandomBoxes::default(),
     )
     .unwrap();

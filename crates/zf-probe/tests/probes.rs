@@ -86,7 +86,7 @@ fn identical_images_with_identical_boxes_correspond_perfectly() {
         &images,
         &boxes,
         &["eye".into()],
-        &[Point::Conv5, Point::Fc7],
+        &[net.layer_index(Point::Conv5).unwrap(), net.layer_index(Point::Fc7).unwrap()],
         &zf_probe::RandomBoxes::default(),
     )
     .unwrap();
@@ -101,7 +101,9 @@ fn identical_images_with_identical_boxes_correspond_perfectly() {
     assert!(rows[2].mean > 0.0, "{:?}", rows[2]);
     // The random row is the mean over its draws: one draw alone differs from ten.
     let one = zf_probe::RandomBoxes { draws: 1, ..Default::default() };
-    let single = correspondence(&net, &images, &boxes, &["eye".into()], &[Point::Conv5], &one).unwrap();
+    let single =
+        correspondence(&net, &images, &boxes, &["eye".into()], &[net.layer_index(Point::Conv5).unwrap()], &one)
+            .unwrap();
     assert_eq!(single[1].part, "random");
     assert_ne!(single[1].mean, rows[2].mean);
     assert!(correspondence(
@@ -109,7 +111,7 @@ fn identical_images_with_identical_boxes_correspond_perfectly() {
         &images,
         &boxes[..2],
         &["eye".into()],
-        &[Point::Conv5],
+        &[net.layer_index(Point::Conv5).unwrap()],
         &zf_probe::RandomBoxes::default()
     )
     .is_err());
@@ -178,19 +180,39 @@ fn bad_inputs_are_clear_errors() {
     let img = image(3);
     let images = Tensor::stack(&[&img, &img], 0).unwrap();
     let good: Vec<BTreeMap<String, [usize; 4]>> = vec![BTreeMap::from([("eye".to_string(), [0, 0, 8, 8])]); 2];
-    let e = correspondence(&net, &images, &good, &[], &[Point::Conv5], &zf_probe::RandomBoxes::default())
-        .unwrap_err()
-        .to_string();
+    let e = correspondence(
+        &net,
+        &images,
+        &good,
+        &[],
+        &[net.layer_index(Point::Conv5).unwrap()],
+        &zf_probe::RandomBoxes::default(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("no parts"), "{e}");
     let outside: Vec<BTreeMap<String, [usize; 4]>> = vec![BTreeMap::from([("eye".to_string(), [60, 60, 70, 70])]); 2];
-    let e =
-        correspondence(&net, &images, &outside, &["eye".into()], &[Point::Conv5], &zf_probe::RandomBoxes::default())
-            .unwrap_err()
-            .to_string();
+    let e = correspondence(
+        &net,
+        &images,
+        &outside,
+        &["eye".into()],
+        &[net.layer_index(Point::Conv5).unwrap()],
+        &zf_probe::RandomBoxes::default(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("outside the 64x64 image"), "{e}");
-    let e = correspondence(&net, &images, &good, &["eye".into()], &[Point::Pool2], &zf_probe::RandomBoxes::default())
-        .unwrap_err()
-        .to_string();
+    let e = correspondence(
+        &net,
+        &images,
+        &good,
+        &["eye".into()],
+        &[net.layer_index(Point::Pool2).unwrap()],
+        &zf_probe::RandomBoxes::default(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("got pool2"), "{e}");
     let e = occlusion(&net, &img, 0, OcclusionConfig { size: 65, stride: 8, batch: 4 }, &mut |_, _| ())
         .unwrap_err()

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use zf_data::pick::Picked;
 use zf_data::{DataSpec, GeneratedConfig, Preprocess, Split};
 use zf_model::Device;
-use zf_model::ZfNet;
+use zf_model::Net;
 
 use crate::args::{mean_beside, mean_for, read_input, NetArgs};
 
@@ -47,26 +47,28 @@ pub struct Source {
 /// The loaded network, picked images and class names.
 #[derive(Debug)]
 pub struct Loaded {
-    pub net: ZfNet,
+    pub net: Net,
     pub images: Vec<Picked>,
     pub classes: Vec<String>,
 }
 
 impl Source {
     pub fn load(&self, device: &Device) -> Result<Loaded> {
-        let net = self.net.load(&self.weights, device)?;
-        let size = net.config().input_size;
-        let classes_n = net.config().classes;
+        let net = self.net.load_any(&self.weights, device)?;
+        let size = net.spec().input_size;
+        let classes_n = net.spec().classes();
         if let Some(input) = &self.input {
             let label = self.label.context("--input needs --label N, the image's true class")?;
             if label >= classes_n {
                 bail!("--label {label}: the network has {classes_n} classes (0..{})", classes_n - 1)
             }
-            let mean = match &self.mean {
-                Some(m) => Some(crate::args::file_arg(m)?),
-                None => mean_beside(&self.weights),
+            let is_tensor = input.extension().is_some_and(|e| e == "safetensors");
+            let x = if is_tensor {
+                read_input(input, size, None, device)?
+            } else {
+                let mean = mean_for_net(&net, &self.weights, self.mean.as_deref())?;
+                zf_data::pick::read_input(input, size, Some(&mean), device)?
             };
-            let x = read_input(input, size, mean.as_deref(), device)?;
             let mut images = Vec::new();
             for i in 0..x.dim(0)? {
                 let tensor = x.get(i)?;
@@ -86,7 +88,7 @@ impl Source {
         let pre = Preprocess::for_input(size);
         let set = DataSpec::parse(data, &GeneratedConfig::default()).open(split, None, pre)?;
         let classes = set.classes().to_vec();
-        let mean = mean_for(&self.weights, self.mean.as_deref())?;
+        let mean = mean_for_net(&net, &self.weights, self.mean.as_deref())?;
         let want = match &self.class {
             None => None,
             Some(c) => Some(match c.parse::<usize>() {
@@ -106,6 +108,16 @@ impl Source {
         }
         Ok(Loaded { net, images, classes })
     }
+}
+
+/// The mean image for `net`: --mean, else mean.safetensors beside the weights, else — for a
+/// network that normalizes its input as torchvision's do — ImageNet's channel means.
+pub fn mean_for_net(net: &Net, weights: &str, mean: Option<&str>) -> Result<zf_data::MeanImage> {
+    if mean.is_none() && mean_beside(weights).is_none() && net.spec().input_channel_scale.is_some() {
+        tracing::info!("no --mean: ImageNet's channel means, as {} was trained with", net.spec().arch);
+        return Ok(crate::args::imagenet_mean(net.spec().input_size));
+    }
+    mean_for(weights, mean)
 }
 
 /// Creates `dir` with a clear message.

@@ -54,7 +54,7 @@ pub struct OcclusionArgs {
 pub fn occlusion(args: OcclusionArgs, device: &Device) -> Result<()> {
     let loaded = args.src.load(device)?;
     let (net, classes) = (&loaded.net, &loaded.classes);
-    let s = net.config().input_size;
+    let s = net.spec().input_size;
     let cfg = OcclusionConfig { size: args.size, stride: args.stride, batch: args.batch };
     let per = cfg.offsets(s)?.len().pow(2);
     let pb = bar((per * loaded.images.len()) as u64, "occluding");
@@ -206,7 +206,7 @@ pub struct CorrespondenceArgs {
 
 pub fn correspondence(args: CorrespondenceArgs, device: &Device) -> Result<()> {
     let loaded = args.src.load(device)?;
-    let s = loaded.net.config().input_size;
+    let s = loaded.net.spec().input_size;
     let given: Option<BTreeMap<String, BTreeMap<String, [usize; 4]>>> = match &args.boxes {
         Some(p) => Some(
             serde_json::from_slice(&std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?)
@@ -243,7 +243,12 @@ pub fn correspondence(args: CorrespondenceArgs, device: &Device) -> Result<()> {
         .collect();
     let random = zf_probe::RandomBoxes { seed: args.seed, draws: args.draws, regions, ..Default::default() };
     let images = zf_data::pick::stack(&loaded.images)?;
-    let rows = zf_probe::correspondence(&loaded.net, &images, &boxes, &parts, &[Point::Conv5, Point::Fc7], &random)?;
+    // The paper's layers 5 and 7: the last conv and the last hidden linear layer.
+    let spec = loaded.net.spec();
+    let (Some(l5), Some(l7)) = (spec.last_conv(), spec.last_hidden()) else {
+        bail!("{} has no conv or no hidden linear layer to compare", spec.arch)
+    };
+    let rows = zf_probe::correspondence(&loaded.net, &images, &boxes, &parts, &[l5, l7], &random)?;
     out_dir(&args.out)?;
     let mut md =
         String::from("| occluded | layer 5 (conv5) Δ | changed | layer 7 (fc7) Δ | changed |\n|---|---|---|---|---|\n");

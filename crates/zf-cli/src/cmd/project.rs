@@ -4,16 +4,19 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use zf_deconv::{receptive_field, Deconvnet, Unit};
+use zf_deconv::{receptive_field_of, Deconvnet, Unit};
 use zf_model::Device;
-use zf_model::{Point, Trace};
+use zf_model::NetTrace;
 use zf_viz::{draw_box, magnify, minmax_image, projection_image, save_png, stack, Direction};
 
-use crate::args::ModelInput;
+use crate::args::{layer_arg, ModelInput};
 
 /// Project one activation down to the pixels with the deconvnet (paper Sec. 2.1): keep the
 /// unit of LAYER, CHANNEL at POSITION (default: that channel's strongest unit in each image),
 /// zero all others, and go down through switch unpooling, ReLU and the transposed filters.
+///
+/// Any network zfnet loads: ZFNet, or torchvision's AlexNet and VGG (batch norm folded into
+/// the filters).
 ///
 /// Writes OUT/projection.png (the input with the unit's receptive field boxed, the projection,
 /// and the projection inside the receptive field, magnified), OUT/projection.safetensors (the
@@ -21,12 +24,13 @@ use crate::args::ModelInput;
 /// (units, values, receptive fields).
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  zfnet project --weights model.safetensors --input x.safetensors --layer conv5 --channel 12 --out proj\n  zfnet project --weights model.safetensors --input cat.jpg --mean mean.safetensors --layer 3 --channel 0 --position 6,7 --out proj"
+    after_help = "Examples:\n  zfnet project --weights model.safetensors --input x.safetensors --layer conv5 --channel 12 --out proj\n  zfnet project --weights model.safetensors --input cat.jpg --mean mean.safetensors --layer 3 --channel 0 --position 6,7 --out proj\n  zfnet project --weights vgg16.pth --input cat.jpg --layer conv5_3 --channel 7 --out proj"
 )]
 pub struct Args {
     #[command(flatten)]
     src: ModelInput,
-    /// conv1..conv5, or the paper's layer number 1..5.
+    /// A conv layer: its name (ZFNet: conv1..conv5 or the paper's 1..5; torchvision: a key,
+    /// features.28, or an alias, conv5_3).
     #[arg(long, value_name = "L")]
     layer: String,
     /// Feature map of the layer.
@@ -41,14 +45,15 @@ pub struct Args {
 }
 
 pub fn run(args: Args, device: &Device) -> Result<()> {
-    let layer: Point = args.layer.parse()?;
-    let (net, x) = args.src.load(device)?;
-    let n = x.dim(0)?;
-    let mut trace = Trace::default();
-    if !layer.is_conv() {
-        bail!("the deconvnet projects conv1..conv5 (the paper's layers 1-5), got {layer}")
+    let (net, x) = args.src.load_any(device)?;
+    let layer = layer_arg(&net, &args.layer)?;
+    let name = net.spec().layers[layer].label().to_string();
+    if !matches!(net.spec().layers[layer].kind, zf_model::LayerKind::Conv { .. }) {
+        bail!("the deconvnet projects conv layers (the paper's layers 1-5 in ZFNet), got {name}")
     }
-    net.forward_until(&x, false, layer, &mut trace)?;
+    let n = x.dim(0)?;
+    let mut trace = NetTrace::default();
+    net.forward_until(&x, layer, &mut trace)?;
     let deconv = Deconvnet::new(&net);
     let position = match &args.position {
         Some(p) => {
@@ -64,20 +69,20 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
     for image in 0..n {
         units.push(match position {
             Some((y, x)) => Unit { image, channel: args.channel, y, x },
-            None => deconv.strongest(&trace, layer, image, args.channel)?.0,
+            None => deconv.strongest_layer(&trace, layer, image, args.channel)?.0,
         });
     }
-    let proj = deconv.project(&trace, layer, &units)?;
+    let proj = deconv.project_layer(&trace, layer, &units)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-    let s = net.config().input_size;
-    let act = trace.get(layer).context("no activation")?.to_device(&Device::Cpu)?;
+    let s = net.spec().input_size;
+    let act = trace.activation(layer).context("no activation")?.to_device(&Device::Cpu)?;
     let host = zf_deconv::to_host(&proj)?;
     let input = x.to_device(&Device::Cpu)?;
     let mut rows = Vec::new();
     let mut records = Vec::new();
     for (k, u) in units.iter().enumerate() {
         let value = act.get(u.image)?.get(u.channel)?.get(u.y)?.get(u.x)?.to_scalar::<f32>()?;
-        let rf = receptive_field(net.config(), layer, u.y, u.x)?;
+        let rf = receptive_field_of(net.spec(), layer, u.y, u.x)?;
         let p: Vec<f32> = host.get(k)?.flatten_all()?.to_vec1()?;
         let mut inp = minmax_image(&input.get(u.image)?.flatten_all()?.to_vec1::<f32>()?, 3, s, s);
         draw_box(&mut inp, rf.map(|v| v as u32), [255, 0, 0]);
@@ -88,11 +93,11 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
         let zoom = (s as u32 / crop.width().max(crop.height()).max(1)).max(1);
         rows.push(stack(&[inp, pic, magnify(&crop, zoom)], Direction::Across, 6));
         records.push(serde_json::json!({
-            "image": u.image, "layer": layer.name(), "channel": u.channel, "position": [u.y, u.x],
+            "image": u.image, "layer": name, "key": net.spec().layers[layer].name, "channel": u.channel, "position": [u.y, u.x],
             "value": value, "receptive_field": rf,
         }));
         tracing::info!(
-            "{layer} channel {} at ({}, {}) of image {}: activation {value:.4}, receptive field {rf:?}",
+            "{name} channel {} at ({}, {}) of image {}: activation {value:.4}, receptive field {rf:?}",
             u.channel,
             u.y,
             u.x,
@@ -101,10 +106,7 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
     }
     save_png(&stack(&rows, Direction::Down, 6), &args.out.join("projection.png"))?;
     let tensor = if n == 1 { proj.squeeze(0)? } else { proj };
-    let meta = HashMap::from([
-        ("layer".to_string(), layer.name().to_string()),
-        ("weights".to_string(), args.src.weights.clone()),
-    ]);
+    let meta = HashMap::from([("layer".to_string(), name.clone()), ("weights".to_string(), args.src.weights.clone())]);
     zf_model::weights::save_tensors(
         &[("projection".to_string(), tensor.to_device(&Device::Cpu)?)],
         meta,
