@@ -1,5 +1,6 @@
 //! The crates' examples run as users would run them (`cargo run --example`), and print what
-//! they promise: the occlusion map of a photograph, Fig. 2's top-9 projections, a training run.
+//! they promise: the occlusion map of a photograph, Fig. 2's top-9 projections, a VGG unit's
+//! projection, a training run.
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
@@ -42,6 +43,13 @@ fn the_examples_run() {
 
     let out = run_example("zf-deconv", "top9", &[], dir.path());
     assert_eq!(out.lines().filter(|l| l.starts_with("conv5 map")).count(), 4 * 9, "{out}");
+
+    // torchvision's VGG-11-BN as PyTorch wrote it (the reduced-width fixture of zf-model).
+    let vgg =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crates/zf-model/tests/torchvision/vgg11_bn.safetensors");
+    let out = run_example("zf-deconv", "vgg_deconv", &[vgg.to_str().unwrap(), "", "conv4_2", "5"], dir.path());
+    assert!(out.starts_with("vgg11_bn conv4_2 map 5: strongest at") && out.contains("wrote projection.png"), "{out}");
+    assert_eq!(image_dims(&dir.path().join("projection.png")), (224, 224));
 
     let out = run_example("zf-train", "train_tiny", &[], dir.path());
     assert!(out.contains("7 steps in") && out.contains("channels [12, 32, 48, 48, 32]"), "{out}");
