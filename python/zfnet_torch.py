@@ -23,6 +23,8 @@ As a script (the benchmark peer; one JSON line per measurement):
   forward, train: forward passes / SGD steps of a ZFNet of the given width (images/s)
   project:   one deconvnet projection of the strongest conv5 unit of one image (switch
              unpooling, ReLU, transposed filters; images_per_s = projections per second)
+  --arch alexnet|vgg11..vgg19|vgg*_bn: torchvision's network instead of ZFNet (forward,
+             project of the last conv's strongest unit, occlusion, captum-occlusion)
   occlusion: the occlusion map of one image (48 px gray square, stride 8: 529 positions) in
              batches of --batch occluded images (images_per_s = occluded images per second)
   captum-occlusion: the same with Captum's `Occlusion` (the attribution of the true class's
@@ -164,6 +166,40 @@ def project_conv5(net, x):
     return F.conv_transpose2d(F.relu(h), net.conv1.weight, stride=2, padding=1, output_padding=1)
 
 
+def project_last_conv(net, x):
+    """The deconvnet projection of the strongest unit of the last conv layer of a torchvision
+    AlexNet or VGG (`net.features`): forward with the pools' switches, then down through switch
+    unpooling, ReLU and the transposed filters (a batch norm folded into its conv's filters)."""
+    feats = list(net.features)
+    last = max(i for i, m in enumerate(feats) if isinstance(m, nn.Conv2d))
+    h, sizes, switches = x, {}, {}
+    for i, m in enumerate(feats):
+        if i > last and not isinstance(m, (nn.BatchNorm2d, nn.ReLU)):
+            break
+        sizes[i] = h.shape[-2:]
+        if isinstance(m, nn.MaxPool2d):
+            h, switches[i] = F.max_pool2d(h, m.kernel_size, m.stride, ceil_mode=m.ceil_mode, return_indices=True)
+        else:
+            h = m(h)
+    keep = torch.zeros_like(h).flatten()
+    i = int(h.flatten().argmax())
+    keep[i] = h.flatten()[i]
+    h = keep.view_as(h)
+    for i in range(last, -1, -1):
+        m = feats[i]
+        if isinstance(m, nn.Conv2d):
+            w = m.weight
+            bn = feats[i + 1] if isinstance(feats[i + 1], nn.BatchNorm2d) else None
+            if bn is not None:
+                w = w * (bn.weight / torch.sqrt(bn.running_var + bn.eps)).view(-1, 1, 1, 1)
+            s, p, k = m.stride[0], m.padding[0], m.kernel_size[0]
+            op = sizes[i][-1] - ((h.shape[-1] - 1) * s - 2 * p + k)
+            h = F.conv_transpose2d(F.relu(h), w, stride=s, padding=p, output_padding=op)
+        elif isinstance(m, nn.MaxPool2d):
+            h = F.max_unpool2d(h, switches[i], m.kernel_size, m.stride, output_size=sizes[i])
+    return h
+
+
 def occlusion_map(net, x, label, size=48, stride=8, batch=16):
     """Probability of `label` with a gray (zero, after the mean) square at each position."""
     side = x.shape[-1]
@@ -200,15 +236,21 @@ def main():
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--what", default="forward,train")
+    ap.add_argument("--arch", default="zfnet",
+                    help="zfnet, or torchvision's alexnet, vgg11..vgg19, vgg*_bn (random weights, 224 px)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    net = ZFNet(config_for_width(a.width))
+    if a.arch == "zfnet":
+        net = ZFNet(config_for_width(a.width))
+    else:
+        import torchvision
+        net = getattr(torchvision.models, a.arch)(weights=None).eval()
     x = torch.randn(a.batch, 3, 224, 224) * 50
     y = torch.randint(0, 1000, (a.batch,))
 
     def report(bench, seconds, n, batch=a.batch, impl="pytorch " + torch.__version__, **extra):
-        print(json.dumps({"bench": bench, "impl": impl, "threads": a.threads,
+        print(json.dumps({"bench": bench, "impl": impl, "arch": a.arch, "threads": a.threads,
                           "width": a.width, "batch": batch, **extra, "median_s": round(seconds, 5),
                           "images_per_s": round(n / seconds, 2)}), flush=True)
 
@@ -230,7 +272,8 @@ def main():
         elif what == "project":
             net.eval()
             with torch.no_grad():
-                report("project", median_time(lambda: project_conv5(net, x[:1]), a.reps), 1, batch=1)
+                project = project_conv5 if a.arch == "zfnet" else project_last_conv
+                report("project", median_time(lambda: project(net, x[:1]), a.reps), 1, batch=1)
         elif what == "occlusion":
             net.eval()
             with torch.no_grad():

@@ -7,6 +7,8 @@ use std::process::Command;
 /// One measurement setting.
 #[derive(Clone, Copy, Debug)]
 pub struct Case {
+    /// `zfnet` (the paper's network at `width`) or a torchvision architecture (`vgg16`).
+    pub arch: &'static str,
     pub what: &'static str,
     pub width: f64,
     pub batch: usize,
@@ -16,15 +18,22 @@ pub struct Case {
 }
 
 const fn case(what: &'static str, width: f64, batch: usize) -> Case {
-    Case { what, width, batch, torch: Some(what) }
+    Case { arch: "zfnet", what, width, batch, torch: Some(what) }
+}
+
+/// A case of torchvision's `arch` at its published widths.
+const fn tv(arch: &'static str, what: &'static str, batch: usize, torch: &'static str) -> Case {
+    Case { arch, what, width: 1.0, batch, torch: Some(torch) }
 }
 
 /// The default cases: forward and training step of the paper's network and of a quarter-width
 /// one at batch 16 and 128; one forward image against one deconvnet projection (a projection
 /// should cost no more than a forward pass), and nine projections from one forward pass; a
 /// quarter-width occlusion map against PyTorch running every occluded image, and the paper
-/// network's against Captum's `Occlusion` (the tool people use for it).
-pub const CASES: [Case; 14] = [
+/// network's against Captum's `Occlusion` (the tool people use for it); and VGG-16 (torchvision's
+/// definition on both sides): forward at batch 16 and 1, one projection of conv5_3's strongest
+/// unit, and an occlusion map against Captum's.
+pub const CASES: [Case; 18] = [
     case("forward", 1.0, 16),
     case("forward", 0.25, 16),
     case("train", 1.0, 16),
@@ -35,10 +44,14 @@ pub const CASES: [Case; 14] = [
     case("train", 0.25, 128),
     case("forward", 1.0, 1),
     case("project", 1.0, 1),
-    Case { what: "project", width: 1.0, batch: 9, torch: None },
+    Case { arch: "zfnet", what: "project", width: 1.0, batch: 9, torch: None },
     case("project", 0.25, 1),
     case("occlusion", 0.25, 64),
-    Case { what: "occlusion", width: 1.0, batch: 64, torch: Some("captum-occlusion") },
+    Case { arch: "zfnet", what: "occlusion", width: 1.0, batch: 64, torch: Some("captum-occlusion") },
+    tv("vgg16", "forward", 16, "forward"),
+    tv("vgg16", "forward", 1, "forward"),
+    tv("vgg16", "project", 1, "project"),
+    tv("vgg16", "occlusion", 64, "captum-occlusion"),
 ];
 
 /// `"images_per_s": 12.5` -> 12.5, from one JSON line (xtask has no JSON dependency).
@@ -80,10 +93,13 @@ fn run(cmd: &mut Command) -> Result<f64, String> {
     text.lines().find_map(images_per_s).ok_or_else(|| format!("{cmd:?} printed no images_per_s: {text}"))
 }
 
-/// Builds zfnet, then measures every case with zfnet and (when available) PyTorch, alternating
-/// `rounds` times, and prints the medians and their ratio.
+/// Builds zfnet, then measures every case (of network `only`, when given) with zfnet and (when
+/// available) PyTorch, alternating `rounds` times, and prints the medians and their ratio.
 #[allow(clippy::print_stdout, clippy::print_stderr)]
-pub fn bench(root: &Path, threads: usize, reps: usize, rounds: usize) -> Result<(), String> {
+pub fn bench(root: &Path, threads: usize, reps: usize, rounds: usize, only: Option<&str>) -> Result<(), String> {
+    if let Some(o) = only.filter(|o| !CASES.iter().any(|c| c.arch == *o)) {
+        return Err(format!("--only {o}: the cases are of zfnet and vgg16"));
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(&cargo)
         .args(["build", "--release", "-p", "zf-cli"])
@@ -101,22 +117,25 @@ pub fn bench(root: &Path, threads: usize, reps: usize, rounds: usize) -> Result<
             None
         }
     };
-    println!("| bench | width | batch | zfnet img/s | peer img/s | ratio |");
+    println!("| bench | network | batch | zfnet img/s | peer img/s | ratio |");
     println!("|---|---|---|---|---|---|");
-    for case in CASES {
+    for case in CASES.into_iter().filter(|c| only.is_none_or(|o| c.arch == o)) {
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         for _ in 0..rounds.max(1) {
-            // The flags both programs share.
-            let common = [
+            // The flags both programs share (a torchvision network has no width).
+            let mut common = vec![
+                "--arch".to_string(),
+                case.arch.to_string(),
                 "--what".to_string(),
                 case.what.to_string(),
-                "--width".to_string(),
-                case.width.to_string(),
                 "--batch".to_string(),
                 case.batch.to_string(),
                 "--reps".to_string(),
                 reps.to_string(),
             ];
+            if case.arch == "zfnet" {
+                common.extend(["--width".to_string(), case.width.to_string()]);
+            }
             let mut cmd = Command::new(&zfnet);
             cmd.env("RAYON_NUM_THREADS", threads.to_string()).arg("bench").args(&common);
             ours.push(run(&mut cmd)?);
@@ -141,7 +160,8 @@ pub fn bench(root: &Path, threads: usize, reps: usize, rounds: usize) -> Result<
             Some(peer) if peer != case.what => format!("{} (vs {peer})", case.what),
             _ => case.what.to_string(),
         };
-        println!("| {name} | {} | {} | {o:.2} | {t_s} | {r_s} |", case.width, case.batch);
+        let network = if case.arch == "zfnet" { format!("zfnet w{}", case.width) } else { case.arch.to_string() };
+        println!("| {name} | {network} | {} | {o:.2} | {t_s} | {r_s} |", case.batch);
     }
     Ok(())
 }

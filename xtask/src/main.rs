@@ -23,8 +23,10 @@ enum Task {
     /// alternating, on forward passes and training steps (batch 16 and 128, widths 1 and
     /// 0.25), a batch-1 forward, deconvnet projections, and occlusion maps (quarter width
     /// against PyTorch, the paper's width against Captum's `Occlusion`); prints a table with the
-    /// ratios. PyTorch is found through $ZF_TORCH_PYTHON, .venv-torch/bin/python or python3
-    /// (python/setup-torch.sh makes one, with Captum); without it zfnet is timed alone.
+    /// ratios; then VGG-16 (torchvision's definition on both sides): forward at batch 16 and 1,
+    /// a conv5_3 projection, an occlusion map against Captum's. PyTorch is found through
+    /// $ZF_TORCH_PYTHON, .venv-torch/bin/python or python3 (python/setup-torch.sh makes one,
+    /// with torchvision and Captum); without it zfnet is timed alone.
     Bench {
         /// Threads for both sides.
         #[arg(long, default_value_t = 2)]
@@ -35,6 +37,9 @@ enum Task {
         /// Alternating rounds (zfnet, PyTorch, zfnet, ...).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Only the cases of this network: zfnet or vgg16.
+        #[arg(long, value_name = "NETWORK")]
+        only: Option<String>,
     },
     /// The whole paper with one command: generated data (or --data, an ImageNet-layout
     /// folder), training with snapshots, the Fig. 6 ablations, evaluation, Figs. 2, 4, 5, 6, 7
@@ -110,10 +115,12 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-        Task::Bench { threads, reps, rounds } => match xtask::bench::bench(&root, threads, reps, rounds) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail("bench", e),
-        },
+        Task::Bench { threads, reps, rounds, only } => {
+            match xtask::bench::bench(&root, threads, reps, rounds, only.as_deref()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail("bench", e),
+            }
+        }
         Task::ReproducePaper { quick, profile, data, weights, out, force, seed, device, zfnet } => {
             let name = if quick { "quick".to_string() } else { profile.unwrap_or_else(|| "default".into()) };
             let profile = match xtask::reproduce::Profile::named(&name) {

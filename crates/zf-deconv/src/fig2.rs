@@ -7,9 +7,10 @@
 
 use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
-use zf_model::{Point, Trace, ZfNet};
+use zf_model::{Net, NetTrace, Point};
 
-use crate::{receptive_field, Deconvnet, Hit, TopK, Unit};
+use crate::topk::conv_layer;
+use crate::{receptive_field_of, Deconvnet, Hit, TopK, Unit};
 
 /// How the search runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,10 +40,11 @@ pub struct Projected {
     pub projection: Vec<f32>,
 }
 
-/// One feature map's hits, strongest first.
+/// One feature map's hits, strongest first. `L` names the layer as the selection did (ZFNet's
+/// [`Point`], or a key or alias).
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct MapHits {
-    pub layer: Point,
+pub struct MapHits<L = Point> {
+    pub layer: L,
     pub map: usize,
     pub hits: Vec<Projected>,
 }
@@ -63,15 +65,16 @@ pub enum Phase {
 /// the network's device, the indices naming them (a data loader's batches, say); `load(indices)`
 /// returns the same images again for the hits (called once per chunk of `config.batch`).
 /// `progress(phase, done, total)` follows both phases (`total` is `images` in the search).
-pub fn top_projections(
-    net: &ZfNet,
-    selection: Vec<(Point, Vec<usize>)>,
+pub fn top_projections<L: Clone + std::fmt::Display + PartialEq>(
+    net: &impl AsRef<Net>,
+    selection: Vec<(L, Vec<usize>)>,
     config: Fig2Config,
     search: &mut dyn Iterator<Item = Result<(Vec<usize>, Tensor)>>,
     images: usize,
     load: &mut dyn FnMut(&[usize]) -> Result<Tensor>,
     progress: &mut dyn FnMut(Phase, usize, usize),
-) -> Result<Vec<MapHits>> {
+) -> Result<Vec<MapHits<L>>> {
+    let net = net.as_ref();
     let batch = config.batch.max(1);
     let mut top = TopK::new(selection.clone(), config.top, config.one_per_image)?;
     let mut seen = 0;
@@ -83,21 +86,22 @@ pub fn top_projections(
     }
     let results = top.results();
     let total = results.len();
-    let mut out: Vec<MapHits> = Vec::with_capacity(total);
+    let mut out: Vec<MapHits<L>> = Vec::with_capacity(total);
     let deconv = Deconvnet::new(net);
     for (layer, _) in &selection {
-        let maps: Vec<&(Point, usize, Vec<Hit>)> = results.iter().filter(|(l, _, _)| l == layer).collect();
-        let mut projected: Vec<MapHits> = maps
+        let li = conv_layer(net, &layer.to_string())?;
+        let maps: Vec<&(L, usize, Vec<Hit>)> = results.iter().filter(|(l, _, _)| l == layer).collect();
+        let mut projected: Vec<MapHits<L>> = maps
             .iter()
             .map(|(l, m, hits)| {
                 let hits = hits
                     .iter()
                     .map(|h| {
-                        let receptive_field = receptive_field(net.config(), *l, h.y, h.x)?;
+                        let receptive_field = receptive_field_of(net.spec(), li, h.y, h.x)?;
                         Ok(Projected { hit: *h, receptive_field, projection: Vec::new() })
                     })
                     .collect::<Result<_>>()?;
-                Ok(MapHits { layer: *l, map: *m, hits })
+                Ok(MapHits { layer: l.clone(), map: *m, hits })
             })
             .collect::<Result<_>>()?;
         // The hits' images, each run forward once per chunk, every hit of the chunk projected
@@ -106,8 +110,8 @@ pub fn top_projections(
         needed.sort_unstable();
         needed.dedup();
         for chunk in needed.chunks(batch) {
-            let mut trace = Trace::default();
-            net.forward_until(&load(chunk)?, false, *layer, &mut trace)?;
+            let mut trace = NetTrace::default();
+            net.forward_until(&load(chunk)?, li, &mut trace)?;
             let mut units = Vec::new();
             let mut slots = Vec::new();
             for (mi, m) in projected.iter().enumerate() {
@@ -121,7 +125,7 @@ pub fn top_projections(
             if units.is_empty() {
                 continue;
             }
-            let p = crate::to_host(&deconv.project(&trace, *layer, &units)?)?;
+            let p = crate::to_host(&deconv.project_layer(&trace, li, &units)?)?;
             for (k, (mi, hi)) in slots.into_iter().enumerate() {
                 projected[mi].hits[hi].projection = p.get(k)?.flatten_all()?.to_vec1()?;
             }
@@ -161,13 +165,13 @@ pub fn energy_on_box(projection: &[f32], s: usize, rf: [usize; 4], bbox: [f32; 4
 
 /// [`top_projections`] over images already in memory, `[N, 3, S, S]` on the network's device
 /// (searched in chunks of `config.batch`; hits name images by their row).
-pub fn top_projections_of(
-    net: &ZfNet,
-    selection: Vec<(Point, Vec<usize>)>,
+pub fn top_projections_of<L: Clone + std::fmt::Display + PartialEq>(
+    net: &impl AsRef<Net>,
+    selection: Vec<(L, Vec<usize>)>,
     config: Fig2Config,
     images: &Tensor,
     progress: &mut dyn FnMut(Phase, usize, usize),
-) -> Result<Vec<MapHits>> {
+) -> Result<Vec<MapHits<L>>> {
     let n = images.dim(0)?;
     let batch = config.batch.max(1);
     let mut search = (0..n).step_by(batch).map(|start| {

@@ -15,6 +15,13 @@
 //!   `zf_model::Order::Imgclsmob`) the projection is the same path: unpool with the switches the
 //!   forward pool recorded (taken on the normalized maps), then rectify and filter.
 //!
+//! The walk is the network's own layer list ([`zf_model::NetSpec`]), so the same code projects
+//! ZFNet's units and those of torchvision's AlexNet and VGG (a batch norm is folded into its
+//! conv's filters, so its scale is in the transposed filters too; linear layers are not
+//! projected, as in the paper). [`Deconvnet::project_layer`] takes a layer index
+//! ([`zf_model::Net::layer`] finds it by key or alias); [`Deconvnet::project`] takes ZFNet's
+//! [`Point`].
+//!
 //! [`Deconvnet::project`] projects many units of one layer — of one image or of many — in one
 //! batched call from one recorded forward pass ([`zf_model::Trace`]). [`receptive_field`] gives
 //! the input box a unit sees; [`TopK`] keeps the strongest activations per feature map over a

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use candle_core::{DType, Result, Tensor};
 use serde::{Deserialize, Serialize};
-use zf_model::{Point, ZfNet};
+use zf_model::{LayerKind, Net, Point};
 
 use crate::bail;
 
@@ -22,24 +22,33 @@ pub struct Hit {
 /// Keeps, for each chosen (layer, feature map), the `k` strongest activations seen so far;
 /// with `one_per_image`, at most one per image (the paper's Fig. 2 shows nine different
 /// images per map). Ties keep the earlier image.
+///
+/// Layers are named by `L`: ZFNet's [`Point`] (the default), or a layer's key or alias as a
+/// string (`"features.28"`, `"conv5_3"`) for any network; a name is looked up in the network's
+/// spec ([`Net::layer`]) when the search runs.
 #[derive(Clone, Debug)]
-pub struct TopK {
+pub struct TopK<L = Point> {
     k: usize,
     one_per_image: bool,
-    selection: Vec<(Point, Vec<usize>)>,
-    hits: BTreeMap<(Point, usize), Vec<Hit>>,
+    selection: Vec<(L, Vec<usize>)>,
+    /// Keyed by (index into `selection`, map).
+    hits: BTreeMap<(usize, usize), Vec<Hit>>,
 }
 
-impl TopK {
+/// The conv layer `name` names in `net`, or an error saying what it is instead.
+pub(crate) fn conv_layer(net: &Net, name: &str) -> Result<usize> {
+    let i = net.layer(name)?;
+    match net.spec().layers[i].kind {
+        LayerKind::Conv { .. } => Ok(i),
+        _ => bail!("top-k searches conv layers (the paper's layers 1-5 in ZFNet), got {name}"),
+    }
+}
+
+impl<L: Clone + std::fmt::Display> TopK<L> {
     /// `selection`: conv layers with the feature maps to search in each.
-    pub fn new(selection: Vec<(Point, Vec<usize>)>, k: usize, one_per_image: bool) -> Result<Self> {
+    pub fn new(selection: Vec<(L, Vec<usize>)>, k: usize, one_per_image: bool) -> Result<Self> {
         if k == 0 {
             bail!("top-k needs k of at least 1")
-        }
-        for (layer, _) in &selection {
-            if !layer.is_conv() {
-                bail!("top-k searches conv1..conv5 (the paper's layers 1-5), got {layer}")
-            }
         }
         Ok(Self { k, one_per_image, selection, hits: BTreeMap::new() })
     }
@@ -49,22 +58,19 @@ impl TopK {
     ///
     /// # Shapes
     /// - `images`: `[B, 3, S, S]`, `indices.len() == B`
-    pub fn update(&mut self, net: &ZfNet, images: &Tensor, indices: &[usize]) -> Result<()> {
+    pub fn update(&mut self, net: &impl AsRef<Net>, images: &Tensor, indices: &[usize]) -> Result<()> {
+        let net = net.as_ref();
         let b = images.dim(0)?;
         if indices.len() != b {
             bail!("top-k: {b} images but {} indices", indices.len())
         }
-        let Some(deepest) = self.selection.iter().map(|(l, _)| *l).max() else { return Ok(()) };
-        let mut acts: Vec<(Point, Tensor)> = Vec::new();
-        let wanted: Vec<Point> = self.selection.iter().map(|(l, _)| *l).collect();
-        net.forward_until(images, false, deepest, &mut |p: Point, t: &Tensor| {
-            if wanted.contains(&p) {
-                acts.push((p, t.clone()));
-            }
-            Ok(())
-        })?;
-        for (layer, maps) in &self.selection {
-            let Some((_, act)) = acts.iter().find(|(p, _)| p == layer) else { continue };
+        let wanted: Vec<usize> =
+            self.selection.iter().map(|(l, _)| conv_layer(net, &l.to_string())).collect::<Result<_>>()?;
+        let Some(&deepest) = wanted.iter().max() else { return Ok(()) };
+        let mut keep = zf_model::Keep::new(&wanted);
+        net.forward_until(images, deepest, &mut keep)?;
+        for (si, ((layer, maps), &li)) in self.selection.iter().zip(&wanted).enumerate() {
+            let act = keep.get(li)?;
             let (_, c, _, w) = act.dims4()?;
             if let Some(&bad) = maps.iter().find(|&&m| m >= c) {
                 bail!("channel {bad} does not exist: {layer} has {c} feature maps (0..{})", c - 1)
@@ -77,7 +83,7 @@ impl TopK {
                 // plane come back instead of the plane.
                 let (best, value) = strongest_positions(&chosen)?;
                 for (mi, &m) in maps.iter().enumerate() {
-                    let entry = self.hits.entry((*layer, m)).or_default();
+                    let entry = self.hits.entry((si, m)).or_default();
                     for (bi, image) in indices.iter().enumerate() {
                         let (pos, value) = (best[bi][mi] as usize, value[bi][mi]);
                         push(entry, Hit { value, image: *image, y: pos / w, x: pos % w }, self.k);
@@ -87,7 +93,7 @@ impl TopK {
             }
             let flat = chosen.to_vec3::<f32>()?;
             for (mi, &m) in maps.iter().enumerate() {
-                let entry = self.hits.entry((*layer, m)).or_default();
+                let entry = self.hits.entry((si, m)).or_default();
                 for (bi, image) in flat.iter().zip(indices) {
                     for (pos, &value) in bi[mi].iter().enumerate() {
                         if entry.len() < self.k || value > entry[entry.len() - 1].value {
@@ -101,11 +107,12 @@ impl TopK {
     }
 
     /// For each chosen (layer, map), its hits, strongest first.
-    pub fn results(&self) -> Vec<(Point, usize, Vec<Hit>)> {
+    pub fn results(&self) -> Vec<(L, usize, Vec<Hit>)> {
         self.selection
             .iter()
-            .flat_map(|(l, maps)| maps.iter().map(move |&m| (*l, m)))
-            .map(|(l, m)| (l, m, self.hits.get(&(l, m)).cloned().unwrap_or_default()))
+            .enumerate()
+            .flat_map(|(si, (l, maps))| maps.iter().map(move |&m| (si, l, m)))
+            .map(|(si, l, m)| (l.clone(), m, self.hits.get(&(si, m)).cloned().unwrap_or_default()))
             .collect()
     }
 }

@@ -207,7 +207,9 @@ fn top_k_streams_like_a_brute_force_search() {
     all.sort_by(|a, b| b.total_cmp(a));
     let got: Vec<f32> = any.results()[0].2.iter().map(|h| h.value).collect();
     assert_eq!(got, all[..4].to_vec());
-    assert!(TopK::new(vec![(Point::Fc7, vec![0])], 9, true).is_err());
+    let mut fc = TopK::new(vec![(Point::Fc7, vec![0])], 9, true).unwrap();
+    let e = fc.update(&net, &images, &(0..10).collect::<Vec<_>>()).unwrap_err().to_string();
+    assert!(e.contains("top-k searches conv layers (the paper's layers 1-5 in ZFNet), got fc7"), "{e}");
 }
 
 #[test]

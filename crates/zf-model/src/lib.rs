@@ -1,6 +1,13 @@
 //! ZFNet (Zeiler & Fergus, *Visualizing and Understanding Convolutional Networks*, ECCV 2014)
-//! on candle: the network of the paper's Fig. 3 and its variants.
+//! on candle: the network of the paper's Fig. 3 and its variants — as one spec of a general
+//! conv stack that also runs torchvision's AlexNet and VGG.
 //!
+//! - [`NetSpec`]: a network as an ordered list of named layers (the one place its layer order
+//!   is written): [`ZfConfig::spec`] for ZFNet, [`NetSpec::torchvision`] for `alexnet`,
+//!   `vgg11`..`vgg19` and their `_bn` variants (names = torchvision's module keys, aliases
+//!   `conv5_3`, `fc7`). [`Net`]: a spec with its weights (batch norms folded), loaded from
+//!   zfnet's files or torchvision's `.pth`/safetensors as PyTorch wrote them ([`Net::load`]),
+//!   and the forward walk with [`LayerTap`]s ([`NetTrace`]: every output and switch).
 //! - [`ZfConfig`]: the paper's network ([`ZfConfig::paper`]), the AlexNet-style first layer of
 //!   its comparison, any width, class count and input size, LRN on or off; its
 //!   [`LayerTable`] gives every layer's shape, parameters and multiply-adds.
@@ -16,7 +23,7 @@
 //!   checked shapes; [`hub`]: `hf://owner/repo[@rev]/file` through the hub cache;
 //!   [`parse_device`]: `cpu`, `cuda`, `metal`.
 //!
-//! Depends on candle only (no other workspace crate). Used by zf-deconv, zf-train, zf-probe
+//! Depends on candle and zf-io (atomic writes). Used by zf-deconv, zf-train, zf-probe
 //! and the `zfnet` binary. Tensor code returns `candle_core::Result`; messages say what was
 //! expected and what was found.
 //!

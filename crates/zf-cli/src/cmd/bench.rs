@@ -3,8 +3,7 @@
 
 use anyhow::{bail, Result};
 use zf_model::init::{init_net, Init};
-use zf_model::ZfConfig;
-use zf_model::{Device, Tensor};
+use zf_model::{Device, Net, NetSpec, Tensor, ZfConfig};
 use zf_train::bench::median_time;
 
 /// Time the network on random inputs and print one JSON object per measurement:
@@ -30,9 +29,15 @@ pub struct Args {
     /// F(2x2, 3x3) with 16 multiplications where the direct sum takes 36, can pass the peak).
     #[arg(long, default_value = "forward", value_name = "LIST")]
     what: String,
-    /// Width multiplier of the paper's network.
-    #[arg(long, default_value_t = 1.0, value_name = "W")]
-    width: f64,
+    /// The network: zfnet (the paper's, at --width), or torchvision's alexnet, vgg11, vgg13,
+    /// vgg16, vgg19 (or a `_bn` variant, batch norms folded) at their published widths, 224
+    /// pixels, random weights; for these, forward, project (the strongest unit of the last conv
+    /// layer) and occlusion.
+    #[arg(long, default_value = "zfnet", value_name = "ARCH")]
+    arch: String,
+    /// Width multiplier of the paper's network (zfnet only; default 1).
+    #[arg(long, value_name = "W")]
+    width: Option<f64>,
     /// Images per batch.
     #[arg(long, default_value_t = 16, value_name = "B")]
     batch: usize,
@@ -46,7 +51,14 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
     if args.reps == 0 || args.batch == 0 {
         bail!("--reps and --batch must be at least 1")
     }
-    let config = ZfConfig::paper().with_width(args.width);
+    if args.arch != "zfnet" {
+        if args.width.is_some() {
+            bail!("--width scales ZFNet; {} runs at its published widths", args.arch)
+        }
+        return run_torchvision(&args, device);
+    }
+    let width = args.width.unwrap_or(1.0);
+    let config = ZfConfig::paper().with_width(width);
     let net = init_net(&config, Init::Paper, 0, device)?;
     let s = config.input_size;
     let x = Tensor::randn(0f32, 50., (args.batch, 3, s, s), device)?;
@@ -62,7 +74,7 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
                         "bench": format!("{}-{pass}", l.layer),
                         "impl": format!("zfnet {} (candle)", env!("CARGO_PKG_VERSION")),
                         "threads": threads,
-                        "width": args.width,
+                        "width": width,
                         "batch": args.batch,
                         "median_s": (seconds * 1e6).round() / 1e6,
                         "gflops": (gflops * 10.0).round() / 10.0,
@@ -139,8 +151,69 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
             "bench": what,
             "impl": format!("zfnet {} (candle)", env!("CARGO_PKG_VERSION")),
             "threads": threads,
-            "width": args.width,
+            "width": width,
             "batch": batch,
+            "median_s": (median * 1e5).round() / 1e5,
+            "images_per_s": (per_run as f64 / median * 100.0).round() / 100.0,
+        });
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// `zfnet bench --arch ARCH` for a torchvision network (see [`Args`]).
+#[allow(clippy::print_stdout)]
+fn run_torchvision(args: &Args, device: &Device) -> Result<()> {
+    let spec = NetSpec::torchvision(&args.arch, 1000)?;
+    let net = Net::init(&spec, 0, device)?;
+    let s = spec.input_size;
+    let x = Tensor::randn(0f32, 50., (args.batch, 3, s, s), device)?;
+    let last = spec.last_conv().ok_or_else(|| anyhow::anyhow!("{} has no conv layer", spec.arch))?;
+    for what in args.what.split(',').map(str::trim) {
+        let (median, per_run) = match what {
+            "forward" => (
+                median_time::<anyhow::Error>(args.reps, || {
+                    let y = net.forward(&x)?;
+                    device.synchronize()?;
+                    drop(y);
+                    Ok(())
+                })?,
+                args.batch,
+            ),
+            "project" => (
+                median_time::<anyhow::Error>(args.reps, || {
+                    // One image forward to the last conv (switches kept), then the deconvnet
+                    // projection of its strongest unit, as python/zfnet_torch.py does.
+                    let mut trace = zf_model::NetTrace::default();
+                    let act = net.forward_until(&x.narrow(0, 0, 1)?, last, &mut trace)?;
+                    let (_, _, h, w) = act.dims4()?;
+                    let flat = act.flatten_all()?.argmax(0)?.to_scalar::<u32>()? as usize;
+                    let unit =
+                        zf_deconv::Unit { image: 0, channel: flat / (h * w), y: flat % (h * w) / w, x: flat % w };
+                    let p = zf_deconv::Deconvnet::new(&net).project_layer(&trace, last, &[unit])?;
+                    device.synchronize()?;
+                    drop(p);
+                    Ok(())
+                })?,
+                1,
+            ),
+            "occlusion" => {
+                let cfg = zf_probe::OcclusionConfig { batch: args.batch, ..Default::default() };
+                let one = x.get(0)?;
+                let t = median_time::<anyhow::Error>((args.reps / 3).max(1), || {
+                    zf_probe::occlusion(&net, &one, 0, cfg, &mut |_, _| ())?;
+                    Ok(())
+                })?;
+                (t, zf_probe::OcclusionConfig::default().offsets(s)?.len().pow(2))
+            }
+            other => bail!("unknown benchmark `{other}` for {}: expected forward, project or occlusion", args.arch),
+        };
+        let line = serde_json::json!({
+            "bench": what,
+            "impl": format!("zfnet {} (candle)", env!("CARGO_PKG_VERSION")),
+            "arch": args.arch,
+            "threads": zf_model::device::threads(),
+            "batch": args.batch,
             "median_s": (median * 1e5).round() / 1e5,
             "images_per_s": (per_run as f64 / median * 100.0).round() / 100.0,
         });

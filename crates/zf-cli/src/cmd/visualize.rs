@@ -6,13 +6,11 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use zf_data::{Crop, Crops, GeneratedConfig, Loader, LoaderConfig, MeanImage, Preprocess};
-use zf_deconv::layer_shape;
-use zf_model::Point;
-use zf_model::{Device, Tensor};
+use zf_model::{Device, LayerKind, Point, Tensor};
 use zf_probe::records::{Fig2Doc, Fig2Hit, Fig2Map};
 use zf_viz::{projection_image, save_png, stack, Direction, Grid};
 
-use crate::args::NetArgs;
+use crate::args::{layer_arg, NetArgs};
 
 /// Side of each projection and patch tile, pixels. Large enough that an upper layer's receptive
 /// field (most of a 112-pixel input) is shown near its own size: shrunk to half, a
@@ -27,7 +25,10 @@ use crate::progress::bar;
 ///
 /// Writes, per layer, OUT/layerN.png (one block per map: projections left, patches right),
 /// OUT/layerN.safetensors (`projection`, [maps*K, 3, S, S]), and OUT/topk.json (every hit:
-/// image, position, value, receptive field).
+/// image, position, value, receptive field); for a network other than ZFNet the files are
+/// named by the layer (OUT/conv5_3.png).
+///
+/// Any network zfnet loads: ZFNet, or torchvision's AlexNet and VGG (.pth or safetensors).
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Examples:\n  zfnet visualize --weights model.safetensors --data generated --out fig2\n  zfnet visualize --weights model.safetensors --data imagenet/val --mean mean.safetensors --layers 2,5 --maps 16 --out fig2"
@@ -46,9 +47,11 @@ pub struct Args {
     /// searched images).
     #[arg(long, value_name = "FILE")]
     mean: Option<String>,
-    /// Layers, comma-separated: 1..5 or conv1..conv5.
-    #[arg(long, default_value = "1,2,3,4,5", value_name = "LIST")]
-    layers: String,
+    /// Conv layers, comma-separated: ZFNet's 1..5 or conv1..conv5 (default: all five);
+    /// another network's keys or aliases, e.g. conv3_3,conv5_3 or features.28 (default: the
+    /// conv before each max pool).
+    #[arg(long, value_name = "LIST")]
+    layers: Option<String>,
     /// Feature maps per layer, spread evenly over the layer's maps.
     #[arg(long, default_value_t = 8, value_name = "N")]
     maps: usize,
@@ -70,13 +73,29 @@ pub struct Args {
 }
 
 pub fn run(args: Args, device: &Device) -> Result<()> {
-    let net = args.net.load(&args.weights, device)?;
-    let config = net.config().clone();
-    let size = config.input_size;
-    let layers: Vec<Point> = args.layers.split(',').map(|s| s.parse::<Point>()).collect::<zf_model::Result<_>>()?;
-    if let Some(bad) = layers.iter().find(|l| !l.is_conv()) {
-        bail!("visualize shows conv1..conv5 (the paper's layers 1-5), got {bad}")
+    let net = args.net.load_any(&args.weights, device)?;
+    let spec = net.spec().clone();
+    let size = spec.input_size;
+    let zfnet = spec.arch.starts_with("zfnet");
+    let is_conv = |i: usize| matches!(spec.layers[i].kind, LayerKind::Conv { .. });
+    let layers: Vec<usize> = match &args.layers {
+        Some(list) => list.split(',').map(|s| layer_arg(&net, s)).collect::<Result<_>>()?,
+        None if zfnet => (0..spec.layers.len()).filter(|&i| is_conv(i)).collect(),
+        // The conv before each max pool (the end of each VGG block).
+        None => (0..spec.layers.len())
+            .filter(|&i| is_conv(i))
+            .filter(|&i| {
+                spec.layers[i + 1..]
+                    .iter()
+                    .find(|l| !matches!(l.kind, LayerKind::Lrn(_)))
+                    .is_some_and(|l| matches!(l.kind, LayerKind::MaxPool(_)))
+            })
+            .collect(),
+    };
+    if let Some(&bad) = layers.iter().find(|&&l| !is_conv(l)) {
+        bail!("visualize shows conv layers (the paper's layers 1-5 in ZFNet), got {}", spec.layers[bad].label())
     }
+    let label = |i: usize| spec.layers[i].label().to_string();
     let spec = zf_data::DataSpec::parse(&args.data, &GeneratedConfig::default());
     let dataset = spec.open(zf_data::Split::Val, args.limit, Preprocess::for_input(size))?;
     if dataset.preprocess().crop != size {
@@ -84,6 +103,9 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
     }
     let mean = match &args.mean {
         Some(p) => MeanImage::load(&crate::args::file_arg(p)?)?,
+        None if net.spec().input_channel_scale.is_some() => {
+            crate::cmd::analysis::mean_for_net(&net, &args.weights, None)?
+        }
         None => {
             tracing::info!("no --mean: computing the mean image over the {} searched images", dataset.len());
             MeanImage::compute(dataset.as_ref())?
@@ -91,10 +113,10 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
     };
     let mut selection = Vec::new();
     for &layer in &layers {
-        let [c, _, _] = layer_shape(&config, layer)?;
+        let c = net.shape(layer).map_or(1, |s| s[0]);
         let n = args.maps.clamp(1, c);
         let maps: Vec<usize> = (0..n).map(|i| i * c / n).collect();
-        selection.push((layer, maps));
+        selection.push((label(layer), maps));
     }
     let loader = Loader::new(dataset.clone(), Some(&mean), LoaderConfig::eval(args.batch, Crops::Centre))?;
     let pre = dataset.preprocess();
@@ -136,7 +158,8 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
     for &layer in &layers {
         let mut blocks = Vec::new();
         let mut all: Vec<Tensor> = Vec::new();
-        for m in results.iter().filter(|m| m.layer == layer) {
+        let name = label(layer);
+        for m in results.iter().filter(|m| m.layer == name) {
             let (mut left, mut right) = (Grid::new(TILE, TILE, 3), Grid::new(TILE, TILE, 3));
             let mut records = Vec::new();
             for (rank, p) in m.hits.iter().enumerate() {
@@ -164,16 +187,19 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
                     object_area: on_object.map(|o| o.1),
                 });
             }
-            let title = format!("{layer} map {}", m.map);
+            let title = format!("{name} map {}", m.map);
             blocks.push(stack(&[left.render(Some(&title)), right.render(Some(" "))], Direction::Across, 2));
-            json.push(Fig2Map { layer: layer.name().to_string(), map: m.map, hits: records });
+            json.push(Fig2Map { layer: name.clone(), map: m.map, hits: records });
         }
         let rows: Vec<_> = blocks.chunks(4).map(|r| stack(r, Direction::Across, 12)).collect();
-        let file = format!("layer{}", layer.paper_layer().unwrap_or(0));
+        let file = match name.parse::<Point>().ok().and_then(Point::paper_layer) {
+            Some(n) if zfnet => format!("layer{n}"),
+            _ => name.clone(),
+        };
         save_png(&stack(&rows, Direction::Down, 12), &args.out.join(format!("{file}.png")))?;
         if !all.is_empty() {
             let t = Tensor::stack(&all, 0)?;
-            let meta = HashMap::from([("layer".to_string(), layer.name().to_string())]);
+            let meta = HashMap::from([("layer".to_string(), name.clone())]);
             zf_model::weights::save_tensors(
                 &[("projection".to_string(), t)],
                 meta,
