@@ -128,7 +128,7 @@ pub enum Params {
 /// let x = Tensor::randn(0f32, 50.0, (2, 3, 32, 32), &Device::Cpu)?;
 /// let trace = net.trace(&x)?;
 /// let conv4_2 = spec.find("conv4_2")?;
-/// assert_eq!(trace.activation(conv4_2).unwrap().dims(), &[2, 8, 2, 2]);
+/// assert_eq!(trace.activation(conv4_2).unwrap().dims(), &[2, 8, 4, 4]); // 32 -> 16 -> 8 -> 4
 /// assert_eq!(net.forward(&x)?.dims(), &[2, 5]);
 /// # Ok::<(), candle_core::Error>(())
 /// ```
