@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use zf_data::MeanImage;
 use zf_model::weights::Source;
 use zf_model::{Device, Tensor};
-use zf_model::{FirstLayer, Net, WeightsFile, ZfConfig, ZfNet};
+use zf_model::{FirstLayer, LayerKind, Net, WeightsFile, ZfConfig, ZfNet};
 
 /// Which network: a preset, adjusted by the other flags. When weights are given and none of
 /// these flags is, the config recorded in the weights file is used.
@@ -134,6 +134,27 @@ pub fn layer_arg(net: &Net, name: &str) -> Result<usize> {
             _ => Err(e.into()),
         },
     }
+}
+
+/// The layers that play the paper's layers 1..7: ZFNet's conv1..conv5, fc6, fc7; in another
+/// network the conv before each max pool (the end of each VGG block) and the hidden linear
+/// layers.
+pub fn paper_layers(net: &Net) -> Vec<usize> {
+    let layers = &net.spec().layers;
+    let zfnet = net.spec().arch.starts_with("zfnet");
+    let before_pool = |i: usize| {
+        layers[i + 1..]
+            .iter()
+            .find(|l| !matches!(l.kind, LayerKind::Lrn(_)))
+            .is_some_and(|l| matches!(l.kind, LayerKind::MaxPool(_)))
+    };
+    (0..layers.len())
+        .filter(|&i| match layers[i].kind {
+            LayerKind::Conv { .. } => zfnet || before_pool(i),
+            LayerKind::Linear { relu, .. } => relu,
+            _ => false,
+        })
+        .collect()
 }
 
 /// A network and an input for it: `--weights`, `--input`, `--mean`.

@@ -61,7 +61,9 @@ pub fn settling(
     let mut grams: Vec<Vec<Vec<f64>>> = vec![Vec::new(); layers.len()];
     for (k, (_, net)) in snapshots.iter().enumerate() {
         for (li, &layer) in layers.iter().enumerate() {
-            let f = crate::linear_probe::pooled_features(net, images, layer, SETTLING_GRID)?;
+            let index =
+                net.layer_index(layer).ok_or_else(|| candle_core::Error::Msg(format!("no {layer} in the network")))?;
+            let f = crate::linear_probe::pooled_features(*net, images, index, SETTLING_GRID)?;
             let g = f.matmul(&f.t()?)?.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
             grams[li].push(g);
         }

@@ -11,7 +11,7 @@
 
 use candle_core::{DType, Device, Result, Tensor, D};
 use serde::{Deserialize, Serialize};
-use zf_model::{Point, ZfNet};
+use zf_model::{LayerKind, Net};
 
 use crate::bail;
 
@@ -45,25 +45,27 @@ pub struct ProbeResult {
     pub test_correct: Vec<bool>,
 }
 
-/// Table 7 in one call: for each of `layers` (the paper's 1..7), its features of the train
-/// and test images (`[N, 3, S, S]` with labels below `classes`) pooled on `config.grid`, a
-/// softmax fitted on the train split and measured on both. `progress` is called per layer.
+/// Table 7 in one call: for each of `layers` (indices into the network's spec: the paper's
+/// 1..7 are ZFNet's conv1..conv5, fc6, fc7), its features of the train and test images
+/// (`[N, 3, S, S]` with labels below `classes`) pooled on `config.grid`, a softmax fitted on
+/// the train split and measured on both. `progress` is called per layer.
 pub fn probe_layers(
-    net: &ZfNet,
+    net: &impl AsRef<Net>,
     (train_x, train_y): (&Tensor, &[u32]),
     (test_x, test_y): (&Tensor, &[u32]),
     classes: usize,
-    layers: &[Point],
+    layers: &[usize],
     config: ProbeConfig,
     progress: crate::Progress<'_>,
 ) -> Result<Vec<ProbeResult>> {
+    let net = net.as_ref();
     let mut out = Vec::with_capacity(layers.len());
     for (k, &layer) in layers.iter().enumerate() {
         let fa = pooled_features(net, train_x, layer, config.grid)?;
         let fb = pooled_features(net, test_x, layer, config.grid)?;
         let (train, test, test_correct) = fit_softmax_with(&fa, train_y, &fb, test_y, classes, config)?;
         out.push(ProbeResult {
-            layer: layer.name().into(),
+            layer: net.spec().layers[layer].label().into(),
             features: fa.dim(1)?,
             train_accuracy: train,
             test_accuracy: test,
@@ -74,11 +76,20 @@ pub fn probe_layers(
     Ok(out)
 }
 
-/// One layer's features `[N, F]` (f32, host) for images `[N, 3, S, S]`, batch by batch.
-pub fn pooled_features(net: &ZfNet, images: &Tensor, layer: Point, grid: usize) -> Result<Tensor> {
-    if layer.paper_layer().is_none() {
-        bail!("layer probes use the paper's layers 1..7 (conv1..conv5, fc6, fc7), got {layer}")
-    }
+/// One layer's features `[N, F]` (f32, host) for images `[N, 3, S, S]`, batch by batch: a
+/// conv layer's maps average-pooled on a `grid x grid` partition, a hidden linear layer's
+/// units as they are (both after their ReLU).
+pub fn pooled_features(net: &impl AsRef<Net>, images: &Tensor, layer: usize, grid: usize) -> Result<Tensor> {
+    let net = net.as_ref();
+    let is_conv = match net.spec().layers.get(layer).map(|l| &l.kind) {
+        Some(LayerKind::Conv { .. }) => true,
+        Some(LayerKind::Linear { relu: true, .. }) => false,
+        Some(_) => bail!(
+            "layer probes use conv and hidden linear layers (the paper's layers 1..7 in ZFNet), got {}",
+            net.spec().layers[layer].label()
+        ),
+        None => bail!("layer {layer} does not exist in {}", net.spec().arch),
+    };
     if grid == 0 {
         bail!("the pooling grid must be at least 1")
     }
@@ -86,11 +97,9 @@ pub fn pooled_features(net: &ZfNet, images: &Tensor, layer: Point, grid: usize) 
     let mut parts = Vec::new();
     for start in (0..n).step_by(32) {
         let xs = images.narrow(0, start, 32.min(n - start))?;
-        let t = net
-            .forward_until(&xs, false, layer, &mut zf_model::NoTap)?
-            .to_dtype(DType::F32)?
-            .to_device(&Device::Cpu)?;
-        parts.push(if layer.is_conv() { grid_pool(&t, grid)? } else { t });
+        let t =
+            net.forward_until(&xs, layer, &mut zf_model::NoLayerTap)?.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
+        parts.push(if is_conv { grid_pool(&t, grid)? } else { t });
     }
     Tensor::cat(&parts, 0)
 }

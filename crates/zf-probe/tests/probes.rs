@@ -218,8 +218,12 @@ fn bad_inputs_are_clear_errors() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("occluder size must be 1..=64"), "{e}");
-    let e = zf_probe::pooled_features(&net, &images, Point::Prob, 2).unwrap_err().to_string();
-    assert!(e.contains("layers 1..7"), "{e}");
+    let pool5 = net.layer_index(Point::Pool5).unwrap();
+    let e = zf_probe::pooled_features(&net, &images, pool5, 2).unwrap_err().to_string();
+    assert!(
+        e.contains("layer probes use conv and hidden linear layers (the paper's layers 1..7 in ZFNet), got pool5"),
+        "{e}"
+    );
 }
 
 #[test]

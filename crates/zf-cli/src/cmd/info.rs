@@ -2,17 +2,19 @@
 
 use anyhow::Result;
 use zf_model::Device;
-use zf_model::WeightsFile;
+use zf_model::{LayerKind, WeightsFile};
 
 use crate::args::NetArgs;
 
 /// Print the layer table: output shape, parameters and multiply-adds per layer and in total.
 ///
 /// With --weights, the file is read and checked tensor by tensor against the network (the
-/// network config recorded in the file is used unless config flags are given).
+/// network config recorded in the file is used unless config flags are given). A file of
+/// another network — torchvision's AlexNet or VGG, as PyTorch wrote it or converted — prints
+/// that network's table, with each layer's key and alias (the names --layer takes).
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  zfnet info\n  zfnet info --config alexnet\n  zfnet info --width 0.25 --classes 10 --json\n  zfnet info --weights hf://owner/zfnet/model.safetensors"
+    after_help = "Examples:\n  zfnet info\n  zfnet info --config alexnet\n  zfnet info --width 0.25 --classes 10 --json\n  zfnet info --weights hf://owner/zfnet/model.safetensors\n  zfnet info --weights vgg16-397923af.pth"
 )]
 pub struct Args {
     #[command(flatten)]
@@ -26,7 +28,14 @@ pub struct Args {
 }
 
 #[allow(clippy::print_stdout)]
-pub fn run(args: Args, _device: &Device) -> Result<()> {
+pub fn run(args: Args, device: &Device) -> Result<()> {
+    if let Some(w) = &args.weights {
+        let zfnet = (w.starts_with("hf://") || w.ends_with(".safetensors"))
+            && matches!(WeightsFile::open(w)?.source()?, zf_model::weights::Source::ZfNet(_));
+        if !zfnet {
+            return other_network(&args, w, device);
+        }
+    }
     let (config, source) = match &args.weights {
         Some(w) => {
             let file = WeightsFile::open(w)?;
@@ -72,4 +81,57 @@ pub fn run(args: Args, _device: &Device) -> Result<()> {
         println!("{s}");
     }
     Ok(())
+}
+/// `info` for a network other than ZFNet: its spec's table, keys beside aliases.
+#[allow(clippy::print_stdout)]
+fn other_network(args: &Args, weights: &str, device: &Device) -> Result<()> {
+    let net = args.net.load_any(weights, device)?;
+    let spec = net.spec();
+    let table = spec.table()?;
+    if args.json {
+        let v = serde_json::json!({
+            "spec": spec,
+            "layers": table.rows,
+            "total_params": table.total_params(),
+            "total_macs": table.total_macs(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("{}: {}x{} input, {} classes", spec.arch, spec.input_size, spec.input_size, spec.classes());
+    println!("{:<14} {:<8} {:>14} {:>13} {:>15}", "key", "alias", "output", "params", "mult-adds");
+    let mut rows = table.rows.iter();
+    for l in spec.layers.iter().filter(|l| !matches!(l.kind, LayerKind::Flatten | LayerKind::Dropout { .. })) {
+        let Some(r) = rows.next() else { break };
+        let shape = r.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
+        let alias = if l.label() == l.name { "" } else { l.label() };
+        println!("{:<14} {:<8} {:>14} {:>13} {:>15}", l.name, alias, shape, group(r.params as u64), group(r.macs));
+    }
+    println!(
+        "{:<14} {:<8} {:>14} {:>13} {:>15}",
+        "total",
+        "",
+        "",
+        group(table.total_params() as u64),
+        group(table.total_macs())
+    );
+    println!(
+        "({:.2} G multiply-adds per image; batch norms, if any, folded into their convs)",
+        table.total_macs() as f64 / 1e9
+    );
+    println!("{weights}: all tensors match {}", spec.arch);
+    Ok(())
+}
+
+/// 138357544 -> "138,357,544".
+fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }

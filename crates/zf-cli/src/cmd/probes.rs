@@ -19,6 +19,7 @@ use zf_viz::plot::{side_by_side, BarPlot, LinePlot};
 use zf_viz::{projection_image, save_png, save_text, stack, Direction, Grid};
 
 use super::analysis::{out_dir, write_json, Source};
+use crate::args::NetArgs;
 use crate::progress::bar;
 use zf_data::pick::centre_crops;
 
@@ -527,6 +528,8 @@ pub fn evolution(args: EvolutionArgs, device: &Device) -> Result<()> {
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Example:\n  zfnet probe-layers --weights run/model.safetensors --data data/gen --out table7")]
 pub struct ProbeArgs {
+    #[command(flatten)]
+    net: NetArgs,
     /// Weights: a path or hf://owner/repo[@revision]/file.
     #[arg(long, value_name = "W")]
     weights: String,
@@ -552,15 +555,23 @@ pub struct ProbeArgs {
     /// Side of the pooling grid for conv layers.
     #[arg(long, default_value_t = 2, value_name = "G")]
     grid: usize,
+    /// Layers, comma-separated (default: ZFNet's 1..7, conv1..conv5, fc6, fc7; another
+    /// network's conv before each max pool, and fc6, fc7).
+    #[arg(long, value_name = "LIST")]
+    layers: Option<String>,
     /// Output folder.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
 }
 
 pub fn probe_layers(args: ProbeArgs, device: &Device) -> Result<()> {
-    let net = ZfNet::load(&args.weights, None, device)?;
-    let pre = zf_data::Preprocess::for_input(net.config().input_size);
-    let mean = crate::args::mean_for(&args.weights, args.mean.as_deref())?;
+    let net = args.net.load_any(&args.weights, device)?;
+    let layers = match &args.layers {
+        Some(list) => list.split(',').map(|s| crate::args::layer_arg(&net, s)).collect::<Result<Vec<_>>>()?,
+        None => crate::args::paper_layers(&net),
+    };
+    let pre = zf_data::Preprocess::for_input(net.spec().input_size);
+    let mean = crate::cmd::analysis::mean_for_net(&net, &args.weights, args.mean.as_deref())?;
     let spec = zf_data::DataSpec::parse(&args.data, &zf_data::GeneratedConfig::default());
     let load = |split: &str, limit: usize| -> Result<(Tensor, Vec<u32>, usize)> {
         let set = spec.open(zf_data::Split::parse(split)?, None, pre)?;
@@ -572,11 +583,10 @@ pub fn probe_layers(args: ProbeArgs, device: &Device) -> Result<()> {
     let (xa, ya, classes) = load(&args.train_split, args.train_size)?;
     let (xb, yb, _) = load(&args.test_split, args.test_size)?;
     let cfg = ProbeConfig { grid: args.grid, ..ProbeConfig::default() };
-    let pb = bar(Point::PAPER_LAYERS.len() as u64, "probing");
-    let results =
-        zf_probe::probe_layers(&net, (&xa, &ya), (&xb, &yb), classes, &Point::PAPER_LAYERS, cfg, &mut |d, _| {
-            pb.set_position(d as u64)
-        })?;
+    let pb = bar(layers.len() as u64, "probing");
+    let results = zf_probe::probe_layers(&net, (&xa, &ya), (&xb, &yb), classes, &layers, cfg, &mut |d, _| {
+        pb.set_position(d as u64)
+    })?;
     pb.finish_and_clear();
     out_dir(&args.out)?;
     let names: Vec<String> = results.iter().map(|r| r.layer.clone()).collect();

@@ -80,17 +80,8 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
     let is_conv = |i: usize| matches!(spec.layers[i].kind, LayerKind::Conv { .. });
     let layers: Vec<usize> = match &args.layers {
         Some(list) => list.split(',').map(|s| layer_arg(&net, s)).collect::<Result<_>>()?,
-        None if zfnet => (0..spec.layers.len()).filter(|&i| is_conv(i)).collect(),
-        // The conv before each max pool (the end of each VGG block).
-        None => (0..spec.layers.len())
-            .filter(|&i| is_conv(i))
-            .filter(|&i| {
-                spec.layers[i + 1..]
-                    .iter()
-                    .find(|l| !matches!(l.kind, LayerKind::Lrn(_)))
-                    .is_some_and(|l| matches!(l.kind, LayerKind::MaxPool(_)))
-            })
-            .collect(),
+        // The paper's layers 1-5 (ZFNet), or the conv before each max pool.
+        None => crate::args::paper_layers(&net).into_iter().filter(|&i| is_conv(i)).collect(),
     };
     if let Some(&bad) = layers.iter().find(|&&l| !is_conv(l)) {
         bail!("visualize shows conv layers (the paper's layers 1-5 in ZFNet), got {}", spec.layers[bad].label())

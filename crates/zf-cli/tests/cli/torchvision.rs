@@ -24,6 +24,11 @@ fn torchvision_networks_convert_forward_project_and_occlude() {
     let converted = dir.path().join("vgg/model.safetensors");
     let c_s = converted.to_str().unwrap();
     ok(&["convert", "--from", "torchvision", pth.to_str().unwrap(), "--out", c_s]);
+    // The layer table names each layer by key and alias; parameters are torchvision's less the
+    // batch norms' (folded): 64,186 + 2 x (8 + 16 + 16 + 16 + 24 + 24 + 24 + 24) = 64,490.
+    let info = ok(&["info", "--weights", pth.to_str().unwrap(), "--input-size", "64"]);
+    assert!(info.contains("features.25    conv5_2          24x4x4"), "{info}");
+    assert!(info.contains("64,186"), "{info}");
     assert!(dir.path().join("vgg/mean.safetensors").exists());
     // The .pth as it is and the converted file give the same taps, equal to PyTorch's.
     for w in [pth.to_str().unwrap(), c_s] {
@@ -102,4 +107,14 @@ fn torchvision_networks_convert_forward_project_and_occlude() {
     assert_eq!(layers, ["conv1", "conv1", "conv2", "conv2", "conv5", "conv5"]);
     let e = fails(&[&common[..], &["--layers", "fc6", "--out", f]].concat());
     assert!(e.contains("visualize shows conv layers"), "{e}");
+    // Table 7's probes on AlexNet's layers 1..7: the conv before each pool, fc6, fc7.
+    let t7 = dir.path().join("t7");
+    let t = t7.to_str().unwrap();
+    let probe = ["probe-layers", "--weights", a, "--input-size", "96", "--data", "generated"];
+    ok(&[&probe[..], &["--train-size", "20", "--test-size", "10", "--out", t]].concat());
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(t7.join("probes.json")).unwrap()).unwrap();
+    let layers: Vec<&str> = doc["layers"].as_array().unwrap().iter().map(|m| m["layer"].as_str().unwrap()).collect();
+    assert_eq!(layers, ["conv1", "conv2", "conv5", "fc6", "fc7"]);
+    let e = fails(&[&probe[..], &["--layers", "pool5", "--out", t]].concat());
+    assert!(e.contains("layer probes use conv and hidden linear layers"), "{e}");
 }
