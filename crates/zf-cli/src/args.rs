@@ -10,7 +10,7 @@ use zf_model::{FirstLayer, LayerKind, Net, WeightsFile, ZfConfig, ZfNet};
 
 /// Which network: a preset, adjusted by the other flags. When weights are given and none of
 /// these flags is, the config recorded in the weights file is used.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct NetArgs {
     /// Network preset: paper (ZFNet, Fig. 3), alexnet (11x11 stride 4 first layer), small
     /// (quarter width, 10 classes), tiny (eighth width, 10 classes).

@@ -8,7 +8,6 @@ use std::time::Instant;
 use candle_core::{DType, Device};
 use serde::Serialize;
 use zf_data::{Crops, Dataset, Loader, LoaderConfig, MeanImage};
-use zf_model::{Dropout, NoTap, ZfNet};
 
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
@@ -101,18 +100,15 @@ impl std::fmt::Debug for Data {
 
 /// Top-1/top-5 error of `net` over `loader` (built with [`Crops::Ten`] or [`Crops::Centre`]):
 /// with ten crops the softmax is averaged over each image's crops.
-pub fn evaluate(net: &ZfNet, loader: &Loader, device: &Device) -> Result<Eval> {
+pub fn evaluate(net: &impl AsRef<zf_model::Net>, loader: &Loader, device: &Device) -> Result<Eval> {
+    let net = net.as_ref();
     let ten = loader.config().crops == Crops::Ten;
     let (mut n, mut top1, mut top5, mut loss) = (0usize, 0usize, 0usize, 0f64);
     let mut top1_correct = Vec::new();
     for batch in loader.epoch(0) {
         let batch = batch?;
         let b = batch.indices.len();
-        let probs = candle_nn::ops::softmax_last_dim(&net.forward_dropout(
-            &batch.images.to_device(device)?,
-            Dropout::Off,
-            &mut NoTap,
-        )?)?;
+        let probs = candle_nn::ops::softmax_last_dim(&net.forward(&batch.images.to_device(device)?)?)?;
         let classes = probs.dim(1)?;
         let probs = if ten { probs.reshape((b, 10, classes))?.mean(1)? } else { probs };
         let probs = probs.to_dtype(DType::F32)?.to_vec2::<f32>()?;

@@ -402,9 +402,9 @@ pub struct EvalArgs {
 
 #[allow(clippy::print_stdout)]
 pub fn eval(args: EvalArgs, device: &Device) -> Result<()> {
-    let net = zf_model::ZfNet::load(&args.weights, None, device)?;
-    let size = net.config().input_size;
-    let mean = crate::args::mean_for(&args.weights, args.mean.as_deref())?;
+    let net = crate::args::NetArgs::default().load_any(&args.weights, device)?;
+    let size = net.spec().input_size;
+    let mean = crate::cmd::analysis::mean_for_net(&net, &args.weights, args.mean.as_deref())?;
     let spec = DataSpec::parse(&args.data, &GeneratedConfig { seed: args.seed, ..Default::default() });
     let limit = spec.generated().map(|_| args.val_size);
     let set = spec.open(Split::Val, limit, Preprocess::for_input(size))?;
@@ -450,13 +450,19 @@ pub struct PredictArgs {
 
 #[allow(clippy::print_stdout)]
 pub fn predict(args: PredictArgs, device: &Device) -> Result<()> {
-    let net = zf_model::ZfNet::load(&args.weights, None, device)?;
-    let size = net.config().input_size;
-    let mean = crate::args::mean_for(&args.weights, args.mean.as_deref())?;
+    let net = crate::args::NetArgs::default().load_any(&args.weights, device)?;
+    let size = net.spec().input_size;
+    let mean = crate::cmd::analysis::mean_for_net(&net, &args.weights, args.mean.as_deref())?;
     let pre = Preprocess::for_input(size);
+    let classes = net.spec().classes();
+    let imagenet = zf_data::folder::IMAGENET_CLASSES.lines().count();
     let names = match crate::args::classes_for(&args.weights, args.classes.as_deref())? {
         Some(names) => names,
-        None => (0..net.config().classes).map(|i| format!("class {i}")).collect(),
+        // torchvision's ImageNet networks: ImageNet's class names.
+        None if net.spec().input_channel_scale.is_some() && classes == imagenet => {
+            zf_data::folder::IMAGENET_CLASSES.lines().map(String::from).collect()
+        }
+        None => (0..classes).map(|i| format!("class {i}")).collect(),
     };
     for path in zf_data::folder::list_images(&args.images)? {
         let img = match pre.load(&path) {
@@ -467,8 +473,7 @@ pub fn predict(args: PredictArgs, device: &Device) -> Result<()> {
             }
         };
         let x = zf_data::pick::centre_crop(&pre, &img, &mean, device)?.unsqueeze(0)?;
-        let p: Vec<f32> =
-            net.forward_until(&x, false, zf_model::Point::Prob, &mut zf_model::NoTap)?.flatten_all()?.to_vec1()?;
+        let p: Vec<f32> = zf_model::network::softmax(&net.forward(&x)?)?.flatten_all()?.to_vec1()?;
         let mut order: Vec<usize> = (0..p.len()).collect();
         order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
         let top: Vec<String> = order

@@ -107,6 +107,14 @@ fn torchvision_networks_convert_forward_project_and_occlude() {
     assert_eq!(layers, ["conv1", "conv1", "conv2", "conv2", "conv5", "conv5"]);
     let e = fails(&[&common[..], &["--layers", "fc6", "--out", f]].concat());
     assert!(e.contains("visualize shows conv layers"), "{e}");
+    // predict and eval on the AlexNet .pth at its own 224 pixels (its adaptive pool takes any
+    // size), ImageNet's mean by default.
+    let out = ok(&["predict", "--weights", a, photo.to_str().unwrap(), "--top", "2"]);
+    assert!(out.starts_with(&format!("{}: class ", photo.display())) && out.matches('%').count() == 2, "{out}");
+    let ev = dir.path().join("eval.json");
+    ok(&["eval", "--weights", a, "--data", "generated", "--val-size", "10", "--out", ev.to_str().unwrap()]);
+    let e: serde_json::Value = serde_json::from_slice(&std::fs::read(&ev).unwrap()).unwrap();
+    assert_eq!(e["images"], 10);
     // Table 7's probes on AlexNet's layers 1..7: the conv before each pool, fc6, fc7.
     let t7 = dir.path().join("t7");
     let t = t7.to_str().unwrap();
