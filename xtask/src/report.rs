@@ -24,7 +24,12 @@ pub fn departures(run: &Run) -> Vec<String> {
             p.clutter, p.per_class, p.val_per_class, p.transfer_per_class, p.correspondence_images, p.correspondence_box
         ));
     }
-    if let Some(w) = &run.opts.weights {
+    if let (Some(w), Some(n)) = (&run.opts.weights, &run.network) {
+        d.push(format!(
+            "Network: the given weights {w} are {} (read off the file's keys and shapes, at {} pixels), not ZFNet and not trained here: the paper's analyses run on it with its layers standing for the paper's (layers 1-5: the conv before each max pool; 7: the last hidden fc layer); the claims about training ZFNet (training, Table 2's first layers, Figs. 4 and 6) are not testable, and Fig. 6's stage is skipped.",
+            n.arch, n.input_size
+        ));
+    } else if let Some(w) = &run.opts.weights {
         d.push(format!(
             "Network: the given weights {w} (their config from the file's metadata), not trained here; the training-dependent stages (Fig. 4, the Fig. 6 ablations) are skipped."
         ));
@@ -69,6 +74,7 @@ pub fn write_report(run: &Run, wall: f64) -> Result<PathBuf, String> {
         "rationale": p.rationale,
         "data": run.opts.data.as_ref().map(|d| d.display().to_string()).unwrap_or_else(|| "generated".into()),
         "weights": run.opts.weights,
+        "network": run.network.as_ref().map(|n| n.arch.clone()),
         "seed": run.opts.seed,
         "wall_seconds": wall,
         "stages": run.times.iter().map(|t| json!({"stage": t.name, "seconds": t.seconds, "skipped": t.skipped})).collect::<Vec<_>>(),

@@ -204,6 +204,16 @@ pub struct Run {
     pub opts: Options,
     pub zfnet: PathBuf,
     pub times: Vec<StageTime>,
+    /// The given weights' network when it is not ZFNet (`vgg16_bn`, `alexnet`), from
+    /// `zfnet info --weights W --json`; `None` for ZFNet.
+    pub network: Option<Network>,
+}
+
+/// A network other than ZFNet, as `zfnet info` describes its spec.
+#[derive(Clone, Debug)]
+pub struct Network {
+    pub arch: String,
+    pub input_size: usize,
 }
 
 impl Run {
@@ -238,8 +248,11 @@ impl Run {
     }
 
     /// The main network's input size: from the run's run.json, or from the `zfnet.config`
-    /// metadata in the weights file's safetensors header.
+    /// metadata in the weights file's safetensors header (another network's: its spec's).
     pub fn input_size(&self) -> Option<usize> {
+        if let Some(n) = &self.network {
+            return Some(n.input_size);
+        }
         if let Some(w) = &self.opts.weights {
             let config = safetensors_metadata(Path::new(w), "zfnet.config")?;
             let v: serde_json::Value = serde_json::from_str(&config).ok()?;
@@ -252,6 +265,35 @@ impl Run {
 
     pub fn trains(&self) -> bool {
         self.opts.weights.is_none()
+    }
+
+    /// `--mean FILE` for the main network: always for ZFNet; for another network only when the
+    /// file exists (else the commands take ImageNet's channel means, as torchvision's networks
+    /// were trained with).
+    pub fn mean_args(&self) -> Vec<String> {
+        let m = self.mean();
+        if self.network.is_some() && !m.is_file() {
+            return vec![];
+        }
+        vec![s("--mean"), m.display().to_string()]
+    }
+
+    /// What `zfnet info --weights W --json` says of the given weights: `Some` for a network
+    /// other than ZFNet.
+    fn network_of(&self, weights: &str) -> Result<Option<Network>, String> {
+        let out = Command::new(&self.zfnet)
+            .args(["info", "--weights", weights, "--json"])
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", self.zfnet.display()))?;
+        if !out.status.success() {
+            return Err(format!("`zfnet info --weights {weights}` failed: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| format!("`zfnet info --json` printed no JSON: {e}"))?;
+        Ok(v.get("spec").map(|spec| Network {
+            arch: spec["arch"].as_str().unwrap_or("?").to_string(),
+            input_size: spec["input_size"].as_u64().unwrap_or(224) as usize,
+        }))
     }
 
     /// Runs `zfnet args...` with the device flag, inheriting the terminal (progress bars).
@@ -409,7 +451,10 @@ pub fn reproduce(root: &Path, opts: Options) -> Result<PathBuf, String> {
         None => build(root)?,
     };
     std::fs::create_dir_all(&opts.out).map_err(|e| format!("cannot create {}: {e}", opts.out.display()))?;
-    let mut run = Run { opts, zfnet, times: vec![] };
+    let mut run = Run { opts, zfnet, times: vec![], network: None };
+    if let Some(w) = run.opts.weights.clone() {
+        run.network = run.network_of(&w)?;
+    }
     let p = run.opts.profile.clone();
     eprintln!(
         "reproduce-paper: profile {} -> {}{}",
@@ -460,27 +505,27 @@ pub fn reproduce(root: &Path, opts: Options) -> Result<PathBuf, String> {
     run.stage("eval", |r| {
         for (name, w) in &nets {
             let m = Path::new(w).with_file_name("mean.safetensors");
-            r.zfnet(&[
-                s("eval"),
-                s("--weights"),
-                w.clone(),
-                s("--data"),
-                r.data_dir().display().to_string(),
-                s("--mean"),
-                m.display().to_string(),
-                s("--ten-crop"),
-                s("--out"),
-                r.path(&format!("eval/{name}.json")).display().to_string(),
-            ])?;
+            let mut a = vec![s("eval"), s("--weights"), w.clone(), s("--data"), r.data_dir().display().to_string()];
+            if r.network.is_none() || m.is_file() {
+                a.extend([s("--mean"), m.display().to_string()]);
+            }
+            a.extend([s("--ten-crop"), s("--out"), r.path(&format!("eval/{name}.json")).display().to_string()]);
+            r.zfnet(&a)?;
         }
         Ok(())
     })?;
     let common = |r: &Run| -> Vec<String> {
-        vec![s("--weights"), r.weights(), s("--mean"), mean.clone(), s("--data"), r.data_dir().display().to_string()]
+        let mut a = vec![s("--weights"), r.weights()];
+        a.extend(r.mean_args());
+        a.extend([s("--data"), r.data_dir().display().to_string()]);
+        a
     };
     run.stage("fig2", |r| {
-        let mut a = vec![s("visualize"), s("--weights"), r.weights(), s("--mean"), mean.clone()];
-        a.extend([s("--data"), r.val_dir().display().to_string(), s("--layers"), s("1,2,3,4,5")]);
+        // The paper's layers 1-5: ZFNet's conv1..conv5; another network's conv before each pool
+        // (visualize's default).
+        let mut a = vec![s("visualize"), s("--weights"), r.weights()];
+        a.extend(r.mean_args());
+        a.extend([s("--data"), r.val_dir().display().to_string()]);
         a.extend([s("--maps"), s(p.maps), s("--top"), s(p.top), s("--limit"), s(p.search)]);
         a.extend([s("--out"), r.path("fig2").display().to_string()]);
         r.zfnet(&a)
@@ -506,7 +551,16 @@ pub fn reproduce(root: &Path, opts: Options) -> Result<PathBuf, String> {
         a.extend([s("--images"), s(p.invariance_images), s("--out"), r.path("fig5").display().to_string()]);
         r.zfnet(&a)
     })?;
+    // Fig. 6 compares ZFNet's first layers (and reads ZFNet's files); another network's run
+    // skips it and the report says why its claims are not testable.
+    if let Some(n) = &run.network {
+        eprintln!("== fig6: skipped — {} is not ZFNet: Fig. 6 compares ZFNet's first layers", n.arch);
+    }
+    let zfnet_only = run.network.is_none();
     run.stage("fig6", |r| {
+        if !zfnet_only {
+            return Ok(());
+        }
         let mut a = vec![s("filters"), s("--data"), r.data_dir().display().to_string(), s("--mean"), mean.clone()];
         for (name, w) in &nets {
             a.extend([s("--weights"), format!("{name}={w}")]);
@@ -586,25 +640,13 @@ pub fn reproduce(root: &Path, opts: Options) -> Result<PathBuf, String> {
         // report marks not testable.
         let transfer = r.data_dir().join("transfer-train").is_dir();
         let splits = if transfer { ["transfer-train", "transfer-val"] } else { ["train", "val"] };
-        r.zfnet(&[
-            s("probe-layers"),
-            s("--train-split"),
-            s(splits[0]),
-            s("--test-split"),
-            s(splits[1]),
-            s("--weights"),
-            r.weights(),
-            s("--mean"),
-            mean.clone(),
-            s("--data"),
-            r.data_dir().display().to_string(),
-            s("--train-size"),
-            s(p.probe_train),
-            s("--test-size"),
-            s(p.probe_test),
-            s("--out"),
-            r.path("table7").display().to_string(),
-        ])
+        let mut a = vec![s("probe-layers"), s("--train-split"), s(splits[0]), s("--test-split"), s(splits[1])];
+        a.extend([s("--weights"), r.weights()]);
+        a.extend(r.mean_args());
+        a.extend([s("--data"), r.data_dir().display().to_string()]);
+        a.extend([s("--train-size"), s(p.probe_train), s("--test-size"), s(p.probe_test)]);
+        a.extend([s("--out"), r.path("table7").display().to_string()]);
+        r.zfnet(&a)
     })?;
     let wall = started.elapsed().as_secs_f64();
     let report = crate::report::write_report(&run, wall)?;

@@ -147,3 +147,39 @@ fn a_stage_stopped_by_ctrl_c_is_not_marked_done() {
     assert!(e.starts_with("stage data: `zfnet data generate") && e.contains("exit status: 3"), "{e}");
     assert!(!markers.join("data.json").exists());
 }
+
+#[test]
+fn given_vgg_weights_run_the_analyses_and_mark_the_training_claims_not_testable() {
+    // torchvision's VGG-11-BN as PyTorch wrote it (zf-model's reduced-width fixture).
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo).args(["build", "-q", "-p", "zf-cli"]).current_dir(&root).status().unwrap();
+    assert!(status.success());
+    let weights = root.join("crates/zf-model/tests/torchvision/vgg11_bn.safetensors");
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        profile: Profile::quick(),
+        out: dir.path().join("run"),
+        force: false,
+        data: None,
+        weights: Some(weights.display().to_string()),
+        zfnet: Some(xtask::target_dir(&root).join("debug/zfnet")),
+        seed: 0,
+        device: None,
+    };
+    let report = reproduce(&root, opts).unwrap();
+    let about: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("run/reproduce.json")).unwrap()).unwrap();
+    assert_eq!(about["network"], "vgg11_bn");
+    let claims = std::fs::read_to_string(report.join("claims.md")).unwrap();
+    assert_eq!(claims.matches("not testable: the claim is about training ZFNet").count(), 6, "{claims}");
+    // The analyses ran on VGG's own layers: Fig. 2 per block end, Table 1 at conv5_2 and fc7.
+    let html = std::fs::read_to_string(report.join("index.html")).unwrap();
+    for f in ["fig2-conv1_1.png", "fig2-conv5_2.png", "fig7-occlusion.png"] {
+        assert!(html.contains(f) && report.join("figures").join(f).exists(), "{f}");
+    }
+    let t1 = std::fs::read_to_string(dir.path().join("run/table1/table1.md")).unwrap();
+    assert!(t1.contains("layer 5 (conv5_2)") && t1.contains("layer 7 (fc7)") && !t1.contains("– | –"), "{t1}");
+    // Fig. 6 compares ZFNet's first layers: skipped.
+    assert!(!dir.path().join("run/fig6").exists());
+}

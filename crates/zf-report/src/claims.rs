@@ -342,7 +342,21 @@ pub fn claims(r: &Results) -> Vec<Claim> {
 
     // Table 1: correspondence, by resampling the images (every row's image-by-image distances).
     let rows = r.table1.as_ref().map(|t| t.rows.as_slice()).unwrap_or_default();
+    // The paper's layers 5 and 7 are the rows' first and second layer (ZFNet's conv5 and fc7;
+    // another network's last conv and last hidden layer, `conv5_3` say).
+    let mut row_layers: Vec<&str> = Vec::new();
+    for x in rows {
+        if !row_layers.contains(&x.layer.as_str()) {
+            row_layers.push(&x.layer);
+        }
+    }
+    let (l5, l7) = (row_layers.first().copied().unwrap_or("conv5"), row_layers.get(1).copied().unwrap_or("fc7"));
     let at = |layer: &str, random: bool| -> Vec<&zf_probe::CorrespondenceRow> {
+        let layer = match layer {
+            "conv5" => l5,
+            "fc7" => l7,
+            other => other,
+        };
         rows.iter().filter(|x| x.layer == layer && (x.part == zf_probe::correspondence::RANDOM) == random).collect()
     };
     let mean_delta =
@@ -406,7 +420,12 @@ pub fn claims(r: &Results) -> Vec<Claim> {
     // Table 7: deeper features are more discriminative, on classes the network never saw.
     let probes = r.table7.as_ref();
     let layers = probes.map(|t| t.layers.as_slice()).unwrap_or_default();
-    let layer = |name: &str| layers.iter().find(|l| l.layer == name);
+    // The paper's layers 1 and 7 are the first and last probed (ZFNet's conv1 and fc7).
+    let layer = |name: &str| match name {
+        "conv1" => layers.first(),
+        "fc7" => layers.last(),
+        other => layers.iter().find(|l| l.layer == other),
+    };
     let acc = |name: &str| layer(name).map(|l| f64::from(l.test_accuracy));
     let per_image = layer("conv1").zip(layer("fc7")).and_then(|(a, b)| {
         (!a.test_correct.is_empty() && a.test_correct.len() == b.test_correct.len()).then(|| {
@@ -438,6 +457,28 @@ pub fn claims(r: &Results) -> Vec<Claim> {
 }
 
 /// The claims as a markdown table.
+/// The claims about training ZFNet: the network learns with the recipe, Table 2's first
+/// layers, Fig. 6's renormalization and first-layer comparisons, Fig. 4's evolution.
+pub const ABOUT_TRAINING: [&str; 6] =
+    ["training", "table2-first-layer", "fig6-renorm", "fig6-mid-frequencies", "fig6-dead-filters", "fig4-evolution"];
+
+/// `claims` for a run on `network`'s given weights (`None`: ZFNet): for another network the
+/// claims about training ZFNet ([`ABOUT_TRAINING`]) are not testable, with the reason, whatever
+/// the run measured.
+pub fn for_network(claims: Vec<Claim>, network: Option<&str>) -> Vec<Claim> {
+    let Some(arch) = network.filter(|a| !a.starts_with("zfnet")) else { return claims };
+    claims
+        .into_iter()
+        .map(|c| {
+            if !ABOUT_TRAINING.contains(&c.id.as_str()) {
+                return c;
+            }
+            let why = format!("not testable: the claim is about training ZFNet; the run analysed the given {arch} weights, trained elsewhere");
+            Claim { value: Some(why), held: None, stats: None, ..c }
+        })
+        .collect()
+}
+
 pub fn claims_markdown(claims: &[Claim]) -> String {
     let mut md = String::from(
         "| claim | the paper says | measured quantity (rule) | value | verdict |\n|---|---|---|---|---|\n",

@@ -183,8 +183,23 @@ pub fn page(
             &rows,
         );
     }
-    for l in 1..=5 {
-        fig(&mut h, &format!("fig2/layer{l}.png"), &format!("fig2-layer{l}.png"), &format!("Layer {l}"));
+    // ZFNet's figures are fig2/layer1..5.png; another network's are named by its layers
+    // (fig2/conv5_3.png), in the order topk.json lists them.
+    let mut names: Vec<&str> = Vec::new();
+    for m in results.fig2.iter().flat_map(|d| &d.maps) {
+        if !names.contains(&m.layer.as_str()) {
+            names.push(&m.layer);
+        }
+    }
+    let zfnet = about.network.as_deref().is_none_or(|n| n.starts_with("zfnet"));
+    if zfnet {
+        for l in 1..=5 {
+            fig(&mut h, &format!("fig2/layer{l}.png"), &format!("fig2-layer{l}.png"), &format!("Layer {l}"));
+        }
+    } else {
+        for n in names {
+            fig(&mut h, &format!("fig2/{n}.png"), &format!("fig2-{n}.png"), n);
+        }
     }
     h.push_str("<h2>Fig. 4 — feature evolution during training</h2>");
     for l in 1..=5 {

@@ -74,6 +74,9 @@ pub struct About {
     pub wall_seconds: f64,
     pub stages: Vec<StageTime>,
     pub departures: Vec<String>,
+    /// The given weights' network when it is not ZFNet (`vgg16_bn`); `None` for ZFNet.
+    #[serde(default)]
+    pub network: Option<String>,
     #[serde(default)]
     pub machine: String,
     #[serde(default)]
@@ -128,7 +131,7 @@ pub fn write_report_as(run: &Path, revision: &str) -> Result<Report, ReportError
     about.machine = machine();
     about.revision = revision.to_string();
     let results = Results::gather(run)?;
-    let claims = claims(&results);
+    let claims = claims::for_network(claims(&results), about.network.as_deref());
     let dir = run.join("report");
     let io = |p: &Path, e: std::io::Error| ReportError::Io { path: p.to_path_buf(), source: e };
     let _ = std::fs::remove_dir_all(&dir);

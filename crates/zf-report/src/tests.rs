@@ -221,6 +221,30 @@ fn verdicts_follow_the_stated_rules() {
 }
 
 #[test]
+fn another_networks_run_leaves_the_training_claims_not_testable() {
+    // The same numbers, measured on given VGG weights: the six claims about training ZFNet are
+    // not testable and say why; the analyses' claims keep their verdicts; ZFNet changes nothing.
+    let all = claims(&results());
+    let c = claims::for_network(all.clone(), Some("vgg16_bn"));
+    for claim in &c {
+        if claims::ABOUT_TRAINING.contains(&claim.id.as_str()) {
+            assert_eq!(claim.verdict(), "not testable", "{}", claim.id);
+            assert!(
+                claim.value.as_deref().unwrap().contains("about training ZFNet")
+                    && claim.value.as_deref().unwrap().contains("vgg16_bn")
+            );
+        } else {
+            assert_eq!(claim.held, held(&all, &claim.id), "{}", claim.id);
+        }
+    }
+    assert_eq!(c.iter().filter(|c| c.verdict() == "not testable").count(), 6);
+    let z = claims::for_network(all.clone(), Some("zfnet"));
+    assert!(z.iter().zip(&all).all(|(a, b)| a.held == b.held && a.value == b.value));
+    let none = claims::for_network(all.clone(), None);
+    assert!(none.iter().zip(&all).all(|(a, b)| a.held == b.held && a.value == b.value));
+}
+
+#[test]
 fn missing_numbers_are_not_measured_and_ties_are_not_held() {
     let c = claims(&Results::default());
     assert!(c.iter().all(|c| c.held.is_none() && c.value.is_none()));
@@ -285,6 +309,7 @@ fn a_report_is_written_from_a_run_folder_and_names_a_broken_file() {
         rationale: "a <constructed> run".into(),
         data: "generated".into(),
         weights: None,
+        network: None,
         seed: 3,
         wall_seconds: 1.0,
         stages: vec![StageTime { stage: "eval".into(), seconds: 1.0, skipped: false }],

@@ -251,8 +251,9 @@ pub fn correspondence(args: CorrespondenceArgs, device: &Device) -> Result<()> {
     };
     let rows = zf_probe::correspondence(&loaded.net, &images, &boxes, &parts, &[l5, l7], &random)?;
     out_dir(&args.out)?;
+    let (n5, n7) = (spec.layers[l5].label(), spec.layers[l7].label());
     let mut md =
-        String::from("| occluded | layer 5 (conv5) Δ | changed | layer 7 (fc7) Δ | changed |\n|---|---|---|---|---|\n");
+        format!("| occluded | layer 5 ({n5}) Δ | changed | layer 7 ({n7}) Δ | changed |\n|---|---|---|---|---|\n");
     let mut names: Vec<&str> = rows.iter().map(|r| r.part.as_str()).collect();
     names.dedup();
     for name in names {
@@ -262,7 +263,7 @@ pub fn correspondence(args: CorrespondenceArgs, device: &Device) -> Result<()> {
                 .map(|r| format!("{:.3} ± {:.3} | {:.0}%", r.mean, r.std, 100.0 * r.changed))
                 .unwrap_or_else(|| "– | –".into())
         };
-        md.push_str(&format!("| {name} | {} | {} |\n", cell("conv5"), cell("fc7")));
+        md.push_str(&format!("| {name} | {} | {} |\n", cell(n5), cell(n7)));
     }
     save_text(&md, &args.out.join("table1.md"))?;
     let doc = CorrespondenceDoc {
