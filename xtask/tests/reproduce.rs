@@ -7,13 +7,19 @@ use std::process::Command;
 
 use xtask::reproduce::{reproduce, Options, Profile};
 
-#[test]
-fn quick_profile_writes_a_complete_report_and_resumes() {
+/// The workspace root and the debug `zfnet`, built.
+fn built_zfnet() -> (PathBuf, PathBuf) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(&cargo).args(["build", "-q", "-p", "zf-cli"]).current_dir(&root).status().unwrap();
     assert!(status.success());
     let zfnet = xtask::target_dir(&root).join("debug/zfnet");
+    (root, zfnet)
+}
+
+#[test]
+fn quick_profile_writes_a_complete_report_and_resumes() {
+    let (root, zfnet) = built_zfnet();
     let dir = tempfile::tempdir().unwrap();
     let opts = Options {
         profile: Profile::quick(),
@@ -151,10 +157,7 @@ fn a_stage_stopped_by_ctrl_c_is_not_marked_done() {
 #[test]
 fn given_vgg_weights_run_the_analyses_and_mark_the_training_claims_not_testable() {
     // torchvision's VGG-11-BN as PyTorch wrote it (zf-model's reduced-width fixture).
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo).args(["build", "-q", "-p", "zf-cli"]).current_dir(&root).status().unwrap();
-    assert!(status.success());
+    let (root, zfnet) = built_zfnet();
     let weights = root.join("crates/zf-model/tests/torchvision/vgg11_bn.safetensors");
     let dir = tempfile::tempdir().unwrap();
     let opts = Options {
@@ -163,7 +166,7 @@ fn given_vgg_weights_run_the_analyses_and_mark_the_training_claims_not_testable(
         force: false,
         data: None,
         weights: Some(weights.display().to_string()),
-        zfnet: Some(xtask::target_dir(&root).join("debug/zfnet")),
+        zfnet: Some(zfnet),
         seed: 0,
         device: None,
     };

@@ -345,8 +345,8 @@ impl std::fmt::Display for LayerTable {
     }
 }
 
-/// 62357608 -> "62,357,608".
-fn group(n: u64) -> String {
+/// 62357608 -> "62,357,608": thousands separated by commas, as the layer tables print counts.
+pub fn group(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {

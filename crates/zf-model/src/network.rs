@@ -560,7 +560,7 @@ fn adaptive_matrix(n: usize, out: usize) -> Vec<f32> {
 }
 
 /// Adaptive average pooling of `[N, C, H, W]` to `[N, C, size, size]`: `P_h X P_w^T` with
-/// PyTorch's windows ([`adaptive_matrix`]), on any device; the identity when `H = W = size`.
+/// PyTorch's windows, on any device; the identity when `H = W = size`.
 pub fn adaptive_avg_pool(xs: &Tensor, size: usize) -> Result<Tensor> {
     let (n, c, h, w) = xs.dims4()?;
     if (h, w) == (size, size) {

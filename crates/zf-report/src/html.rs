@@ -124,6 +124,11 @@ pub fn page(
         ("no-renorm", "ZFNet without renormalization"),
     ] {
         if let Some(e) = results.eval.get(name) {
+            // Given weights of another network are evaluated under the main network's name.
+            let label = match (name, about.network.as_deref()) {
+                ("zfnet", Some(n)) if !n.starts_with("zfnet") => format!("{n} (the given weights)"),
+                _ => label.to_string(),
+            };
             rows.push(vec![
                 t(label),
                 t(format!("{:.1}", 100.0 * e.top1_err)),

@@ -1,6 +1,7 @@
 //! `zfnet info`: the layer table of a network, and a check of a weights file against it.
 
 use anyhow::Result;
+use zf_model::config::group;
 use zf_model::Device;
 use zf_model::{LayerKind, WeightsFile};
 
@@ -121,17 +122,4 @@ fn other_network(args: &Args, weights: &str, device: &Device) -> Result<()> {
     );
     println!("{weights}: all tensors match {}", spec.arch);
     Ok(())
-}
-
-/// 138357544 -> "138,357,544".
-fn group(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }

@@ -206,17 +206,16 @@ fn data_generate_is_deterministic_and_feeds_forward_with_a_mean() {
     ok(&["init", "--config", "tiny", "--out", w.to_str().unwrap()]);
     let photo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/photos/chelsea.jpg");
     let taps = dir.path().join("taps.safetensors");
-    ok(&[
-        "forward",
-        "--weights",
-        w.to_str().unwrap(),
-        "--input",
-        photo.to_str().unwrap(),
-        "--mean",
-        mean.to_str().unwrap(),
-        "--out",
-        taps.to_str().unwrap(),
-    ]);
+    // `zfnet forward` of the photo with weights `w`, `--mean` when given.
+    let forward = |w: &Path, mean: Option<&Path>, out: &Path| {
+        let mut args = vec!["forward", "--weights", w.to_str().unwrap(), "--input", photo.to_str().unwrap()];
+        if let Some(m) = mean {
+            args.extend(["--mean", m.to_str().unwrap()]);
+        }
+        args.extend(["--out", out.to_str().unwrap()]);
+        zfnet(&args)
+    };
+    assert!(forward(&w, Some(&mean), &taps).status.success());
     let got = candle_core::safetensors::load(&taps, &Device::Cpu).unwrap();
     assert_eq!(got["input"].dims(), &[1, 3, 224, 224]);
     // The input is the photo's centre crop minus the mean: values centred near zero, not 0..255.
@@ -225,32 +224,16 @@ fn data_generate_is_deterministic_and_feeds_forward_with_a_mean() {
     // Without --mean, the mean.safetensors beside the weights is used; with none there, an
     // image input is an error.
     let beside = dir.path().join("taps2.safetensors");
-    ok(&[
-        "forward",
-        "--weights",
-        w.to_str().unwrap(),
-        "--input",
-        photo.to_str().unwrap(),
-        "--out",
-        beside.to_str().unwrap(),
-    ]);
+    assert!(forward(&w, None, &beside).status.success());
     let again = candle_core::safetensors::load(&beside, &Device::Cpu).unwrap();
-    assert_eq!(
-        again["input"].flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-        got["input"].flatten_all().unwrap().to_vec1::<f32>().unwrap()
-    );
+    let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(flat(&again["input"]), flat(&got["input"]));
     std::fs::create_dir(dir.path().join("alone")).unwrap();
     let alone = dir.path().join("alone/w.safetensors");
     std::fs::copy(&w, &alone).unwrap();
-    let e = fails(&[
-        "forward",
-        "--weights",
-        alone.to_str().unwrap(),
-        "--input",
-        photo.to_str().unwrap(),
-        "--out",
-        taps.to_str().unwrap(),
-    ]);
+    let out = forward(&alone, None, &taps);
+    assert!(!out.status.success());
+    let e = String::from_utf8(out.stderr).unwrap();
     assert!(e.contains("an image input needs --mean FILE"), "{e}");
 }
 
