@@ -16,7 +16,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Task {
-    /// Check the house rules a machine can check: crate layering (DESIGN.md) and the `//!` line
+    /// Check the house rules a machine can check: crate layering (ARCHITECTURE.md) and the `//!` line
     /// that opens every source file.
     Tidy,
     /// Build zfnet (release) and time it against the PyTorch reference (python/zfnet_torch.py),

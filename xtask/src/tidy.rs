@@ -1,10 +1,10 @@
-//! The tidy check: every crate's dependencies follow DESIGN.md's layering, every source file
-//! says why it exists in a first `//!` line, and none is longer than [`MAX_LINES`].
+//! The tidy check: every crate's dependencies follow the layering of ARCHITECTURE.md
+//! ("Cross-cutting rules"), every source file says why it exists in a first `//!` line, and none is longer than [`MAX_LINES`].
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-/// Which workspace crates each crate may depend on (DESIGN.md, "Layout and layering").
+/// Which workspace crates each crate may depend on (ARCHITECTURE.md, "Cross-cutting rules").
 /// Dependencies point down only; nothing imports zf-cli; xtask imports no workspace crate.
 pub const LAYERING: &[(&str, &[&str])] = &[
     ("zf-io", &[]),
@@ -41,7 +41,9 @@ pub fn check(root: &Path) -> Vec<String> {
             continue;
         };
         let Some((_, allowed)) = LAYERING.iter().find(|(n, _)| *n == name) else {
-            problems.push(format!("{rel}: crate `{name}` is not in the layering table (xtask/src/tidy.rs, DESIGN.md)"));
+            problems.push(format!(
+                "{rel}: crate `{name}` is not in the layering table (xtask/src/tidy.rs, ARCHITECTURE.md)"
+            ));
             continue;
         };
         for dep in dependencies(manifest) {

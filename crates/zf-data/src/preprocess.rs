@@ -63,8 +63,9 @@ impl Preprocess {
         image::imageops::crop_imm(&resized, x0, y0, s, s).to_image()
     }
 
-    /// Top-left corners `(row, col)` of the ten crops in DESIGN.md's order: centre, top-left,
-    /// top-right, bottom-left, bottom-right, then the same five flipped horizontally.
+    /// Top-left corners `(row, col)` of the ten crops (the paper's Sec. 3 names them, this
+    /// project fixes their order): centre, top-left, top-right, bottom-left, bottom-right, then
+    /// the same five flipped horizontally.
     pub fn crop_offsets(&self) -> [(usize, usize); 5] {
         let m = self.resize - self.crop;
         [(m / 2, m / 2), (0, 0), (0, m), (m, 0), (m, m)]

@@ -58,7 +58,8 @@ pub struct LrnConfig {
 }
 
 impl LrnConfig {
-    /// The values DESIGN.md fixes where the paper is silent: size 5, alpha 1e-4, beta 0.75, k 2.
+    /// The values this project fixes where the paper is silent (Krizhevsky et al.'s, in the PyTorch /
+    /// Caffe form): size 5, alpha 1e-4, beta 0.75, k 2.
     pub const fn paper() -> Self {
         Self { size: 5, alpha: 1e-4, beta: 0.75, k: 2.0 }
     }
@@ -171,7 +172,7 @@ pub const CONV345: ConvGeometry = ConvGeometry::new(3, 1, 1);
 pub const PRESETS: &[&str] = &["paper", "alexnet", "small", "tiny", "imgclsmob"];
 
 impl ZfConfig {
-    /// ZFNet exactly as the paper's Fig. 3 (and DESIGN.md's table): 1000 classes, 224x224 input.
+    /// ZFNet exactly as the paper's Fig. 3: 1000 classes, 224x224 input.
     pub fn paper() -> Self {
         Self {
             first_layer: FirstLayer::Zf,

@@ -1,7 +1,7 @@
-//! 2D convolution and its transpose, on any device: on the CPU in f32 the fused kernels of
-//! the fused kernels (`kernels`, private) (im2col + gemm per image, with gemm-based gradients instead of candle's
-//! direct-loop `conv_transpose2d` that its own conv2d backward uses); elsewhere candle's
-//! `conv2d` and `conv_transpose2d`.
+//! 2D convolution and its transpose, on any device: on the CPU in f32 the fused kernels
+//! (`kernels`, private: im2col + gemm, Winograd for 3x3 stride-1 convs, direct tiles for convs
+//! over few channels, with gemm-based gradients instead of the direct-loop `conv_transpose2d`
+//! that candle's own conv2d backward uses); elsewhere candle's `conv2d` and `conv_transpose2d`.
 
 use candle_core::{Result, Tensor};
 

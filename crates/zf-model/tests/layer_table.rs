@@ -36,7 +36,7 @@ fn paper_network_has_the_papers_size() {
     assert_eq!(t.total_macs(), want);
     // "About 1.17 G" (PAPER.md's 1,170.33 M also counts the pooling and normalization layers).
     assert!((t.total_macs() as f64 / 1e9 - 1.17).abs() < 0.005);
-    // DESIGN.md's output sizes.
+    // The output sizes of the paper's Fig. 3.
     let shape = |n: &str| t.row(n).unwrap().shape.clone();
     assert_eq!(shape("conv1"), vec![96, 110, 110]);
     assert_eq!(shape("norm1"), vec![96, 55, 55]);

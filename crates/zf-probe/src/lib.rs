@@ -30,7 +30,7 @@
 //! the occluder and of transformed borders) and returns plain numbers (`Vec<f32>`, structs that
 //! serialize to JSON); pictures are drawn by the caller (zf-viz). Nothing here prints.
 //!
-//! Depends on zf-model and zf-deconv. Errors are `candle_core::Result` with messages that name
+//! Depends on zf-model, zf-deconv and zf-data (picked images). Errors are `candle_core::Result` with messages that name
 //! what did not fit.
 
 pub mod correspondence;

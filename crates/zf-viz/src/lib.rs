@@ -12,7 +12,8 @@
 //! - [`plot`]: line and bar charts as standalone SVG (Figs. 4-6, Table 7);
 //! - [`save_png`] and [`save_text`]: written atomically.
 //!
-//! Depends on `image` only; used by the `zfnet` binary (and the report). Labels use a built-in
+//! Depends on zf-io (atomic writes), `image` and `colorous` (colour maps); no network or tensor
+//! crate. Used by the `zfnet` binary (and the report). Labels use a built-in
 //! 5x7 bitmap font ([`font`]).
 
 pub mod font;
