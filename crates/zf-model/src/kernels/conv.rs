@@ -85,7 +85,7 @@ impl Conv {
                 out.len()
             )
         }
-        if fast && super::winograd::applies(self.g, s.ho, s.wo, n) {
+        if fast && super::winograd::applies_forward(self.g, s.ho, s.wo, n) {
             super::winograd::forward_into(&s, x, w, b, n, self.relu, out);
             return Ok(());
         }

@@ -192,11 +192,12 @@ fn gemm_agrees_with_a_naive_product_on_odd_shapes() {
 
 /// The 3x3 stride-1 forward by Winograd's F(2x2, 3x3) against the im2col path: odd and even
 /// maps (tiles past the edge), padding 0 and 1, one image and uneven groups of images, with and
-/// without the ReLU; and the conv op takes it for a batch.
+/// without the ReLU; and the conv op takes it for a batch, and for one image of a wide map
+/// (64x64: 1024 tiles, the gemms sharing the threads).
 #[test]
 fn winograd_forward_agrees_with_im2col() {
     for (pad, side, n, c, o) in
-        [(1, 13, 16, 24, 32), (1, 6, 1, 5, 7), (0, 13, 3, 8, 4), (0, 4, 2, 3, 2), (1, 2, 5, 4, 3)]
+        [(1, 13, 16, 24, 32), (1, 6, 1, 5, 7), (0, 13, 3, 8, 4), (0, 4, 2, 3, 2), (1, 2, 5, 4, 3), (1, 64, 1, 3, 4)]
     {
         let g = ConvGeometry::new(3, 1, pad);
         let x = Tensor::randn(0f32, 1.0, (n, c, side, side), &Device::Cpu).unwrap();
@@ -221,7 +222,7 @@ fn winograd_forward_agrees_with_im2col() {
             assert!(diff <= 1e-5 * scale, "{case}: differs by {diff} (of {scale})");
             // Two computations, not one under two names; and the op's own choice.
             assert!(ours != direct || side <= 2, "{case}: identical to the bit");
-            let expect = if winograd::applies(g, out_side, out_side, n) { &ours } else { &direct };
+            let expect = if winograd::applies_forward(g, out_side, out_side, n) { &ours } else { &direct };
             assert_eq!(&op, expect, "{case}: the op's path");
         }
     }

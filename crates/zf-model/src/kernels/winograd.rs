@@ -162,7 +162,10 @@ impl Tiles {
     /// th tw tiles, image-major, then row, then column), the 16 gemms with `u` into `m`
     /// (`[16][O][T]`), and the output transform, with bias and optional ReLU, into `out`
     /// `[imgs][O][Ho][Wo]`.
-    fn run(&self, x: &[f32], imgs: usize, u: &[f32], b: &[f32], relu: bool, out: &mut [f32]) {
+    /// `par`: the threads each of the 16 gemms may use (more than one when there are fewer
+    /// work items than threads).
+    #[allow(clippy::too_many_arguments)]
+    fn run(&self, x: &[f32], imgs: usize, u: &[f32], b: &[f32], relu: bool, out: &mut [f32], par: Parallelism) {
         let Self { c, h, w, ho: rows, wo, th: rows_t, tw, .. } = *self;
         let o = b.len();
         // Tiles per image, and in all.
@@ -187,7 +190,7 @@ impl Tiles {
                             Mat { data: &u[xi * c..], rows: o, cols: c, rs: 16 * c, cs: 1 },
                             Mat::new(&v[xi * c * t..(xi + 1) * c * t], c, t),
                             false,
-                            Parallelism::None,
+                            par,
                         );
                     }
                     // A^T m A over all the tiles of the item at once (s = A^T m, then s A), then bias,
@@ -248,6 +251,19 @@ pub(super) fn applies(g: ConvGeometry, ho: usize, wo: usize, n: usize) -> bool {
     g.kernel == 3 && g.stride == 1 && ho >= 2 && wo >= 2 && n >= rayon::current_num_threads()
 }
 
+/// Tiles (of all the images) from which the forward pass takes Winograd's path with fewer
+/// images than threads, the 16 gemms then sharing the threads: large maps (VGG's 112- and
+/// 224-pixel blocks give 3136 and 12544 tiles an image), where each gemm is long enough to pack
+/// its weights once for many tiles. ZFNet's 13x13 maps (49 tiles) stay on im2col at batch 1.
+const WIDE_TILES: usize = 1024;
+
+/// Whether [`forward_into`] takes a conv of geometry `g` with `ho x wo` outputs for `n`
+/// images: [`applies`], or fewer images than threads over at least [`WIDE_TILES`] tiles.
+pub(super) fn applies_forward(g: ConvGeometry, ho: usize, wo: usize, n: usize) -> bool {
+    applies(g, ho, wo, n)
+        || (g.kernel == 3 && g.stride == 1 && ho >= 2 && wo >= 2 && n * ho.div_ceil(2) * wo.div_ceil(2) >= WIDE_TILES)
+}
+
 /// How many tiles one work item aims at (its transformed input is `16 C` floats per tile).
 const TILES_PER_ITEM: usize = 256;
 
@@ -271,7 +287,10 @@ pub(super) fn forward_into(s: &ConvShape, x: &[f32], w: &[f32], b: &[f32], n: us
             parts.push((i0, i1, y));
             rest = tail;
         }
-        parts.into_par_iter().for_each(|(i0, i1, y)| tiles.run(&x[i0 * chw..i1 * chw], i1 - i0, u, b, relu, y));
+        // Fewer items than threads (fewer images): the gemms share the threads.
+        let threads = rayon::current_num_threads();
+        let par = if items < threads { Parallelism::Rayon(threads.div_ceil(items.max(1))) } else { Parallelism::None };
+        parts.into_par_iter().for_each(|(i0, i1, y)| tiles.run(&x[i0 * chw..i1 * chw], i1 - i0, u, b, relu, y, par));
     })
 }
 
