@@ -17,20 +17,25 @@ fn built_zfnet() -> (PathBuf, PathBuf) {
     (root, zfnet)
 }
 
-#[test]
-fn quick_profile_writes_a_complete_report_and_resumes() {
-    let (root, zfnet) = built_zfnet();
-    let dir = tempfile::tempdir().unwrap();
-    let opts = Options {
+/// The quick profile into `dir/run` with `zfnet`, trained here.
+fn quick(dir: &std::path::Path, zfnet: PathBuf) -> Options {
+    Options {
         profile: Profile::quick(),
-        out: dir.path().join("run"),
+        out: dir.join("run"),
         force: false,
         data: None,
         weights: None,
         zfnet: Some(zfnet),
         seed: 0,
         device: None,
-    };
+    }
+}
+
+#[test]
+fn quick_profile_writes_a_complete_report_and_resumes() {
+    let (root, zfnet) = built_zfnet();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = quick(dir.path(), zfnet);
     let report = reproduce(&root, opts.clone()).unwrap();
 
     let html = std::fs::read_to_string(report.join("index.html")).unwrap();
@@ -160,16 +165,7 @@ fn given_vgg_weights_run_the_analyses_and_mark_the_training_claims_not_testable(
     let (root, zfnet) = built_zfnet();
     let weights = root.join("crates/zf-model/tests/torchvision/vgg11_bn.safetensors");
     let dir = tempfile::tempdir().unwrap();
-    let opts = Options {
-        profile: Profile::quick(),
-        out: dir.path().join("run"),
-        force: false,
-        data: None,
-        weights: Some(weights.display().to_string()),
-        zfnet: Some(zfnet),
-        seed: 0,
-        device: None,
-    };
+    let opts = Options { weights: Some(weights.display().to_string()), ..quick(dir.path(), zfnet) };
     let report = reproduce(&root, opts).unwrap();
     let about: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("run/reproduce.json")).unwrap()).unwrap();
