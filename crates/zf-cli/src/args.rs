@@ -127,13 +127,9 @@ impl NetArgs {
 /// The layer `--layer` names in `net`: a key (`features.28`), an alias (`conv5_3`, `fc7`) or,
 /// for ZFNet, the paper's layer number (`1`..`7`).
 pub fn layer_arg(net: &Net, name: &str) -> Result<usize> {
-    match net.layer(name) {
-        Ok(i) => Ok(i),
-        Err(e) => match name.parse::<zf_model::Point>() {
-            Ok(p) if net.spec().find(p.name()).is_ok() => Ok(net.spec().find(p.name())?),
-            _ => Err(e.into()),
-        },
-    }
+    net.layer(name)
+        .or_else(|e| name.parse::<zf_model::Point>().ok().and_then(|p| net.layer(p.name()).ok()).ok_or(e))
+        .map_err(Into::into)
 }
 
 /// The layers that play the paper's layers 1..7: ZFNet's conv1..conv5, fc6, fc7; in another
@@ -181,26 +177,37 @@ impl ModelInput {
     /// normalizes its input as torchvision's do — ImageNet's channel means.
     pub fn load_any(&self, device: &Device) -> Result<(Net, Tensor)> {
         let net = self.net.load_any(&self.weights, device)?;
-        let size = net.spec().input_size;
-        let is_tensor = self.input.extension().is_some_and(|e| e == "safetensors");
-        let mean = match (&self.mean, mean_beside(&self.weights)) {
-            _ if is_tensor => None,
-            (Some(m), _) => Some(MeanImage::load(&file_arg(m)?)?),
-            (None, Some(beside)) => {
-                tracing::info!("no --mean: {} beside the weights", beside.display());
-                Some(MeanImage::load(&beside)?)
-            }
-            (None, None) if net.spec().input_channel_scale.is_some() => {
-                tracing::info!("no --mean: ImageNet's channel means, as {} was trained with", net.spec().arch);
-                Some(imagenet_mean(size))
-            }
-            (None, None) => None,
-        };
-        let x = match mean {
-            Some(m) => zf_data::pick::read_input(&self.input, size, Some(&m), device)?,
-            None => read_input(&self.input, size, None, device)?,
-        };
+        let x = net_input(&net, &self.weights, self.mean.as_deref(), &self.input, device)?;
         Ok((net, x))
+    }
+}
+
+/// The mean image `net`'s image inputs are taken with: `mean` when given, else
+/// mean.safetensors beside the weights, else — for a network that normalizes its input as
+/// torchvision's do — ImageNet's channel means; `None` when there is none.
+pub fn net_mean(net: &Net, weights: &str, mean: Option<&str>) -> Result<Option<MeanImage>> {
+    if let Some(m) = mean {
+        return Ok(Some(MeanImage::load(&file_arg(m)?)?));
+    }
+    if let Some(beside) = mean_beside(weights) {
+        tracing::info!("no --mean: {} beside the weights", beside.display());
+        return Ok(Some(MeanImage::load(&beside)?));
+    }
+    if net.spec().input_channel_scale.is_some() {
+        tracing::info!("no --mean: ImageNet's channel means, as {} was trained with", net.spec().arch);
+        return Ok(Some(imagenet_mean(net.spec().input_size)));
+    }
+    Ok(None)
+}
+
+/// `--input` for `net` (see [`read_input`]): a preprocessed tensor as it is; an image with
+/// [`net_mean`]'s mean image, an error asking for --mean when there is none.
+pub fn net_input(net: &Net, weights: &str, mean: Option<&str>, input: &Path, device: &Device) -> Result<Tensor> {
+    let size = net.spec().input_size;
+    let is_tensor = input.extension().is_some_and(|e| e == "safetensors");
+    match if is_tensor { None } else { net_mean(net, weights, mean)? } {
+        Some(m) => Ok(zf_data::pick::read_input(input, size, Some(&m), device)?),
+        None => read_input(input, size, None, device),
     }
 }
 

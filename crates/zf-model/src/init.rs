@@ -56,9 +56,22 @@ impl Init {
 /// weights on every machine and device: values are drawn on the host in key order from a
 /// ChaCha8 generator.
 pub fn init_tensors(config: &ZfConfig, init: Init, seed: u64, device: &Device) -> Result<HashMap<String, Tensor>> {
+    draw_tensors(expected_shapes(config)?, init, seed, device)
+}
+
+/// Fresh tensors for `shapes` (names and shapes in the order they are drawn, as
+/// [`expected_shapes`] or [`crate::NetSpec::expected_tensors`] list them): `.bias` tensors zero,
+/// the others drawn from `init`'s normal distribution on the host from a ChaCha8 generator
+/// seeded with `seed`.
+pub fn draw_tensors(
+    shapes: Vec<(String, Vec<usize>)>,
+    init: Init,
+    seed: u64,
+    device: &Device,
+) -> Result<HashMap<String, Tensor>> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut out = HashMap::new();
-    for (name, shape) in expected_shapes(config)? {
+    for (name, shape) in shapes {
         let n: usize = shape.iter().product();
         let values = if name.ends_with(".bias") {
             vec![0f32; n]

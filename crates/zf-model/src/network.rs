@@ -193,33 +193,12 @@ impl Net {
         Self::new(spec, VarBuilder::from_tensors(tensors, DType::F32, device))
     }
 
-    /// `spec` with seeded random weights (He's normal init, biases 0.01 N(0, 1)); batch norms
-    /// count as folded already. For tests and examples.
+    /// `spec` with seeded random weights (He's normal init, biases zero:
+    /// [`crate::init::draw_tensors`]); batch norms count as folded already. For tests, examples
+    /// and benchmarks.
     pub fn init(spec: &NetSpec, seed: u64, device: &Device) -> Result<Self> {
-        let mut spec = spec.clone();
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let mut tensors = HashMap::new();
-        for l in &mut spec.layers {
-            let (shape, fan_in) = match &mut l.kind {
-                LayerKind::Conv { inputs, outputs, geometry: g, batch_norm, .. } => {
-                    *batch_norm = None;
-                    (vec![*outputs, *inputs, g.kernel, g.kernel], *inputs * g.kernel * g.kernel)
-                }
-                LayerKind::Linear { inputs, outputs, .. } => (vec![*outputs, *inputs], *inputs),
-                _ => continue,
-            };
-            let std = (2.0 / fan_in as f64).sqrt();
-            let normal = |n: usize, std: f64, rng: &mut rand_chacha::ChaCha8Rng| -> Vec<f32> {
-                use rand_distr::Distribution;
-                let d = rand_distr::Normal::new(0.0, std)
-                    .unwrap_or(rand_distr::Normal::new(0.0, 1.0).expect("unit normal"));
-                (0..n).map(|_| d.sample(rng) as f32).collect()
-            };
-            let w = normal(shape.iter().product(), std, &mut rng);
-            let b = normal(shape[0], 0.01, &mut rng);
-            tensors.insert(format!("{}.weight", l.name), Tensor::from_vec(w, shape.clone(), device)?);
-            tensors.insert(format!("{}.bias", l.name), Tensor::from_vec(b, shape[0], device)?);
-        }
+        let spec = Self::folded(spec);
+        let tensors = crate::init::draw_tensors(spec.expected_tensors(), crate::init::Init::He, seed, device)?;
         Self::from_tensors(&spec, tensors, device)
     }
 
@@ -280,7 +259,12 @@ impl Net {
 
     /// The spec as it describes the tensors of [`Net::named_tensors`]: batch norms folded.
     pub fn folded_spec(&self) -> NetSpec {
-        let mut spec = self.spec.clone();
+        Self::folded(&self.spec)
+    }
+
+    /// `spec` with its batch norms counted as folded into their convs.
+    fn folded(spec: &NetSpec) -> NetSpec {
+        let mut spec = spec.clone();
         for l in &mut spec.layers {
             if let LayerKind::Conv { batch_norm, .. } = &mut l.kind {
                 *batch_norm = None;

@@ -12,7 +12,7 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::config::ZfConfig;
 use crate::hub;
-use crate::net::{Point, ZfNet};
+use crate::net::ZfNet;
 use crate::network::Net;
 use crate::spec::NetSpec;
 
@@ -20,29 +20,11 @@ use crate::spec::NetSpec;
 pub const CONFIG_KEY: &str = "zfnet.config";
 
 /// The tensors a network of `config` has, with their shapes, in forward order: conv weights
-/// `[out, in, kh, kw]`, linear weights `[out, in]`, biases `[out]` (PyTorch layouts).
+/// `[out, in, kh, kw]`, linear weights `[out, in]`, biases `[out]` (PyTorch layouts); read off
+/// [`ZfConfig::spec`]. An error when the config does not fit its input size.
 pub fn expected_shapes(config: &ZfConfig) -> Result<Vec<(String, Vec<usize>)>> {
-    let fc6_inputs = config.fc6_inputs()?;
-    let (g1, g2) = config.first_layer.geometry();
-    let [c1, c2, c3, c4, c5] = config.channels;
-    let k345 = crate::config::CONV345.kernel;
-    let layers: [(Point, Vec<usize>); 8] = [
-        (Point::Conv1, vec![c1, 3, g1.kernel, g1.kernel]),
-        (Point::Conv2, vec![c2, c1, g2.kernel, g2.kernel]),
-        (Point::Conv3, vec![c3, c2, k345, k345]),
-        (Point::Conv4, vec![c4, c3, k345, k345]),
-        (Point::Conv5, vec![c5, c4, k345, k345]),
-        (Point::Fc6, vec![config.fc_units, fc6_inputs]),
-        (Point::Fc7, vec![config.fc_units, config.fc_units]),
-        (Point::Fc8, vec![config.classes, config.fc_units]),
-    ];
-    let mut out = Vec::new();
-    for (p, shape) in layers {
-        let outputs = shape[0];
-        out.push((format!("{p}.weight"), shape));
-        out.push((format!("{p}.bias"), vec![outputs]));
-    }
-    Ok(out)
+    config.table()?;
+    Ok(config.spec().expected_tensors())
 }
 
 /// A weights file, memory-mapped: its tensors (dtype, shape and where their bytes are), its
@@ -95,13 +77,15 @@ impl WeightsFile {
 
     /// The network config the file records, if any.
     pub fn config(&self) -> Result<Option<ZfConfig>> {
-        match self.metadata.get(CONFIG_KEY) {
+        self.metadata_json(CONFIG_KEY, "a network config")
+    }
+
+    /// The JSON metadata under `key` as a `T`, if the file has it; `what` names `T` in the error.
+    fn metadata_json<T: serde::de::DeserializeOwned>(&self, key: &str, what: &str) -> Result<Option<T>> {
+        match self.metadata.get(key) {
             None => Ok(None),
             Some(json) => serde_json::from_str(json).map(Some).map_err(|e| {
-                candle_core::Error::Msg(format!(
-                    "{}: metadata `{CONFIG_KEY}` is not a network config: {e}",
-                    self.path.display()
-                ))
+                candle_core::Error::Msg(format!("{}: metadata `{key}` is not {what}: {e}", self.path.display()))
             }),
         }
     }
@@ -334,15 +318,7 @@ impl WeightsFile {
 
     /// The spec the file records under [`SPEC_KEY`], if any.
     pub fn spec(&self) -> Result<Option<NetSpec>> {
-        match self.metadata.get(SPEC_KEY) {
-            None => Ok(None),
-            Some(json) => serde_json::from_str(json).map(Some).map_err(|e| {
-                candle_core::Error::Msg(format!(
-                    "{}: metadata `{SPEC_KEY}` is not a network spec: {e}",
-                    self.path.display()
-                ))
-            }),
-        }
+        self.metadata_json(SPEC_KEY, "a network spec")
     }
 
     /// What the file holds: a recorded spec, ZFNet (a recorded config, or `conv1.weight`

@@ -9,7 +9,7 @@ use zf_data::{DataSpec, GeneratedConfig, Preprocess, Split};
 use zf_model::Device;
 use zf_model::Net;
 
-use crate::args::{mean_beside, mean_for, read_input, NetArgs};
+use crate::args::{mean_for, NetArgs};
 
 /// The network and the images an analysis looks at.
 #[derive(Debug, Clone, clap::Args)]
@@ -62,13 +62,7 @@ impl Source {
             if label >= classes_n {
                 bail!("--label {label}: the network has {classes_n} classes (0..{})", classes_n - 1)
             }
-            let is_tensor = input.extension().is_some_and(|e| e == "safetensors");
-            let x = if is_tensor {
-                read_input(input, size, None, device)?
-            } else {
-                let mean = mean_for_net(&net, &self.weights, self.mean.as_deref())?;
-                zf_data::pick::read_input(input, size, Some(&mean), device)?
-            };
+            let x = crate::args::net_input(&net, &self.weights, self.mean.as_deref(), input, device)?;
             let mut images = Vec::new();
             for i in 0..x.dim(0)? {
                 let tensor = x.get(i)?;
@@ -113,11 +107,10 @@ impl Source {
 /// The mean image for `net`: --mean, else mean.safetensors beside the weights, else — for a
 /// network that normalizes its input as torchvision's do — ImageNet's channel means.
 pub fn mean_for_net(net: &Net, weights: &str, mean: Option<&str>) -> Result<zf_data::MeanImage> {
-    if mean.is_none() && mean_beside(weights).is_none() && net.spec().input_channel_scale.is_some() {
-        tracing::info!("no --mean: ImageNet's channel means, as {} was trained with", net.spec().arch);
-        return Ok(crate::args::imagenet_mean(net.spec().input_size));
+    match crate::args::net_mean(net, weights, mean)? {
+        Some(m) => Ok(m),
+        None => mean_for(weights, None),
     }
-    mean_for(weights, mean)
 }
 
 /// Creates `dir` with a clear message.

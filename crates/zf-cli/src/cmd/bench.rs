@@ -51,127 +51,54 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
     if args.reps == 0 || args.batch == 0 {
         bail!("--reps and --batch must be at least 1")
     }
-    if args.arch != "zfnet" {
-        if args.width.is_some() {
-            bail!("--width scales ZFNet; {} runs at its published widths", args.arch)
-        }
-        return run_torchvision(&args, device);
+    if args.arch != "zfnet" && args.width.is_some() {
+        bail!("--width scales ZFNet; {} runs at its published widths", args.arch)
     }
-    let width = args.width.unwrap_or(1.0);
-    let config = ZfConfig::paper().with_width(width);
-    let net = init_net(&config, Init::Paper, 0, device)?;
-    let s = config.input_size;
+    // ZFNet (which also trains and times its layers), or a torchvision network.
+    let (config, zfnet, net) = if args.arch == "zfnet" {
+        let config = ZfConfig::paper().with_width(args.width.unwrap_or(1.0));
+        let zfnet = init_net(&config, Init::Paper, 0, device)?;
+        let net = zfnet.as_net().clone();
+        (Some(config), Some(zfnet), net)
+    } else {
+        (None, None, Net::init(&NetSpec::torchvision(&args.arch, 1000)?, 0, device)?)
+    };
+    let s = net.spec().input_size;
     let x = Tensor::randn(0f32, 50., (args.batch, 3, s, s), device)?;
     let threads = zf_model::device::threads();
-    for what in args.what.split(',').map(str::trim) {
-        if what == "layers" {
-            let peak = zf_train::bench::matmul_gflops(2048, args.reps, device)?;
-            for l in zf_train::bench::conv_layers(&net, args.batch, args.reps, device)? {
-                for (pass, seconds, gflops) in
-                    [("forward", l.forward_s, l.forward_gflops()), ("backward", l.backward_s, l.backward_gflops())]
-                {
-                    let line = serde_json::json!({
-                        "bench": format!("{}-{pass}", l.layer),
-                        "impl": format!("zfnet {} (candle)", env!("CARGO_PKG_VERSION")),
-                        "threads": threads,
-                        "width": width,
-                        "batch": args.batch,
-                        "median_s": (seconds * 1e6).round() / 1e6,
-                        "gflops": (gflops * 10.0).round() / 10.0,
-                        "peak_gflops": (peak * 10.0).round() / 10.0,
-                        "of_peak": (gflops / peak * 1000.0).round() / 1000.0,
-                    });
-                    println!("{line}");
-                }
-            }
-            continue;
-        }
-        let median = match what {
-            "forward" => median_time::<anyhow::Error>(args.reps, || {
-                let y = net.forward(&x)?;
-                device.synchronize()?;
-                drop(y);
-                Ok(())
-            })?,
-            "project" => median_time::<anyhow::Error>(args.reps, || {
-                // One forward pass of one image to conv5, then `--batch` projections from it:
-                // the strongest unit of each of the first `--batch` conv5 maps (batch 1: the
-                // strongest conv5 unit, as python/zfnet_torch.py does).
-                let one = x.narrow(0, 0, 1)?;
-                let mut trace = zf_model::Trace::default();
-                net.forward_until(&one, false, zf_model::Point::Conv5, &mut trace)?;
-                let deconv = zf_deconv::Deconvnet::new(&net);
-                let units = if args.batch == 1 {
-                    let act = trace.get(zf_model::Point::Conv5).ok_or_else(|| anyhow::anyhow!("no conv5"))?;
-                    let (_, _, h, w) = act.dims4()?;
-                    let flat = act.flatten_all()?.argmax(0)?.to_scalar::<u32>()? as usize;
-                    vec![zf_deconv::Unit { image: 0, channel: flat / (h * w), y: flat % (h * w) / w, x: flat % w }]
-                } else {
-                    let maps = config.channels[4];
-                    (0..args.batch)
-                        .map(|c| Ok(deconv.strongest(&trace, zf_model::Point::Conv5, 0, c % maps)?.0))
-                        .collect::<Result<Vec<_>>>()?
-                };
-                let p = deconv.project(&trace, zf_model::Point::Conv5, &units)?;
-                device.synchronize()?;
-                drop(p);
-                Ok(())
-            })?,
-            "train" => {
-                // The training loop's own step (zf_train::Trainer) with the paper's recipe.
-                let recipe = zf_train::TrainConfig { model: config.clone(), ..zf_train::TrainConfig::paper() };
-                let mut trainer = zf_train::Trainer::new(&recipe, device)?;
-                let n = args.batch as u32;
-                let labels =
-                    Tensor::from_vec((0..n).map(|i| (i * 37) % config.classes as u32).collect(), args.batch, device)?;
-                let mut step = 0u64;
-                median_time::<anyhow::Error>(args.reps, || {
-                    trainer.step(&x, &labels, recipe.lr, step)?;
-                    step += 1;
-                    device.synchronize()?;
-                    Ok(())
-                })?
-            }
-            "occlusion" => {
-                // One map of one image, as python/zfnet_torch.py times it: a 48-pixel square,
-                // stride 8 (529 positions at 224), `--batch` occluded images per forward.
-                let cfg = zf_probe::OcclusionConfig { batch: args.batch, ..Default::default() };
-                let one = x.get(0)?;
-                median_time::<anyhow::Error>((args.reps / 3).max(1), || {
-                    zf_probe::occlusion(&net, &one, 0, cfg, &mut |_, _| ())?;
-                    Ok(())
-                })?
-            }
-            other => bail!("unknown benchmark `{other}`: expected forward, train, project, occlusion or layers"),
-        };
-        let batch = args.batch;
-        let positions = zf_probe::OcclusionConfig::default().offsets(s)?.len().pow(2);
-        let per_run = if what == "occlusion" { positions } else { batch };
-        let line = serde_json::json!({
-            "bench": what,
+    // What every line says besides its numbers.
+    let head = |bench: String| {
+        let mut v = serde_json::json!({
+            "bench": bench,
             "impl": format!("zfnet {} (candle)", env!("CARGO_PKG_VERSION")),
             "threads": threads,
-            "width": width,
-            "batch": batch,
-            "median_s": (median * 1e5).round() / 1e5,
-            "images_per_s": (per_run as f64 / median * 100.0).round() / 100.0,
+            "batch": args.batch,
         });
-        println!("{line}");
-    }
-    Ok(())
-}
-
-/// `zfnet bench --arch ARCH` for a torchvision network (see [`Args`]).
-#[allow(clippy::print_stdout)]
-fn run_torchvision(args: &Args, device: &Device) -> Result<()> {
-    let spec = NetSpec::torchvision(&args.arch, 1000)?;
-    let net = Net::init(&spec, 0, device)?;
-    let s = spec.input_size;
-    let x = Tensor::randn(0f32, 50., (args.batch, 3, s, s), device)?;
-    let last = spec.last_conv().ok_or_else(|| anyhow::anyhow!("{} has no conv layer", spec.arch))?;
+        match &config {
+            Some(_) => v["width"] = serde_json::json!(args.width.unwrap_or(1.0)),
+            None => v["arch"] = serde_json::json!(args.arch),
+        }
+        v
+    };
     for what in args.what.split(',').map(str::trim) {
-        let (median, per_run) = match what {
-            "forward" => (
+        let (median, per_run) = match (what, &zfnet, &config) {
+            ("layers", Some(zfnet), _) => {
+                let peak = zf_train::bench::matmul_gflops(2048, args.reps, device)?;
+                for l in zf_train::bench::conv_layers(zfnet, args.batch, args.reps, device)? {
+                    for (pass, seconds, gflops) in
+                        [("forward", l.forward_s, l.forward_gflops()), ("backward", l.backward_s, l.backward_gflops())]
+                    {
+                        let mut line = head(format!("{}-{pass}", l.layer));
+                        line["median_s"] = serde_json::json!((seconds * 1e6).round() / 1e6);
+                        line["gflops"] = serde_json::json!((gflops * 10.0).round() / 10.0);
+                        line["peak_gflops"] = serde_json::json!((peak * 10.0).round() / 10.0);
+                        line["of_peak"] = serde_json::json!((gflops / peak * 1000.0).round() / 1000.0);
+                        println!("{line}");
+                    }
+                }
+                continue;
+            }
+            ("forward", _, _) => (
                 median_time::<anyhow::Error>(args.reps, || {
                     let y = net.forward(&x)?;
                     device.synchronize()?;
@@ -180,24 +107,26 @@ fn run_torchvision(args: &Args, device: &Device) -> Result<()> {
                 })?,
                 args.batch,
             ),
-            "project" => (
-                median_time::<anyhow::Error>(args.reps, || {
-                    // One image forward to the last conv (switches kept), then the deconvnet
-                    // projection of its strongest unit, as python/zfnet_torch.py does.
-                    let mut trace = zf_model::NetTrace::default();
-                    let act = net.forward_until(&x.narrow(0, 0, 1)?, last, &mut trace)?;
-                    let (_, _, h, w) = act.dims4()?;
-                    let flat = act.flatten_all()?.argmax(0)?.to_scalar::<u32>()? as usize;
-                    let unit =
-                        zf_deconv::Unit { image: 0, channel: flat / (h * w), y: flat % (h * w) / w, x: flat % w };
-                    let p = zf_deconv::Deconvnet::new(&net).project_layer(&trace, last, &[unit])?;
+            ("project", _, _) => (project(&net, &x, args.batch, args.reps, device)?, args.batch),
+            ("train", Some(_), Some(config)) => {
+                // The training loop's own step (zf_train::Trainer) with the paper's recipe.
+                let recipe = zf_train::TrainConfig { model: config.clone(), ..zf_train::TrainConfig::paper() };
+                let mut trainer = zf_train::Trainer::new(&recipe, device)?;
+                let n = args.batch as u32;
+                let labels =
+                    Tensor::from_vec((0..n).map(|i| (i * 37) % config.classes as u32).collect(), args.batch, device)?;
+                let mut step = 0u64;
+                let t = median_time::<anyhow::Error>(args.reps, || {
+                    trainer.step(&x, &labels, recipe.lr, step)?;
+                    step += 1;
                     device.synchronize()?;
-                    drop(p);
                     Ok(())
-                })?,
-                1,
-            ),
-            "occlusion" => {
+                })?;
+                (t, args.batch)
+            }
+            ("occlusion", _, _) => {
+                // One map of one image, as python/zfnet_torch.py times it: a 48-pixel square,
+                // stride 8 (529 positions at 224), `--batch` occluded images per forward.
                 let cfg = zf_probe::OcclusionConfig { batch: args.batch, ..Default::default() };
                 let one = x.get(0)?;
                 let t = median_time::<anyhow::Error>((args.reps / 3).max(1), || {
@@ -206,18 +135,40 @@ fn run_torchvision(args: &Args, device: &Device) -> Result<()> {
                 })?;
                 (t, zf_probe::OcclusionConfig::default().offsets(s)?.len().pow(2))
             }
-            other => bail!("unknown benchmark `{other}` for {}: expected forward, project or occlusion", args.arch),
+            (other @ ("train" | "layers"), None, _) => {
+                bail!("`{other}` times ZFNet; {} has forward, project and occlusion", args.arch)
+            }
+            (other, _, _) => {
+                bail!("unknown benchmark `{other}`: expected forward, train, project, occlusion or layers")
+            }
         };
-        let line = serde_json::json!({
-            "bench": what,
-            "impl": format!("zfnet {} (candle)", env!("CARGO_PKG_VERSION")),
-            "arch": args.arch,
-            "threads": zf_model::device::threads(),
-            "batch": args.batch,
-            "median_s": (median * 1e5).round() / 1e5,
-            "images_per_s": (per_run as f64 / median * 100.0).round() / 100.0,
-        });
+        let mut line = head(what.to_string());
+        line["median_s"] = serde_json::json!((median * 1e5).round() / 1e5);
+        line["images_per_s"] = serde_json::json!((per_run as f64 / median * 100.0).round() / 100.0);
         println!("{line}");
     }
     Ok(())
+}
+
+/// The median time of one forward pass of one image to the last conv layer (switches kept),
+/// then `b` projections from it: the strongest unit of each of the first `b` maps (`b = 1`: the
+/// layer's strongest unit, as python/zfnet_torch.py does).
+fn project(net: &Net, x: &Tensor, b: usize, reps: usize, device: &Device) -> Result<f64> {
+    let last = net.spec().last_conv().ok_or_else(|| anyhow::anyhow!("{} has no conv layer", net.spec().arch))?;
+    let deconv = zf_deconv::Deconvnet::new(net);
+    median_time::<anyhow::Error>(reps, || {
+        let mut trace = zf_model::NetTrace::default();
+        let act = net.forward_until(&x.narrow(0, 0, 1)?, last, &mut trace)?;
+        let (_, maps, h, w) = act.dims4()?;
+        let units = if b == 1 {
+            let flat = act.flatten_all()?.argmax(0)?.to_scalar::<u32>()? as usize;
+            vec![zf_deconv::Unit { image: 0, channel: flat / (h * w), y: flat % (h * w) / w, x: flat % w }]
+        } else {
+            (0..b).map(|c| Ok(deconv.strongest_layer(&trace, last, 0, c % maps)?.0)).collect::<Result<Vec<_>>>()?
+        };
+        let p = deconv.project_layer(&trace, last, &units)?;
+        device.synchronize()?;
+        drop(p);
+        Ok(())
+    })
 }
