@@ -17,9 +17,13 @@ fn golden(case: &str) -> (ZfNet, std::collections::HashMap<String, Tensor>) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let net = WeightsFile::read(&dir.join(format!("{case}.weights.safetensors")))
         .unwrap()
-        .into_net(None, &Device::Cpu)
+        .into_net(None, &zf_model::test_device().unwrap())
         .unwrap();
-    let g = candle_core::safetensors::load(dir.join(format!("{case}.golden.safetensors")), &Device::Cpu).unwrap();
+    let g = candle_core::safetensors::load(
+        dir.join(format!("{case}.golden.safetensors")),
+        &zf_model::test_device().unwrap(),
+    )
+    .unwrap();
     (net, g)
 }
 

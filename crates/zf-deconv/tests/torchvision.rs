@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use zf_deconv::{receptive_field_of, Deconvnet, Unit};
 use zf_model::Net;
 
@@ -21,12 +21,19 @@ fn values(t: &Tensor) -> Vec<f32> {
 #[test]
 fn projections_equal_an_independent_pytorch_deconvnet() {
     for (arch, layers) in [("alexnet", ["features.3", "features.10"]), ("vgg11_bn", ["features.8", "features.25"])] {
-        let g = candle_core::safetensors::load(dir().join(format!("{arch}.golden.safetensors")), &Device::Cpu).unwrap();
+        let g = candle_core::safetensors::load(
+            dir().join(format!("{arch}.golden.safetensors")),
+            &zf_model::test_device().unwrap(),
+        )
+        .unwrap();
         let s = g["input"].dim(3).unwrap();
-        let net = Net::load(dir().join(format!("{arch}.pth")).to_str().unwrap(), Some(s), &Device::Cpu).unwrap();
+        let net =
+            Net::load(dir().join(format!("{arch}.pth")).to_str().unwrap(), Some(s), &zf_model::test_device().unwrap())
+                .unwrap();
         let mean = zf_model::config::IMAGENET_MEAN.map(|m| (255.0 * m) as f32);
-        let x =
-            g["input"].broadcast_sub(&Tensor::from_vec(mean.to_vec(), (1, 3, 1, 1), &Device::Cpu).unwrap()).unwrap();
+        let x = g["input"]
+            .broadcast_sub(&Tensor::from_vec(mean.to_vec(), (1, 3, 1, 1), &zf_model::test_device().unwrap()).unwrap())
+            .unwrap();
         let trace = net.trace(&x).unwrap();
         let deconv = Deconvnet::new(&net);
         for name in layers {

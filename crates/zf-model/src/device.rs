@@ -27,6 +27,13 @@ pub fn parse_device(name: &str) -> Result<Device> {
     }
 }
 
+/// The device the workspace's golden tests run on: `ZF_TEST_DEVICE` (`cpu` when unset), so a GPU
+/// build checks its own ops against the same PyTorch fixtures:
+/// `ZF_TEST_DEVICE=cuda cargo test --features zf-cli/cuda`.
+pub fn test_device() -> Result<Device> {
+    parse_device(&std::env::var("ZF_TEST_DEVICE").unwrap_or_else(|_| "cpu".into()))
+}
+
 /// The threads the CPU kernels use (candle's count: `RAYON_NUM_THREADS`, else every core).
 pub fn threads() -> usize {
     candle_core::utils::get_num_threads()

@@ -69,7 +69,7 @@ pub mod weights;
 /// no direct dependency on the tensor library to hold a device, a tensor or an error.
 pub use candle_core::{DType, Device, Error, Result, Tensor};
 pub use config::{FirstLayer, LayerRow, LayerTable, LrnConfig, Order, PoolGeometry, ZfConfig};
-pub use device::parse_device;
+pub use device::{parse_device, test_device};
 pub use net::{Backprop, Dropout, NoTap, Point, Tap, Trace, ZfNet};
 pub use network::{Keep, LayerTap, Net, NetTrace, NoLayerTap, Stage};
 pub use pool::Switches;

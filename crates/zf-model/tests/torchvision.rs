@@ -17,13 +17,16 @@ fn dir() -> PathBuf {
 }
 
 fn golden(arch: &str) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(dir().join(format!("{arch}.golden.safetensors")), &Device::Cpu).unwrap()
+    candle_core::safetensors::load(dir().join(format!("{arch}.golden.safetensors")), &zf_model::test_device().unwrap())
+        .unwrap()
 }
 
 /// Our input: pixels minus 255 x ImageNet's mean (the network divides by 255 x std itself).
 fn input(g: &HashMap<String, Tensor>) -> Tensor {
     let mean = zf_model::config::IMAGENET_MEAN.map(|m| (255.0 * m) as f32);
-    g["input"].broadcast_sub(&Tensor::from_vec(mean.to_vec(), (1, 3, 1, 1), &Device::Cpu).unwrap()).unwrap()
+    g["input"]
+        .broadcast_sub(&Tensor::from_vec(mean.to_vec(), (1, 3, 1, 1), &zf_model::test_device().unwrap()).unwrap())
+        .unwrap()
 }
 
 fn values(t: &Tensor) -> Vec<f32> {
@@ -41,7 +44,7 @@ fn close(what: &str, got: &Tensor, want: &Tensor, tol: f32) {
 
 fn load(arch: &str, file: &str) -> Net {
     let size = golden(arch)["input"].dim(3).unwrap();
-    Net::load(dir().join(file).to_str().unwrap(), Some(size), &Device::Cpu).unwrap()
+    Net::load(dir().join(file).to_str().unwrap(), Some(size), &zf_model::test_device().unwrap()).unwrap()
 }
 
 fn check_forward(arch: &str, net: &Net) {

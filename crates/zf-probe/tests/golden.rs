@@ -5,14 +5,18 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use zf_model::{Point, ZfNet};
 use zf_probe::{correspondence, occlusion, OcclusionConfig};
 
 fn fixtures() -> (ZfNet, HashMap<String, Tensor>) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    let net = ZfNet::load(dir.join("probe.weights.safetensors").to_str().unwrap(), None, &Device::Cpu).unwrap();
-    let golden = candle_core::safetensors::load(dir.join("probe.golden.safetensors"), &Device::Cpu).unwrap();
+    let net =
+        ZfNet::load(dir.join("probe.weights.safetensors").to_str().unwrap(), None, &zf_model::test_device().unwrap())
+            .unwrap();
+    let golden =
+        candle_core::safetensors::load(dir.join("probe.golden.safetensors"), &zf_model::test_device().unwrap())
+            .unwrap();
     (net, golden)
 }
 

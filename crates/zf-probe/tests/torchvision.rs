@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use zf_model::Net;
 use zf_probe::occlusion::{occlusion_dense, Occlusion, OcclusionConfig};
 
@@ -35,13 +35,22 @@ fn attribution(occ: &Occlusion, s: usize) -> Vec<f32> {
 #[test]
 fn occlusion_equals_pytorch_and_captum() {
     for arch in ["alexnet", "vgg11_bn"] {
-        let g = candle_core::safetensors::load(dir().join(format!("{arch}.golden.safetensors")), &Device::Cpu).unwrap();
+        let g = candle_core::safetensors::load(
+            dir().join(format!("{arch}.golden.safetensors")),
+            &zf_model::test_device().unwrap(),
+        )
+        .unwrap();
         let s = g["input"].dim(3).unwrap();
-        let net =
-            Net::load(dir().join(format!("{arch}.safetensors")).to_str().unwrap(), Some(s), &Device::Cpu).unwrap();
+        let net = Net::load(
+            dir().join(format!("{arch}.safetensors")).to_str().unwrap(),
+            Some(s),
+            &zf_model::test_device().unwrap(),
+        )
+        .unwrap();
         let mean = zf_model::config::IMAGENET_MEAN.map(|m| (255.0 * m) as f32);
-        let x =
-            g["input"].broadcast_sub(&Tensor::from_vec(mean.to_vec(), (1, 3, 1, 1), &Device::Cpu).unwrap()).unwrap();
+        let x = g["input"]
+            .broadcast_sub(&Tensor::from_vec(mean.to_vec(), (1, 3, 1, 1), &zf_model::test_device().unwrap()).unwrap())
+            .unwrap();
         let image = x.get(0).unwrap();
         let [size, stride] = g["occ.size"].to_vec1::<i64>().unwrap()[..] else { panic!() };
         let label = g["occ.label"].to_vec1::<i64>().unwrap()[0] as usize;

@@ -24,8 +24,9 @@ fn three_sgd_steps_with_renormalization_match_pytorch() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let file = WeightsFile::read(&dir.join("sgd.weights.safetensors")).unwrap();
     let config = file.config().unwrap().unwrap();
-    let start = file.tensors(&config, &Device::Cpu).unwrap();
-    let g = candle_core::safetensors::load(dir.join("sgd.golden.safetensors"), &Device::Cpu).unwrap();
+    let start = file.tensors(&config, &zf_model::test_device().unwrap()).unwrap();
+    let g =
+        candle_core::safetensors::load(dir.join("sgd.golden.safetensors"), &zf_model::test_device().unwrap()).unwrap();
     let params: Vec<(String, Var)> = expected_shapes(&config)
         .unwrap()
         .into_iter()
@@ -36,7 +37,7 @@ fn three_sgd_steps_with_renormalization_match_pytorch() {
         VarBuilder::from_tensors(
             params.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect(),
             DType::F32,
-            &Device::Cpu,
+            &zf_model::test_device().unwrap(),
         ),
     )
     .unwrap();
