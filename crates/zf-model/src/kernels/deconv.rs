@@ -6,8 +6,8 @@ use super::*;
 /// The transposed convolution of a conv layer without bias (the deconvnet's filtering), no
 /// backward.
 #[derive(Clone, Copy, Debug)]
-struct ConvTranspose {
-    s: ConvShape,
+pub(super) struct ConvTranspose {
+    pub(super) s: ConvShape,
 }
 
 /// `[N, O, Ho, Wo]` -> `[N, C, H, W]` through the transposed filters of `w` `[O, C, k, k]` with
@@ -52,6 +52,29 @@ pub fn conv_transpose2d_window(
     Ok((out, (oy, ox)))
 }
 
+impl ConvTranspose {
+    /// A 3x3 stride-1 transposed conv is the forward conv with the filters transposed and
+    /// turned by 180 degrees, over the input padded by `2 - p` (here `2 - py`, `2 - px`: a
+    /// window's placement). That conv, when Winograd's forward takes it for `n` images (VGG's
+    /// wide 112- and 224-pixel blocks at batch 1; any map at a batch of at least the threads):
+    /// its shape, input `[O, Ho, Wo]` (`o` channels) to output `[C, H, W]`.
+    pub(super) fn as_forward(&self, n: usize, o: usize) -> Option<ConvShape> {
+        let s = self.s;
+        let fits = s.g.kernel == 3 && s.g.stride == 1 && s.py <= 2 && s.px <= 2;
+        let fwd = ConvShape {
+            g: ConvGeometry::new(3, 1, 2 - s.g.padding.min(2)),
+            c: o,
+            h: s.ho,
+            w: s.wo,
+            ho: s.h,
+            wo: s.w,
+            py: 2 - s.py.min(2),
+            px: 2 - s.px.min(2),
+        };
+        (fits && winograd::applies_forward(fwd.g, fwd.ho, fwd.wo, n)).then_some(fwd)
+    }
+}
+
 impl CustomOp2 for ConvTranspose {
     fn name(&self) -> &'static str {
         "zf-conv-transpose2d"
@@ -66,6 +89,19 @@ impl CustomOp2 for ConvTranspose {
         }
         let (rows, pos, chw) = (s.rows(), s.positions(), s.c * s.h * s.w);
         let mut out = vec![0f32; n * chw];
+        if let Some(fwd) = self.as_forward(n, o) {
+            // w [O, C, 3, 3] -> the forward conv's [C, O, 3, 3], each filter turned by 180 degrees.
+            let mut flipped = vec![0f32; w.len()];
+            for (oc, filters) in w.chunks_exact(s.c * 9).enumerate() {
+                for (ch, f) in filters.chunks_exact(9).enumerate() {
+                    for (k, &v) in f.iter().enumerate() {
+                        flipped[(ch * o + oc) * 9 + 8 - k] = v;
+                    }
+                }
+            }
+            winograd::forward_into(&fwd, x, &flipped, &vec![0f32; s.c], n, false, &mut out);
+            return Ok((CpuStorage::F32(out), Shape::from((n, s.c, s.h, s.w))));
+        }
         let image = |i: usize, dst: &mut [f32], par: Parallelism| {
             let xi = &x[i * o * pos..(i + 1) * o * pos];
             dst.fill(0.0);

@@ -1,6 +1,7 @@
 //! Each fused op against the plain candle composition it replaces: forward and gradients.
 #![allow(clippy::unwrap_used)]
 
+use super::deconv::ConvTranspose;
 use super::*;
 use candle_core::{Device, Var};
 
@@ -328,5 +329,53 @@ fn direct_kernels_agree_with_candle() {
             assert!(ours.flatten_all().unwrap().to_vec1::<f32>().unwrap() == direct, "{case}: not the op's path");
             assert!(direct != im2col || side_out < 4, "{case}: identical to im2col to the bit");
         }
+    }
+}
+
+#[test]
+fn transposed_windows_agree_with_the_dense_transposed_conv() {
+    // (geometry, map side, images, window origin and size): 3x3 stride-1 windows that the
+    // Winograd forward takes (a wide map at batch 1, a small one at a batch of the threads),
+    // at the map's corners and inside, and others that stay on im2col.
+    let threads = rayon::current_num_threads();
+    for (g, side, n, (y0, x0), (bh, bw), winograd) in [
+        (ConvGeometry::new(3, 1, 1), 70, 1, (0, 0), (66, 65), true),
+        (ConvGeometry::new(3, 1, 1), 70, 1, (3, 4), (67, 66), true),
+        (ConvGeometry::new(3, 1, 0), 72, 1, (1, 2), (69, 68), true),
+        (ConvGeometry::new(3, 1, 2), 67, 1, (2, 0), (66, 69), true),
+        (ConvGeometry::new(3, 1, 1), 13, threads, (2, 5), (9, 8), true),
+        (ConvGeometry::new(3, 1, 1), 13, threads, (0, 0), (13, 13), true),
+        (ConvGeometry::new(3, 1, 1), 13, 1, (2, 5), (9, 8), false),
+        (ConvGeometry::new(5, 2, 0), 23, 2, (1, 2), (6, 7), false),
+    ] {
+        let (ho, wo) = (g.output_size(side).unwrap(), g.output_size(side).unwrap());
+        let (o, c) = (5, 4);
+        let block = Tensor::randn(0f32, 1.0, (n, o, bh, bw), &Device::Cpu).unwrap();
+        let w = Tensor::randn(0f32, 0.3, (o, c, g.kernel, g.kernel), &Device::Cpu).unwrap();
+        let (ours, (oy, ox)) = conv_transpose2d_window(&block, &w, g, (y0, x0), (side, side)).unwrap();
+        // The same transposed conv over the whole map, the block placed in zeros.
+        let full = block.pad_with_zeros(2, y0, ho - y0 - bh).unwrap().pad_with_zeros(3, x0, wo - x0 - bw).unwrap();
+        let op = side - ((ho - 1) * g.stride + g.kernel - 2 * g.padding);
+        let dense = full.conv_transpose2d(&w, g.padding, op, g.stride, 1).unwrap();
+        let (_, _, h, ww) = ours.dims4().unwrap();
+        let theirs = dense.narrow(2, oy, h).unwrap().narrow(3, ox, ww).unwrap();
+        let name = format!("{g:?} {side}px x{n} at ({y0}, {x0})");
+        let d = max_rel_diff(&ours, &theirs);
+        assert!(d < 1e-5, "{name}: differs by {d}");
+        // Outside the returned block the dense result is zero.
+        let total = dense.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        let inside = theirs.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!((total - inside).abs() <= 1e-5 * total, "{name}: the dense result reaches past the block");
+        let s = ConvShape {
+            g,
+            c,
+            h,
+            w: ww,
+            ho: bh,
+            wo: bw,
+            py: (oy + g.padding) - y0 * g.stride,
+            px: (ox + g.padding) - x0 * g.stride,
+        };
+        assert_eq!(ConvTranspose { s }.as_forward(n, o).is_some(), winograd, "{name}: the path taken");
     }
 }

@@ -76,7 +76,10 @@ struct Tiles {
     c: usize,
     h: usize,
     w: usize,
-    pad: usize,
+    /// Rows and columns of zero padding before the input ([`ConvShape`]'s `py`, `px`: the
+    /// conv's own padding, or what places a transposed conv's window).
+    py: usize,
+    px: usize,
     ho: usize,
     wo: usize,
     /// Tile rows and columns: `ceil(ho / 2)`, `ceil(wo / 2)`.
@@ -91,7 +94,8 @@ impl Tiles {
             c: s.c,
             h: s.h,
             w: s.w,
-            pad: s.g.padding,
+            py: s.py,
+            px: s.px,
             ho: s.ho,
             wo: s.wo,
             th: s.ho.div_ceil(2),
@@ -110,7 +114,7 @@ impl Tiles {
     /// `v[xi * stride + k]`. `buf` is scratch of [`Self::plane_scratch`] floats.
     #[inline(always)]
     fn transform_plane(&self, plane: &[f32], buf: &mut [f32], v: &mut [f32], stride: usize) {
-        let Self { h, w, pad, th: rows_t, tw, .. } = *self;
+        let Self { h, w, py, px: pad, th: rows_t, tw, .. } = *self;
         let per = rows_t * tw;
         // Each padded input row `r` split into its even and odd columns (`tw + 1` each), then
         // B's column transform, row `r` of `cols[j]` at `(r % 2) half + (r / 2) tw`: a tile
@@ -121,7 +125,7 @@ impl Tiles {
         let (eo, cols) = rest.split_at_mut(2 * (tw + 1));
         let (even, odd) = eo.split_at_mut(tw + 1);
         for r in 0..2 * rows_t + 2 {
-            let iy = r as isize - pad as isize;
+            let iy = r as isize - py as isize;
             if (0..h as isize).contains(&iy) {
                 let n = w.min(wp - pad);
                 prow[..pad].fill(0.0);
