@@ -17,7 +17,7 @@ forward` writes them.
 
 As a script (the benchmark peer; one JSON line per measurement):
 
-    python3 zfnet_torch.py [--threads 2] [--width 1.0] [--batch 16] [--reps 5]
+    python3 zfnet_torch.py [--threads 2] [--width 1.0] [--batch 16] [--reps 5] [--device cpu]
                            [--what forward,train,project,occlusion,captum-occlusion]
 
   forward, train: forward passes / SGD steps of a ZFNet of the given width (images/s)
@@ -214,17 +214,20 @@ def occlusion_map(net, x, label, size=48, stride=8, batch=16):
     return torch.cat(probs), len(at)
 
 
-def median_time(fn, reps):
+def median_time(fn, reps, sync=lambda: None):
     # Warm-up as zfnet's median_time does it: at least one call, and calls for half a second
-    # (at most 20), so that a fast case (one image) is timed warm on both sides.
+    # (at most 20), so that a fast case (one image) is timed warm on both sides. `sync` waits
+    # for a GPU's queued work (zfnet bench synchronizes its device the same way).
     t0, calls = time.perf_counter(), 0
     while calls == 0 or (time.perf_counter() - t0 < 0.5 and calls < 20):
         fn()
+        sync()
         calls += 1
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t0)
     return sorted(times)[len(times) // 2]
 
@@ -236,6 +239,7 @@ def main():
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--what", default="forward,train")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N] (the peer of zfnet bench --device)")
     ap.add_argument("--arch", default="zfnet",
                     help="zfnet, or torchvision's alexnet, vgg11..vgg19, vgg*_bn (random weights, 224 px)")
     a = ap.parse_args()
@@ -246,11 +250,17 @@ def main():
     else:
         import torchvision
         net = getattr(torchvision.models, a.arch)(weights=None).eval()
-    x = torch.randn(a.batch, 3, 224, 224) * 50
-    y = torch.randint(0, 1000, (a.batch,))
+    device = torch.device(a.device)
+    net = net.to(device)
+    x = (torch.randn(a.batch, 3, 224, 224) * 50).to(device)
+    y = torch.randint(0, 1000, (a.batch,)).to(device)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+
+    def timed(fn, reps):
+        return median_time(fn, reps, sync)
 
     def report(bench, seconds, n, batch=a.batch, impl="pytorch " + torch.__version__, **extra):
-        print(json.dumps({"bench": bench, "impl": impl, "arch": a.arch, "threads": a.threads,
+        print(json.dumps({"bench": bench, "impl": impl, "arch": a.arch, "device": a.device, "threads": a.threads,
                           "width": a.width, "batch": batch, **extra, "median_s": round(seconds, 5),
                           "images_per_s": round(n / seconds, 2)}), flush=True)
 
@@ -258,7 +268,7 @@ def main():
         if what == "forward":
             net.eval()
             with torch.no_grad():
-                report("forward", median_time(lambda: net(x), a.reps), a.batch)
+                report("forward", timed(lambda: net(x), a.reps), a.batch)
         elif what == "train":
             net.train()
             opt = torch.optim.SGD(net.parameters(), lr=1e-2, momentum=0.9)
@@ -268,17 +278,17 @@ def main():
                 F.cross_entropy(net(x), y).backward()
                 opt.step()
 
-            report("train", median_time(step, a.reps), a.batch)
+            report("train", timed(step, a.reps), a.batch)
         elif what == "project":
             net.eval()
             with torch.no_grad():
                 project = project_conv5 if a.arch == "zfnet" else project_last_conv
-                report("project", median_time(lambda: project(net, x[:1]), a.reps), 1, batch=1)
+                report("project", timed(lambda: project(net, x[:1]), a.reps), 1, batch=1)
         elif what == "occlusion":
             net.eval()
             with torch.no_grad():
                 n = occlusion_map(net, x[:1], 0, batch=a.batch)[1]
-                t = median_time(lambda: occlusion_map(net, x[:1], 0, batch=a.batch), max(1, a.reps // 3))
+                t = timed(lambda: occlusion_map(net, x[:1], 0, batch=a.batch), max(1, a.reps // 3))
             report("occlusion", t, n, positions=n)
         elif what == "captum-occlusion":
             # Captum's Occlusion on the same network and square: the attribution of the true
@@ -295,7 +305,7 @@ def main():
                     occ.attribute(x[:1], sliding_window_shapes=(3, 48, 48), strides=(3, 8, 8), baselines=0.0,
                                   target=0, perturbations_per_eval=a.batch)
 
-            t = median_time(attribute, max(1, a.reps // 3))
+            t = timed(attribute, max(1, a.reps // 3))
             report("occlusion", t, n, positions=n, impl="captum " + captum.__version__)
         else:
             ap.error(f"unknown --what {what}: expected forward, train, project, occlusion or captum-occlusion")
