@@ -245,59 +245,180 @@ fn another_networks_run_leaves_the_training_claims_not_testable() {
 }
 
 #[test]
-fn missing_numbers_are_not_measured_and_ties_are_not_held() {
+fn without_numbers_every_claim_is_not_measured() {
     let c = claims(&Results::default());
-    assert!(c.iter().all(|c| c.held.is_none() && c.value.is_none()));
-    let mut r = results();
-    r.eval.insert("alexnet".into(), eval(0.2));
-    r.table7.as_mut().unwrap().layers[1] = probe("fc7", 2);
-    let c = claims(&r);
-    assert_eq!(held(&c, "table2-first-layer"), Some(false));
-    assert_eq!(held(&c, "table7-depth"), Some(false), "the same images right at conv1 and fc7");
-    // 44% error against the 45% bar on 100 images: the interval reaches below it, not held.
+    assert_eq!(c.len(), 13);
+    assert!(c.iter().all(|c| c.held.is_none() && c.value.is_none() && c.verdict() == "not measured"));
+}
+
+// One test per claim, on the claim's own function: held on `results()`, and the cases the rule
+// must not hold (the opposite effect, a tie, noise) or cannot test.
+
+#[test]
+fn training_holds_below_half_of_chance_by_its_interval() {
+    assert_eq!(claims::training(&results()).held, Some(true));
+    // 44% error against the 45% bar on 100 images: the interval reaches below it.
     let mut near = results();
     near.eval.insert("zfnet".into(), eval(0.44));
-    let c = claims(&near);
-    let training = c.iter().find(|c| c.id == "training").unwrap();
-    let e = training.stats.as_ref().unwrap();
-    assert!((e.effect - 0.01).abs() < 1e-9 && e.lo < 0.0 && training.held == Some(false), "{training:?}");
-    // Probes on the trained classes are not the paper's transfer: not testable.
-    r.table7.as_mut().unwrap().layers[1] = probe("fc7", 4);
-    r.table7.as_mut().unwrap().train_split = "train".into();
-    assert_eq!(claims(&r).iter().find(|c| c.id == "table7-depth").unwrap().verdict(), "not testable");
-    // Ties are never held: equal errors, and no dead filters in either bank.
+    let c = claims::training(&near);
+    let e = c.stats.as_ref().unwrap();
+    assert!((e.effect - 0.01).abs() < 1e-9 && e.lo < 0.0 && c.held == Some(false), "{c:?}");
+    // No per-image results: the threshold alone decides.
+    let mut bare = results();
+    bare.eval.get_mut("zfnet").unwrap().top1_correct.clear();
+    assert_eq!((claims::training(&bare).held, claims::training(&bare).stats), (Some(true), None));
+}
+
+#[test]
+fn table2_first_layer_needs_zfnet_ahead_on_the_same_images() {
+    assert_eq!(claims::table2_first_layer(&results()).held, Some(true));
+    let mut r = results();
+    r.eval.insert("alexnet".into(), eval(0.2));
+    assert_eq!(claims::table2_first_layer(&r).held, Some(false));
     r.eval.insert("alexnet".into(), eval(0.30));
+    assert_eq!(claims::table2_first_layer(&r).held, Some(false), "a tie is not held");
+    r.eval.remove("alexnet");
+    assert_eq!(claims::table2_first_layer(&r).verdict(), "not measured");
+}
+
+#[test]
+fn fig6_renorm_needs_filters_that_stand_out_without_it() {
+    let c = claims::fig6_renorm(&results());
+    assert_eq!(c.held, Some(true), "{c:?}");
+    assert!(c.value.as_deref().unwrap().starts_with("6.00 without vs 1.00 with"), "{:?}", c.value);
+    let mut r = results();
+    r.fig6.as_mut().unwrap().banks[2] = bank("no-renorm", 0.1, 0.3, 0);
+    assert_eq!(claims::fig6_renorm(&r).held, Some(false), "the same spread of norms");
+    r.fig6 = None;
+    assert_eq!(claims::fig6_renorm(&r).verdict(), "not measured");
+}
+
+#[test]
+fn fig6_mid_frequencies_needs_more_mid_band_energy_in_zfnet() {
+    assert_eq!(claims::fig6_mid_frequencies(&results()).held, Some(true));
+    let mut r = results();
+    let banks = &mut r.fig6.as_mut().unwrap().banks;
+    banks[0] = bank("zfnet", 0.1, 0.1, 0);
+    banks[1] = bank("alexnet", 0.1, 0.3, 4);
+    assert_eq!(claims::fig6_mid_frequencies(&r).held, Some(false));
+}
+
+#[test]
+fn fig6_dead_filters_needs_more_dead_filters_in_the_alexnet_layer() {
+    assert_eq!(claims::fig6_dead_filters(&results()).held, Some(true));
+    let mut r = results();
     for b in &mut r.fig6.as_mut().unwrap().banks {
         b.stats.dead_on_data = vec![false; 12];
     }
-    let c = claims(&r);
-    assert_eq!(held(&c, "table2-first-layer"), Some(false));
-    assert_eq!(held(&c, "fig6-dead-filters"), Some(false));
-    // An image without a box has no on/off numbers and does not count; below 10 images a
-    // statistical claim is not testable, and says so.
+    let c = claims::fig6_dead_filters(&r);
+    assert_eq!(c.held, Some(false), "0% vs 0% is a tie");
+    assert!(c.value.as_deref().unwrap().starts_with("0% (ZFNet) vs 0% (AlexNet-style)"), "{:?}", c.value);
+}
+
+#[test]
+fn fig4_evolution_needs_conv1_settled_before_conv5_over_eight_snapshots() {
+    assert_eq!(claims::fig4_evolution(&results()).held, Some(true));
+    let mut r = results();
+    r.fig4.as_mut().unwrap().settling = Some(settling(8, 0.9, 0.85, (-0.01, 0.1)));
+    assert_eq!(claims::fig4_evolution(&r).held, Some(false), "an interval reaching below 0");
+    r.fig4.as_mut().unwrap().settling = Some(settling(5, 0.9, 0.4, (0.3, 0.6)));
+    let c = claims::fig4_evolution(&r);
+    assert_eq!(c.verdict(), "not testable");
+    assert!(c.value.as_deref().unwrap().contains("5 snapshots < 8"), "{:?}", c.value);
+}
+
+#[test]
+fn fig5_layers_needs_conv1_to_move_more_than_fc7() {
+    // ±10 px: conv1 moves 5/10, fc7 1/10.
+    let c = claims::fig5_layers(&results());
+    assert_eq!(c.held, Some(true));
+    assert!(c.value.as_deref().unwrap().starts_with("conv1 0.500 vs fc7 0.100"), "{:?}", c.value);
+    let mut r = results();
+    for s in &mut r.fig5.as_mut().unwrap().sweeps {
+        for img in &mut s.images {
+            img.curve.layer7_distance = img.curve.layer1_distance.clone();
+        }
+    }
+    assert_eq!(claims::fig5_layers(&r).held, Some(false), "the same change at both layers");
+}
+
+#[test]
+fn fig5_output_needs_shifts_kept_and_rotations_lost() {
+    // Shifted ~0.9 vs rotated ~0.15 on the same faces, by 12 images.
+    assert_eq!(claims::fig5_output(&results()).held, Some(true));
+    let mut r = results();
+    let rotate = &mut r.fig5.as_mut().unwrap().sweeps[1];
+    rotate.images = (0..12).map(|i| curve("face", i, 0.9, 0.85 + 0.01 * i as f32)).collect();
+    assert_eq!(claims::fig5_output(&r).held, Some(false), "rotations lose nothing");
+}
+
+#[test]
+fn fig5_symmetric_needs_symmetric_objects_kept_under_rotation() {
+    // Rotations 90, 180: rings ~0.75 vs faces ~0.15.
+    assert_eq!(claims::fig5_symmetric(&results()).held, Some(true));
+    let mut r = results();
+    let rotate = &mut r.fig5.as_mut().unwrap().sweeps[1];
+    rotate.images = (0..12)
+        .map(|i| curve("face", i, 0.9, 0.1 + 0.01 * i as f32))
+        .chain((0..12).map(|i| curve("ring", 100 + i, 0.9, 0.1 + 0.01 * i as f32)))
+        .collect();
+    assert_eq!(claims::fig5_symmetric(&r).held, Some(false), "rings lose as much as faces");
+}
+
+#[test]
+fn fig7_occlusion_needs_the_probability_to_drop_on_the_object() {
+    // Off minus on: 0.6 and 0.02 alternating: the interval is above zero.
+    let c = claims::fig7_occlusion(&results());
+    let e = c.stats.as_ref().unwrap();
+    assert_eq!((c.held, e.n), (Some(true), 12));
+    assert!((e.effect - 0.31).abs() < 1e-6 && e.lo > 0.0, "{e:?}");
+    // An image without a box has no on/off numbers and does not count; below 10 images the
+    // claim is not testable, and says so.
+    let mut r = results();
     let images = &mut r.fig7.as_mut().unwrap().images;
     images.truncate(5);
     images[1].mean_prob_square_on_object = None;
-    let c = claims(&r);
-    let fig7 = c.iter().find(|c| c.id == "fig7-occlusion").unwrap();
-    assert_eq!((fig7.held, fig7.stats.as_ref().unwrap().n, fig7.verdict()), (None, 4, "not testable"));
-    assert!(fig7.value.as_deref().unwrap().contains("not testable: n = 4 < 10"));
+    let c = claims::fig7_occlusion(&r);
+    assert_eq!((c.held, c.stats.as_ref().unwrap().n, c.verdict()), (None, 4, "not testable"));
+    assert!(c.value.as_deref().unwrap().contains("not testable: n = 4 < 10"));
     // Noise around no effect is not held.
-    for (k, img) in r.fig7.as_mut().unwrap().images.iter_mut().enumerate() {
-        img.mean_prob_square_on_object = Some(0.5);
-        img.mean_prob_square_off_object = Some(if k % 2 == 0 { 0.6 } else { 0.4 });
-    }
-    r.fig7.as_mut().unwrap().images = r.fig7.as_ref().unwrap().images.iter().cycle().take(20).cloned().collect();
-    assert_eq!(held(&claims(&r), "fig7-occlusion"), Some(false));
-    // Fig. 4: an interval that reaches below 0 is not held; fewer than 8 snapshots are not
-    // testable.
-    r.fig4.as_mut().unwrap().settling = Some(settling(8, 0.9, 0.85, (-0.01, 0.1)));
-    assert_eq!(held(&claims(&r), "fig4-evolution"), Some(false));
-    r.fig4.as_mut().unwrap().settling = Some(settling(5, 0.9, 0.4, (0.3, 0.6)));
-    let c = claims(&r);
-    let fig4 = c.iter().find(|c| c.id == "fig4-evolution").unwrap();
-    assert_eq!(fig4.verdict(), "not testable");
-    assert!(fig4.value.as_deref().unwrap().contains("5 snapshots < 8"), "{:?}", fig4.value);
+    let noise: Vec<OcclusionRecord> = (0..20).map(|k| occlusion(0.5, if k % 2 == 0 { 0.6 } else { 0.4 })).collect();
+    r.fig7.as_mut().unwrap().images = noise;
+    assert_eq!(claims::fig7_occlusion(&r).held, Some(false));
+}
+
+#[test]
+fn table1_parts_needs_parts_more_consistent_than_random_boxes() {
+    assert_eq!(claims::table1_parts(&results()).held, Some(true));
+    let mut r = results();
+    r.table1.as_mut().unwrap().rows[1] = row("random", "conv5", 0.06);
+    assert_eq!(claims::table1_parts(&r).held, Some(false), "the same Δ for parts and random boxes");
+    r.table1.as_mut().unwrap().rows.remove(1);
+    assert_eq!(claims::table1_parts(&r).verdict(), "not measured", "no random row: no effect to measure");
+}
+
+#[test]
+fn table1_layer7_needs_the_gap_to_narrow_and_a_gap_to_start_with() {
+    // Gap 0.04 at conv5, 0.01 at fc7.
+    assert_eq!(claims::table1_layer7(&results()).held, Some(true));
+    let mut r = results();
+    r.table1.as_mut().unwrap().rows[3] = row("random", "fc7", 0.15);
+    assert_eq!(claims::table1_layer7(&r).held, Some(false), "a wider gap at fc7");
+    r.table1.as_mut().unwrap().rows[1] = row("random", "conv5", 0.06);
+    let c = claims::table1_layer7(&r);
+    assert_eq!(c.verdict(), "not testable");
+    assert!(c.value.as_deref().unwrap().contains("no layer-5 gap to narrow"), "{:?}", c.value);
+}
+
+#[test]
+fn table7_depth_needs_fc7_ahead_on_held_out_classes() {
+    assert_eq!(claims::table7_depth(&results()).held, Some(true));
+    let mut r = results();
+    r.table7.as_mut().unwrap().layers[1] = probe("fc7", 2);
+    assert_eq!(claims::table7_depth(&r).held, Some(false), "the same images right at conv1 and fc7");
+    r.table7.as_mut().unwrap().layers[1] = probe("fc7", 4);
+    r.table7.as_mut().unwrap().train_split = "train".into();
+    assert_eq!(claims::table7_depth(&r).verdict(), "not testable", "probed on the trained classes");
 }
 
 #[test]
