@@ -98,13 +98,9 @@ impl DataArgs {
     const DEFAULT_TRAIN: usize = 2000;
     const DEFAULT_VAL: usize = 500;
 
-    fn from_flags(a: &Args) -> Self {
-        Self {
-            data: a.data.clone().unwrap_or_else(|| "generated".into()),
-            train_size: a.train_size.unwrap_or(Self::DEFAULT_TRAIN),
-            val_size: a.val_size.unwrap_or(Self::DEFAULT_VAL),
-            clutter: a.clutter,
-        }
+    /// A new run's data before its flags: the generated set at the default sizes.
+    fn default_generated() -> Self {
+        Self { data: "generated".into(), train_size: Self::DEFAULT_TRAIN, val_size: Self::DEFAULT_VAL, clutter: None }
     }
 }
 
@@ -173,111 +169,189 @@ impl Observer for Bars {
     }
 }
 
-/// The training config the flags describe, for a new run.
-fn config_from_flags(args: &Args) -> Result<TrainConfig> {
-    let mut c = TrainConfig::preset(args.config.as_deref().unwrap_or("small"))?;
-    if let Some(e) = args.epochs {
-        c = c.with_epochs(e);
-    }
-    if let Some(b) = args.batch {
-        c.batch = b;
-    }
-    if let Some(lr) = args.lr {
-        c.lr = lr;
-    }
-    if let Some(p) = args.patience {
-        c.patience = p;
-    }
-    if let Some(i) = &args.init {
-        c.init = zf_model::init::Init::parse(i)?;
-    }
-    if let Some(x) = args.conv1_init_scale {
-        c.conv1_init_scale = x;
-    }
-    if let Some(s) = args.seed {
-        c.seed = s;
-    }
-    if let Some(p) = args.dropout {
-        if !(0.0..1.0).contains(&p) {
-            bail!("--dropout must be in [0, 1), got {p}")
-        }
-        c.model.dropout = p;
-    }
-    if args.no_renorm {
-        c.renorm = None;
-    }
-    if args.alexnet_first_layer {
-        c.model = c.model.with_first_layer(zf_model::FirstLayer::AlexNet);
-    }
-    if args.centre_crop_eval {
-        c.ten_crop_eval = false;
-    }
-    Ok(c)
+/// What a run is made of: its training config and its data, as run.json records them.
+#[derive(Clone)]
+struct Setup {
+    config: TrainConfig,
+    data: DataArgs,
 }
 
-/// The recorded run's config and data for `--resume`: every flag given must agree with the
-/// record, except `--epochs` above the recorded count, which extends the run (its learning-rate
-/// schedule continues from the checkpoint; the last epoch gets a snapshot).
-fn resumed(args: &Args, record: zf_train::RunRecord) -> Result<(TrainConfig, DataArgs)> {
-    let mut c = record.config;
-    let recorded_data = match record.data_spec {
+/// One flag that sets part of a [`Setup`]: for a new run it overrides the preset; with
+/// `--resume` it must agree with the recorded run. Each flag is handled here once.
+struct Flag {
+    name: &'static str,
+    /// Sets the flag's part of the setup when it was given; `Ok(false)` when it was not.
+    apply: fn(&Args, &mut Setup) -> Result<bool>,
+    /// That part of a setup, as text ("64", "no renormalization").
+    shown: fn(&Setup) -> String,
+    /// A switch: its clash names only the flag (`--no-renorm (the run has ...)`).
+    switch: bool,
+}
+
+/// Sets `*slot` to `v` when the flag was given.
+fn set<T: Clone>(given: &Option<T>, slot: &mut T) -> bool {
+    if let Some(v) = given {
+        *slot = v.clone();
+    }
+    given.is_some()
+}
+
+/// Every flag of `zfnet train` that says what the run is, but `--epochs` (a new run's length,
+/// or, with `--resume`, an extension).
+const FLAGS: &[Flag] = &[
+    Flag {
+        name: "--config",
+        apply: |a, s| Ok(set(&a.config, &mut s.config.name)),
+        shown: |s| s.config.name.clone(),
+        switch: false,
+    },
+    Flag {
+        name: "--batch",
+        apply: |a, s| Ok(set(&a.batch, &mut s.config.batch)),
+        shown: |s| s.config.batch.to_string(),
+        switch: false,
+    },
+    Flag {
+        name: "--lr",
+        apply: |a, s| Ok(set(&a.lr, &mut s.config.lr)),
+        shown: |s| s.config.lr.to_string(),
+        switch: false,
+    },
+    Flag {
+        name: "--patience",
+        apply: |a, s| Ok(set(&a.patience, &mut s.config.patience)),
+        shown: |s| s.config.patience.to_string(),
+        switch: false,
+    },
+    Flag {
+        name: "--init",
+        apply: |a, s| {
+            let init = a.init.as_deref().map(zf_model::init::Init::parse).transpose()?;
+            Ok(set(&init, &mut s.config.init))
+        },
+        shown: |s| format!("{:?}", s.config.init),
+        switch: false,
+    },
+    Flag {
+        name: "--conv1-init-scale",
+        apply: |a, s| Ok(set(&a.conv1_init_scale, &mut s.config.conv1_init_scale)),
+        shown: |s| s.config.conv1_init_scale.to_string(),
+        switch: false,
+    },
+    Flag {
+        name: "--seed",
+        apply: |a, s| Ok(set(&a.seed, &mut s.config.seed)),
+        shown: |s| s.config.seed.to_string(),
+        switch: false,
+    },
+    Flag {
+        name: "--dropout",
+        apply: |a, s| {
+            if let Some(p) = a.dropout.filter(|p| !(0.0..1.0).contains(p)) {
+                bail!("--dropout must be in [0, 1), got {p}")
+            }
+            Ok(set(&a.dropout, &mut s.config.model.dropout))
+        },
+        shown: |s| s.config.model.dropout.to_string(),
+        switch: false,
+    },
+    Flag {
+        name: "--no-renorm",
+        apply: |a, s| {
+            if a.no_renorm {
+                s.config.renorm = None;
+            }
+            Ok(a.no_renorm)
+        },
+        shown: |s| if s.config.renorm.is_some() { "filter renormalization" } else { "no renormalization" }.into(),
+        switch: true,
+    },
+    Flag {
+        name: "--alexnet-first-layer",
+        apply: |a, s| {
+            if a.alexnet_first_layer {
+                s.config.model = s.config.model.clone().with_first_layer(zf_model::FirstLayer::AlexNet);
+            }
+            Ok(a.alexnet_first_layer)
+        },
+        shown: |s| match s.config.model.first_layer {
+            zf_model::FirstLayer::Zf => "ZFNet's first layer".into(),
+            zf_model::FirstLayer::AlexNet => "the AlexNet-style first layer".into(),
+        },
+        switch: true,
+    },
+    Flag {
+        name: "--centre-crop-eval",
+        apply: |a, s| {
+            if a.centre_crop_eval {
+                s.config.ten_crop_eval = false;
+            }
+            Ok(a.centre_crop_eval)
+        },
+        shown: |s| if s.config.ten_crop_eval { "ten-crop validation" } else { "centre-crop validation" }.into(),
+        switch: true,
+    },
+    Flag {
+        name: "--data",
+        apply: |a, s| Ok(set(&a.data, &mut s.data.data)),
+        shown: |s| s.data.data.clone(),
+        switch: false,
+    },
+    Flag {
+        name: "--train-size",
+        apply: |a, s| Ok(set(&a.train_size, &mut s.data.train_size)),
+        shown: |s| s.data.train_size.to_string(),
+        switch: false,
+    },
+    Flag {
+        name: "--val-size",
+        apply: |a, s| Ok(set(&a.val_size, &mut s.data.val_size)),
+        shown: |s| s.data.val_size.to_string(),
+        switch: false,
+    },
+    Flag {
+        name: "--clutter",
+        apply: |a, s| Ok(set(&a.clutter.map(Some), &mut s.data.clutter)),
+        shown: |s| s.data.clutter.map_or("the default".into(), |c| c.to_string()),
+        switch: false,
+    },
+];
+
+/// The setup the flags describe, for a new run: the preset (`--config`, else small) and the
+/// default data, each given flag applied.
+fn setup_from_flags(args: &Args) -> Result<Setup> {
+    let mut config = TrainConfig::preset(args.config.as_deref().unwrap_or("small"))?;
+    if let Some(e) = args.epochs {
+        config = config.with_epochs(e);
+    }
+    let mut setup = Setup { config, data: DataArgs::default_generated() };
+    for flag in FLAGS {
+        (flag.apply)(args, &mut setup)?;
+    }
+    Ok(setup)
+}
+
+/// The recorded run's setup for `--resume`: every flag given must agree with the record, except
+/// `--epochs` above the recorded count, which extends the run (its learning-rate schedule
+/// continues from the checkpoint; the last epoch gets a snapshot).
+fn resumed(args: &Args, record: zf_train::RunRecord) -> Result<Setup> {
+    let data = match record.data_spec {
         Some(v) => serde_json::from_value::<DataArgs>(v).context("run.json: `data_spec` is not zfnet train's")?,
         None => bail!(
             "{}: run.json does not record how its data was made (a run from an older zfnet): start a new run",
             args.out.display()
         ),
     };
+    let mut setup = Setup { config: record.config, data };
     let mut clash = Vec::new();
-    let mut differ = |flag: &str, given: String, recorded: String| {
-        if given != recorded {
-            clash.push(format!("{flag} {given} (the run has {recorded})"));
+    for flag in FLAGS {
+        let mut given = setup.clone();
+        if (flag.apply)(args, &mut given)? && (flag.shown)(&given) != (flag.shown)(&setup) {
+            let value = if flag.switch { String::new() } else { format!(" {}", (flag.shown)(&given)) };
+            clash.push(format!("{}{value} (the run has {})", flag.name, (flag.shown)(&setup)));
         }
-    };
-    if let Some(v) = &args.config {
-        differ("--config", v.clone(), c.name.clone());
     }
-    if let Some(v) = args.batch {
-        differ("--batch", v.to_string(), c.batch.to_string());
-    }
-    if let Some(v) = args.lr {
-        differ("--lr", v.to_string(), c.lr.to_string());
-    }
-    if let Some(v) = args.patience {
-        differ("--patience", v.to_string(), c.patience.to_string());
-    }
-    if let Some(v) = &args.init {
-        differ("--init", format!("{:?}", zf_model::init::Init::parse(v)?), format!("{:?}", c.init));
-    }
-    if let Some(v) = args.conv1_init_scale {
-        differ("--conv1-init-scale", v.to_string(), c.conv1_init_scale.to_string());
-    }
-    if let Some(v) = args.seed {
-        differ("--seed", v.to_string(), c.seed.to_string());
-    }
-    if let Some(v) = args.dropout {
-        differ("--dropout", v.to_string(), c.model.dropout.to_string());
-    }
-    if let Some(v) = &args.data {
-        differ("--data", v.clone(), recorded_data.data.clone());
-    }
-    if let Some(v) = args.train_size {
-        differ("--train-size", v.to_string(), recorded_data.train_size.to_string());
-    }
-    if let Some(v) = args.val_size {
-        differ("--val-size", v.to_string(), recorded_data.val_size.to_string());
-    }
-    if let Some(v) = args.clutter {
-        differ("--clutter", v.to_string(), recorded_data.clutter.map_or("the default".into(), |c| c.to_string()));
-    }
-    if args.no_renorm && c.renorm.is_some() {
-        clash.push("--no-renorm (the run renormalizes filters)".into());
-    }
-    if args.alexnet_first_layer && c.model.first_layer != zf_model::FirstLayer::AlexNet {
-        clash.push("--alexnet-first-layer (the run has ZFNet's first layer)".into());
-    }
-    if args.centre_crop_eval && c.ten_crop_eval {
-        clash.push("--centre-crop-eval (the run validates on ten crops)".into());
-    }
+    let c = &mut setup.config;
     if let Some(e) = args.epochs {
         if e < c.epochs {
             clash.push(format!("--epochs {e} (the run has {}; a run can be extended, not shortened)", c.epochs));
@@ -296,17 +370,17 @@ fn resumed(args: &Args, record: zf_train::RunRecord) -> Result<(TrainConfig, Dat
             clash.join(", ")
         )
     }
-    Ok((c, recorded_data))
+    Ok(setup)
 }
 
 #[allow(clippy::print_stdout)]
 pub fn run(args: Args, device: &Device) -> Result<()> {
-    let (mut config, data_args) = if args.resume {
+    let Setup { mut config, data: data_args } = if args.resume {
         let dir = zf_train::RunDir::open(&args.out)
             .map_err(|e| anyhow::anyhow!("nothing to resume: {e}; start it without --resume"))?;
         resumed(&args, dir.record()?)?
     } else {
-        (config_from_flags(&args)?, DataArgs::from_flags(&args))
+        setup_from_flags(&args)?
     };
     if data_args.data == "generated" && config.model.classes != zf_data::Class::ALL.len() {
         config.model = config.model.with_classes(zf_data::Class::ALL.len());

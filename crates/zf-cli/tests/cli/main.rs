@@ -520,16 +520,29 @@ fn resume_starts_over_without_a_checkpoint_extends_with_more_epochs_and_refuses_
 
     // Flags that disagree with the recorded run are refused, each named.
     let out = zfnet(
-        &resume(&["--batch", "4", "--train-size", "16", "--seed", "9", "--epochs", "1"])
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
+        &resume(&[
+            "--batch",
+            "4",
+            "--train-size",
+            "16",
+            "--seed",
+            "9",
+            "--epochs",
+            "1",
+            "--no-renorm",
+            "--alexnet-first-layer",
+        ])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>(),
     );
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
         e.contains("--batch 4 (the run has 8)")
             && e.contains("--seed 9 (the run has 0)")
+            && e.contains("--no-renorm (the run has filter renormalization)")
+            && e.contains("--alexnet-first-layer (the run has ZFNet's first layer)")
             && !e.contains("--train-size"),
         "{e}"
     );
