@@ -3,7 +3,7 @@
 //! For each image `i` and a part (a box on it), occlude the box with gray (0) and take the
 //! change of layer-`l` features, `ε_i = x_i − x̃_i`. If the network locates the part
 //! consistently, occluding it changes the features the same way in every image, so the sign
-//! patterns `sign(ε_i)` agree. PAPER.md's definitions (ours where the paper is silent): the
+//! patterns `sign(ε_i)` agree. Our definitions (where the paper is silent): the
 //! Hamming distance `H` is the fraction of positions whose signs differ (`sign(0) = 0` is a value
 //! of its own), `Δ_l` is its mean over ordered pairs `i ≠ j`, and ± is the standard deviation over
 //! those pairs. The random baseline ([`RandomBoxes`]) occludes a box of the same size at a random

@@ -52,7 +52,7 @@ impl Sweep {
         }
     }
 
-    /// PAPER.md's ranges (ours; the paper gives only its axes): translation -60..+60 px in
+    /// Our ranges (the paper gives only its axes): translation -60..+60 px in
     /// steps of 10, scale 1.0..1.8 in steps of 0.1, rotation 0..350 degrees in steps of 10.
     /// The sweep's amounts for an `input`-pixel network: the paper's, with translations scaled
     /// from 224 pixels to `input` (as the occluder is), so that a shift covers the same fraction

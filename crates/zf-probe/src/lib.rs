@@ -50,7 +50,10 @@ pub use filters::{filter_stats, FilterStats};
 pub use invariance::{invariance, transform, InvarianceCurve, Transform};
 pub use linear_probe::{fit_softmax, pooled_features, probe_layers, ProbeConfig, ProbeResult};
 pub use occlusion::{occlusion, ObjectSplit, Occlusion, OcclusionConfig};
-pub use study::{invariance_study, occlusion_study, OcclusionStudy};
+pub use study::{
+    correspondence_study, evolution_study, filter_bank_study, invariance_study, occlusion_study, CorrespondenceStudy,
+    EvolutionStudy, OcclusionStudy,
+};
 
 pub(crate) use zf_model::bail;
 

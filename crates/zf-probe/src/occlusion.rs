@@ -7,7 +7,7 @@ use zf_model::Net;
 
 use crate::{bail, check_image, Progress};
 
-/// The occluder's side in pixels (PAPER.md, ours: the paper shows the square but not its size).
+/// The occluder's side in pixels (ours: the paper shows the square but not its size).
 pub const OCCLUDER: usize = 48;
 /// The occluder's stride in pixels (ours).
 pub const STRIDE: usize = 8;

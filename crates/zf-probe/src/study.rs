@@ -1,18 +1,24 @@
-//! The analyses over a set of picked images (`zf_data::pick::Picked`, each with its label,
-//! name and annotation), each one call that returns what the `zfnet` commands write:
-//! [`occlusion_study`] (Fig. 7 for every image, its records and maps) and [`invariance_study`]
-//! (Fig. 5's sweeps for every image), with their safetensors files ([`OcclusionStudy::save`],
-//! [`save_invariance`]).
+//! The paper's analyses as studies: each one call that composes the library's pieces over its
+//! inputs and returns what the `zfnet` commands draw and write, so that the commands only parse
+//! arguments, draw and save. [`occlusion_study`] (Fig. 7 for every image, its records and maps)
+//! and [`invariance_study`] (Fig. 5's sweeps for every image), with their safetensors files
+//! ([`OcclusionStudy::save`], [`save_invariance`]); [`correspondence_study`] (Table 1: the
+//! parts' boxes, the random baseline, Δ at layers 5 and 7); [`filter_bank_study`] (Fig. 6, one
+//! first layer); [`evolution_study`] (Fig. 4 over a run's snapshots).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use candle_core::{Device, Result, Tensor};
+use candle_core::{bail, Device, Result, Tensor};
 use zf_data::pick::Picked;
-use zf_model::Net;
+use zf_model::{Net, Point, ZfNet};
 
+use crate::correspondence::{CorrespondenceRow, PartBox, RandomBoxes};
+use crate::evolution::{LayerChange, Settling};
+use crate::filters::FilterStats;
 use crate::invariance::Sweep;
 use crate::occlusion::{Occlusion, OcclusionConfig};
-use crate::records::{ImageCurve, OcclusionRecord, SweepRecord};
+use crate::records::{EvolutionLayer, ImageCurve, OcclusionRecord, StrongestRecord, SweepRecord};
 
 /// Fig. 7 over several images.
 #[derive(Clone, Debug)]
@@ -136,4 +142,161 @@ pub fn save_invariance(sweeps: &[SweepRecord], path: &Path) -> Result<()> {
         tensors.push((format!("{}.amounts", s.sweep), Tensor::from_vec(first.curve.amounts.clone(), steps, &cpu)?));
     }
     zf_model::weights::save_tensors(&tensors, Default::default(), path)
+}
+
+/// Table 1 over several images.
+#[derive(Clone, Debug)]
+pub struct CorrespondenceStudy {
+    /// Per image, each part's box in input pixels.
+    pub boxes: Vec<BTreeMap<String, PartBox>>,
+    /// The parts occluded.
+    pub parts: Vec<String>,
+    /// The random baseline (inside each object's box, off its parts, when every image has one).
+    pub random: RandomBoxes,
+    /// The paper's layers 5 and 7: the network's last conv and last hidden linear layer.
+    pub layers: [usize; 2],
+    /// Δ per part (and the random boxes) at both layers.
+    pub rows: Vec<CorrespondenceRow>,
+}
+
+/// Table 1 on `images`: each part occluded by a `box_size` square (at 224 pixels, the boxes
+/// `given` per image name instead when set), the parts `parts` (default: every part the boxes
+/// name), against `random` boxes of the same size drawn `draws` times from `seed`.
+pub fn correspondence_study(
+    net: &impl AsRef<Net>,
+    images: &[Picked],
+    given: Option<&BTreeMap<String, BTreeMap<String, PartBox>>>,
+    box_size: usize,
+    parts: Option<Vec<String>>,
+    (seed, draws): (u64, usize),
+) -> Result<CorrespondenceStudy> {
+    let net = net.as_ref();
+    let spec = net.spec();
+    let s = spec.input_size;
+    let boxes: Vec<BTreeMap<String, PartBox>> = images
+        .iter()
+        .map(|img| match (given, &img.annotation) {
+            (Some(g), _) => g.get(&img.name).cloned().unwrap_or_default(),
+            (None, Some(a)) => crate::correspondence::part_boxes(a, box_size, s),
+            (None, None) => BTreeMap::new(),
+        })
+        .collect();
+    let parts = parts.unwrap_or_else(|| {
+        let mut all: Vec<String> = boxes.iter().flat_map(|b| b.keys().cloned()).collect();
+        all.sort();
+        all.dedup();
+        all
+    });
+    if parts.is_empty() {
+        bail!("no parts to occlude: the images have no part annotations (use --split faces or --class face on the generated data, or --boxes FILE)")
+    }
+    let regions: Option<Vec<PartBox>> =
+        images.iter().map(|i| i.annotation.as_ref().map(|a| crate::correspondence::object_box(a, s))).collect();
+    let random = RandomBoxes { seed, draws, regions, ..Default::default() };
+    let (Some(l5), Some(l7)) = (spec.last_conv(), spec.last_hidden()) else {
+        bail!("{} has no conv or no hidden linear layer to compare", spec.arch)
+    };
+    let stacked = Tensor::stack(&images.iter().map(|p| p.tensor.clone()).collect::<Vec<_>>(), 0)?;
+    let rows = crate::correspondence(net, &stacked, &boxes, &parts, &[l5, l7], &random)?;
+    Ok(CorrespondenceStudy { boxes, parts, random, layers: [l5, l7], rows })
+}
+
+/// Fig. 6 for one first layer: the statistics of `net`'s conv1 filters, their change from
+/// `init` (the bank's own initial conv1 weights, when known) and, on `images` (preprocessed,
+/// `[N, 3, S, S]`), which filters are dead on data.
+pub fn filter_bank_study(net: &ZfNet, init: Option<&Tensor>, images: Option<&Tensor>) -> Result<FilterStats> {
+    let w = net.conv1.weight().to_device(&Device::Cpu)?;
+    let mut stats = crate::filter_stats(&w)?;
+    if let Some(w0) = init {
+        stats.against_init(&crate::filter_stats(&w0.to_device(&Device::Cpu)?)?);
+    }
+    if let Some(x) = images {
+        stats.dead_on_data = crate::filters::dead_on_data(net, x)?;
+    }
+    Ok(stats)
+}
+
+/// One cell of Fig. 4: a map's strongest activation at one snapshot, projected.
+#[derive(Clone, Debug)]
+pub struct EvolutionCell {
+    pub epoch: usize,
+    /// The projection, `[3, S, S]` row-major, and the receptive field it lies in,
+    /// `[x0, y0, x1, y1]` in input pixels.
+    pub projection: Vec<f32>,
+    pub receptive_field: [usize; 4],
+}
+
+/// Fig. 4 over a run's snapshots.
+#[derive(Clone, Debug)]
+pub struct EvolutionStudy {
+    /// Per conv layer, its maps and their strongest activation per snapshot.
+    pub layers: Vec<EvolutionLayer>,
+    /// Per conv layer and map, its cells over the snapshots (`cells[layer][map]`).
+    pub cells: Vec<Vec<Vec<EvolutionCell>>>,
+    /// Each layer's feature similarity to the final network, per snapshot.
+    pub settling: Settling,
+    /// Relative weight movement between consecutive snapshots, per weighted layer.
+    pub movement: Vec<Vec<LayerChange>>,
+    /// Images searched for the strongest activations.
+    pub images_searched: usize,
+}
+
+/// Fig. 4 on `snapshots` (epoch and network, the final one last): for `maps` maps spread over
+/// each conv layer, the strongest activation over the first `searched` of `images` and its
+/// projection, per snapshot (Fig. 2's search with one hit per map); each layer's similarity to
+/// the final network on the first `similarity` images (linear CKA, [`crate::evolution::settling`]);
+/// and the weights' movement. `progress(done, total)` counts (layer, snapshot) searches, then
+/// snapshots compared.
+pub fn evolution_study(
+    snapshots: &[(usize, ZfNet)],
+    images: &Tensor,
+    (searched, similarity): (usize, usize),
+    maps: usize,
+    progress: crate::Progress<'_>,
+) -> Result<EvolutionStudy> {
+    let Some((_, first)) = snapshots.first() else { bail!("evolution_study: no snapshots") };
+    let config = first.config().clone();
+    let n = images.dim(0)?;
+    let layers = [Point::Conv1, Point::Conv2, Point::Conv3, Point::Conv4, Point::Conv5];
+    let total = layers.len() * snapshots.len() + snapshots.len();
+    let searched = images.narrow(0, 0, n.min(searched))?;
+    let (mut records, mut all_cells) = (Vec::new(), Vec::new());
+    let mut done = 0;
+    for layer in layers {
+        let [c, _, _] = zf_deconv::layer_shape(&config, layer)?;
+        let m = maps.clamp(1, c);
+        let chosen: Vec<usize> = (0..m).map(|i| i * c / m).collect();
+        let mut cells: Vec<Vec<EvolutionCell>> = vec![Vec::new(); m];
+        let mut strongest = Vec::new();
+        for (epoch, net) in snapshots {
+            let one = zf_deconv::Fig2Config { top: 1, one_per_image: true, batch: 32 };
+            let found =
+                zf_deconv::top_projections_of(net, vec![(layer, chosen.clone())], one, &searched, &mut |_, _, _| {})?;
+            for (mi, m) in found.iter().enumerate() {
+                let Some(p) = m.hits.first() else { continue };
+                cells[mi].push(EvolutionCell {
+                    epoch: *epoch,
+                    projection: p.projection.clone(),
+                    receptive_field: p.receptive_field,
+                });
+                let h = p.hit;
+                strongest.push(StrongestRecord {
+                    epoch: *epoch,
+                    map: m.map,
+                    image: h.image,
+                    position: (h.y, h.x),
+                    value: h.value,
+                });
+            }
+            done += 1;
+            progress(done, total);
+        }
+        records.push(EvolutionLayer { layer: layer.name().to_string(), maps: chosen, strongest });
+        all_cells.push(cells);
+    }
+    let similar = images.narrow(0, 0, n.min(similarity))?;
+    let pairs: Vec<(usize, &ZfNet)> = snapshots.iter().map(|(e, net)| (*e, net)).collect();
+    let settling = crate::evolution::settling(&pairs, &similar, &layers, &mut |d, _| progress(done + d, total))?;
+    let movement = snapshots.windows(2).map(|w| crate::weight_change(&w[0].1, &w[1].1)).collect::<Result<Vec<_>>>()?;
+    Ok(EvolutionStudy { layers: records, cells: all_cells, settling, movement, images_searched: searched.dim(0)? })
 }

@@ -122,3 +122,8 @@ pub fn out_dir(dir: &Path) -> Result<()> {
 pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
     Ok(zf_data::write_atomic(path, &serde_json::to_vec_pretty(value)?)?)
 }
+
+/// The name of class `c`, or its number when the network has no names.
+pub fn class_name(classes: &[String], c: usize) -> String {
+    classes.get(c).cloned().unwrap_or_else(|| c.to_string())
+}

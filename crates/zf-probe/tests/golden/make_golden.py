@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Golden fixtures for zf-probe's tests, made by an independent PyTorch implementation of the
-occlusion maps (Fig. 7) and of the correspondence measure Δ (Table 1, PAPER.md's definition).
+occlusion maps (Fig. 7) and of the correspondence measure Δ (Table 1, as zf_probe::correspondence defines it).
 
 Writes, beside this file:
   probe.weights.safetensors  a reduced-width ZFNet (zfnet's keys, config in the metadata)
