@@ -20,7 +20,7 @@ fn snapshot(name: &str, actual: &str) {
 #[test]
 fn paper_network_has_the_papers_size() {
     let t = ZfConfig::paper().table().unwrap();
-    // PAPER.md: 62,357,608 parameters.
+    // The paper's network: 62,357,608 parameters.
     assert_eq!(t.total_params(), 62_357_608);
     // Multiply-adds of the convolutions and linear layers, out_maps * out_h * out_w * in_maps * k * k:
     // conv1 96*110*110*3*49 + conv2 256*26*26*96*25 + conv3 384*13*13*256*9
@@ -34,7 +34,7 @@ fn paper_network_has_the_papers_size() {
         + 4096 * 4096
         + 4096 * 1000;
     assert_eq!(t.total_macs(), want);
-    // "About 1.17 G" (PAPER.md's 1,170.33 M also counts the pooling and normalization layers).
+    // "About 1.17 G" (1,170.33 M when counting the pooling and normalization layers).
     assert!((t.total_macs() as f64 / 1e9 - 1.17).abs() < 0.005);
     // The output sizes of the paper's Fig. 3.
     let shape = |n: &str| t.row(n).unwrap().shape.clone();

@@ -518,4 +518,5 @@ pub use linear::linear;
 pub(crate) use linear::Linear;
 pub use lrn::lrn;
 pub(crate) use lrn::Lrn;
-pub use pool::pool_values;
+pub(crate) use pool::{pool_backward_into, pool_forward_into};
+pub use pool::{pool_max, pool_switches, pool_values};
