@@ -61,7 +61,7 @@ pub fn departures(run: &Run) -> Vec<String> {
         ));
     }
     d.push("Measurements that stand in for the paper's pictures: Fig. 4's claim is decided on each layer's feature similarity to the final network (linear CKA on 300 validation images, every epoch a snapshot when the run is shorter than the paper's eight snapshot epochs), not on the pictures; Fig. 6's spectra are taken on one 32x32 DFT grid for both kernel sizes, in cycles per input pixel; dead filters are counted on data (mean response below 1% of the median filter's on 95% of 200 validation images).".into());
-    d.push("Where the paper is silent, PAPER.md's choices (marked \"ours\") are used: conv1 padding 1, ceil-mode pools, LRN n=5, the occluder's size and stride, invariance ranges, the Hamming distance of Table 1.".into());
+    d.push("Where the paper is silent, our choices (marked \"ours\" in the crates' docs) are used: conv1 padding 1, ceil-mode pools, LRN n=5, the occluder's size and stride, invariance ranges, the Hamming distance of Table 1.".into());
     d
 }
 

@@ -61,6 +61,10 @@ pub struct Args {
     /// Use the AlexNet-style first layer (11x11 stride 4; the paper's Fig. 6 comparison).
     #[arg(long)]
     alexnet_first_layer: bool,
+    /// Feature maps of conv1..conv5, comma-separated (default: the preset's), e.g. a wider
+    /// first layer for Fig. 6's per-filter statistics: 48,32,48,48,32.
+    #[arg(long, value_name = "LIST", value_parser = parse_channels)]
+    channels: Option<[usize; 5]>,
     /// Validate on the centre crop only (default of the preset otherwise; paper: ten crops).
     #[arg(long)]
     centre_crop_eval: bool,
@@ -188,6 +192,16 @@ struct Flag {
     switch: bool,
 }
 
+/// `--channels`: five positive counts, conv1..conv5.
+fn parse_channels(v: &str) -> Result<[usize; 5], String> {
+    let counts: Vec<usize> = v
+        .split(',')
+        .map(|c| c.trim().parse::<usize>().ok().filter(|&c| c > 0))
+        .collect::<Option<_>>()
+        .ok_or_else(|| format!("`{v}`: expected five positive counts, conv1..conv5, e.g. 48,32,48,48,32"))?;
+    counts.try_into().map_err(|c: Vec<usize>| format!("`{v}`: {} counts, expected five (conv1..conv5)", c.len()))
+}
+
 /// Sets `*slot` to `v` when the flag was given.
 fn set<T: Clone>(given: &Option<T>, slot: &mut T) -> bool {
     if let Some(v) = given {
@@ -279,6 +293,12 @@ const FLAGS: &[Flag] = &[
             zf_model::FirstLayer::AlexNet => "the AlexNet-style first layer".into(),
         },
         switch: true,
+    },
+    Flag {
+        name: "--channels",
+        apply: |a, s| Ok(set(&a.channels, &mut s.config.model.channels)),
+        shown: |s| s.config.model.channels.map(|c| c.to_string()).join(","),
+        switch: false,
     },
     Flag {
         name: "--centre-crop-eval",

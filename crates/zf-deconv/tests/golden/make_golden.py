@@ -3,7 +3,7 @@
 F.max_pool2d(ceil_mode=True, return_indices=True) on the forward pass, then, from one kept
 activation of conv1..conv5 down to the pixels, F.relu, F.conv_transpose2d with the layer's own
 weights (no bias; output_padding restoring the layer's input size) and F.max_unpool2d with the
-recorded switches; LRN is passed through unchanged (DESIGN.md, "The deconvnet").
+recorded switches; LRN is passed through unchanged (as zf_deconv documents).
 
 Writes, beside this file, for the ZF and the AlexNet-style first layer:
   <case>.weights.safetensors   weights under zfnet's keys, the config in metadata "zfnet.config"
