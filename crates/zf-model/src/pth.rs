@@ -24,6 +24,79 @@ use candle_core::{DType, Device, Result, Tensor};
 /// Keys under which training scripts store the state dict beside epochs and optimizer state.
 pub const WRAPPER_KEYS: [&str; 4] = ["state_dict", "model", "net", "model_state_dict"];
 
+/// Declares [`Op`]: the pickle opcodes a PyTorch checkpoint uses, named as Python's
+/// `pickletools` names them, with their bytes.
+macro_rules! opcodes {
+    ($($name:ident = $byte:expr, $doc:literal;)*) => {
+        /// A pickle opcode this reader runs (anything else is an error naming its byte).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        enum Op {
+            $(#[doc = $doc] $name,)*
+        }
+
+        impl Op {
+            fn from_byte(byte: u8) -> Option<Self> {
+                match byte {
+                    $(b if b == $byte => Some(Op::$name),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+opcodes! {
+    Proto = 0x80, "PROTO: the protocol version (skipped)";
+    Frame = 0x95, "FRAME: a frame's length (skipped)";
+    Stop = b'.', "STOP: the pickle's value is the top of the stack";
+    Mark = b'(', "MARK";
+    EmptyDict = b'}', "EMPTY_DICT";
+    EmptyList = b']', "EMPTY_LIST";
+    EmptyTuple = b')', "EMPTY_TUPLE";
+    None = b'N', "NONE";
+    NewTrue = 0x88, "NEWTRUE";
+    NewFalse = 0x89, "NEWFALSE";
+    BinInt = b'J', "BININT: 4-byte signed";
+    BinInt1 = b'K', "BININT1: 1-byte unsigned";
+    BinInt2 = b'M', "BININT2: 2-byte unsigned";
+    Long1 = 0x8a, "LONG1: a little-endian two's-complement integer of a 1-byte length";
+    Long4 = 0x8b, "LONG4: the same with a 4-byte length";
+    BinFloat = b'G', "BINFLOAT: 8-byte big-endian";
+    BinUnicode = b'X', "BINUNICODE: UTF-8 of a 4-byte length";
+    ShortBinUnicode = 0x8c, "SHORT_BINUNICODE: of a 1-byte length";
+    BinUnicode8 = 0x8d, "BINUNICODE8: of an 8-byte length";
+    BinString = b'T', "BINSTRING (protocol 2's str)";
+    ShortBinString = b'U', "SHORT_BINSTRING";
+    BinBytes = b'B', "BINBYTES";
+    ShortBinBytes = b'C', "SHORT_BINBYTES";
+    BinBytes8 = 0x8e, "BINBYTES8";
+    Tuple = b't', "TUPLE: everything above the mark";
+    Tuple1 = 0x85, "TUPLE1";
+    Tuple2 = 0x86, "TUPLE2";
+    Tuple3 = 0x87, "TUPLE3";
+    List = b'l', "LIST: everything above the mark";
+    Dict = b'd', "DICT: the pairs above the mark";
+    Append = b'a', "APPEND";
+    Appends = b'e', "APPENDS";
+    SetItem = b's', "SETITEM";
+    SetItems = b'u', "SETITEMS";
+    Global = b'c', "GLOBAL: module and name as two lines";
+    StackGlobal = 0x93, "STACK_GLOBAL: module and name from the stack";
+    Reduce = b'R', "REDUCE: a call";
+    NewObj = 0x81, "NEWOBJ";
+    NewObjEx = 0x92, "NEWOBJ_EX";
+    Build = b'b', "BUILD: an object's state";
+    BinPersId = b'Q', "BINPERSID: a persistent id (a tensor's storage)";
+    BinPut = b'q', "BINPUT: memo store, 1-byte key";
+    LongBinPut = b'r', "LONG_BINPUT: 4-byte key";
+    Memoize = 0x94, "MEMOIZE: memo store at the next key";
+    BinGet = b'h', "BINGET: memo load, 1-byte key";
+    LongBinGet = b'j', "LONG_BINGET: 4-byte key";
+    Pop = b'0', "POP";
+    PopMark = b'1', "POP_MARK";
+    Dup = b'2', "DUP";
+}
+
 /// A value on the pickle machine's stack.
 #[derive(Clone, Debug)]
 pub enum Value {
@@ -152,36 +225,42 @@ impl Machine {
     /// Runs one pickle from `c` to its STOP and returns the result.
     fn run(&mut self, c: &mut Cursor<'_>) -> Result<Value> {
         loop {
-            let op = c.u8()?;
+            let byte = c.u8()?;
+            let Some(op) = Op::from_byte(byte) else {
+                return err(format!(
+                    "pickle opcode 0x{byte:02x} at byte {} is not one a PyTorch checkpoint uses",
+                    c.pos - 1
+                ));
+            };
             match op {
-                0x80 => {
+                Op::Proto => {
                     c.u8()?;
-                } // PROTO
-                0x95 => {
+                }
+                Op::Frame => {
                     c.u64()?;
-                } // FRAME
-                b'.' => return self.pop(),
-                b'(' => self.stack.push(Value::Mark),
-                b'}' => self.stack.push(Value::Dict(Rc::default())),
-                b']' => self.stack.push(Value::List(Rc::default())),
-                b')' => self.stack.push(Value::Tuple(Rc::default())),
-                b'N' => self.stack.push(Value::None),
-                0x88 => self.stack.push(Value::Bool(true)),
-                0x89 => self.stack.push(Value::Bool(false)),
-                b'J' => {
+                }
+                Op::Stop => return self.pop(),
+                Op::Mark => self.stack.push(Value::Mark),
+                Op::EmptyDict => self.stack.push(Value::Dict(Rc::default())),
+                Op::EmptyList => self.stack.push(Value::List(Rc::default())),
+                Op::EmptyTuple => self.stack.push(Value::Tuple(Rc::default())),
+                Op::None => self.stack.push(Value::None),
+                Op::NewTrue => self.stack.push(Value::Bool(true)),
+                Op::NewFalse => self.stack.push(Value::Bool(false)),
+                Op::BinInt => {
                     let v = c.u32()? as i32;
                     self.stack.push(Value::Int(v.into()))
                 }
-                b'K' => {
+                Op::BinInt1 => {
                     let v = c.u8()?;
                     self.stack.push(Value::Int(v.into()))
                 }
-                b'M' => {
+                Op::BinInt2 => {
                     let v = c.u16()?;
                     self.stack.push(Value::Int(v.into()))
                 }
-                0x8a | 0x8b => {
-                    let n = if op == 0x8a { c.u8()? as usize } else { c.u32()? as usize };
+                Op::Long1 | Op::Long4 => {
+                    let n = if op == Op::Long1 { c.u8()? as usize } else { c.u32()? as usize };
                     let b = c.take(n)?;
                     if n <= 8 {
                         let fill = if b.last().is_some_and(|&x| x & 0x80 != 0) { 0xff } else { 0 };
@@ -192,75 +271,79 @@ impl Machine {
                         self.stack.push(Value::BigInt(b.to_vec()));
                     }
                 }
-                b'G' => {
+                Op::BinFloat => {
                     let b = c.take(8)?;
                     let mut a = [0u8; 8];
                     a.copy_from_slice(b);
                     self.stack.push(Value::Float(f64::from_be_bytes(a)));
                 }
-                b'X' | 0x8c | 0x8d | b'T' | b'U' => {
+                Op::BinUnicode | Op::ShortBinUnicode | Op::BinUnicode8 | Op::BinString | Op::ShortBinString => {
                     let n = match op {
-                        b'X' | b'T' => c.u32()? as usize,
-                        0x8d => c.u64()? as usize,
+                        Op::BinUnicode | Op::BinString => c.u32()? as usize,
+                        Op::BinUnicode8 => c.u64()? as usize,
                         _ => c.u8()? as usize,
                     };
                     let s = c.string(n)?;
                     self.stack.push(Value::Str(s));
                 }
-                b'B' | b'C' | 0x8e => {
+                Op::BinBytes | Op::ShortBinBytes | Op::BinBytes8 => {
                     let n = match op {
-                        b'B' => c.u32()? as usize,
-                        0x8e => c.u64()? as usize,
+                        Op::BinBytes => c.u32()? as usize,
+                        Op::BinBytes8 => c.u64()? as usize,
                         _ => c.u8()? as usize,
                     };
                     let b = c.take(n)?.to_vec();
                     self.stack.push(Value::Bytes(b));
                 }
-                b't' => {
+                Op::Tuple => {
                     let items = self.pop_mark()?;
                     self.stack.push(Value::Tuple(Rc::new(items)))
                 }
-                0x85..=0x87 => {
-                    let n = (op - 0x84) as usize;
+                Op::Tuple1 | Op::Tuple2 | Op::Tuple3 => {
+                    let n = match op {
+                        Op::Tuple1 => 1,
+                        Op::Tuple2 => 2,
+                        _ => 3,
+                    };
                     if self.stack.len() < n {
                         return err("the pickle builds a tuple from an empty stack");
                     }
                     let items = self.stack.split_off(self.stack.len() - n);
                     self.stack.push(Value::Tuple(Rc::new(items)))
                 }
-                b'l' => {
+                Op::List => {
                     let items = self.pop_mark()?;
                     self.stack.push(Value::List(Rc::new(RefCell::new(items))))
                 }
-                b'd' => {
+                Op::Dict => {
                     let items = self.pop_mark()?;
                     let pairs = pairs(items)?;
                     self.stack.push(Value::Dict(Rc::new(RefCell::new(pairs))))
                 }
-                b'a' => {
+                Op::Append => {
                     let v = self.pop()?;
                     append(self.top()?, vec![v])?
                 }
-                b'e' => {
+                Op::Appends => {
                     let items = self.pop_mark()?;
                     append(self.top()?, items)?
                 }
-                b's' => {
+                Op::SetItem => {
                     let v = self.pop()?;
                     let k = self.pop()?;
                     set_items(self.top()?, vec![(k, v)])?
                 }
-                b'u' => {
+                Op::SetItems => {
                     let items = self.pop_mark()?;
                     let pairs = pairs(items)?;
                     set_items(self.top()?, pairs)?
                 }
-                b'c' => {
+                Op::Global => {
                     let module = c.line()?;
                     let name = c.line()?;
                     self.stack.push(Value::Global(format!("{module}.{name}")))
                 }
-                0x93 => {
+                Op::StackGlobal => {
                     let name = self.pop()?;
                     let module = self.pop()?;
                     match (module, name) {
@@ -268,72 +351,66 @@ impl Machine {
                         _ => return err("STACK_GLOBAL without two strings"),
                     }
                 }
-                b'R' => {
+                Op::Reduce => {
                     let args = self.pop()?;
                     let f = self.pop()?;
                     let v = self.call(f, args)?;
                     self.stack.push(v)
                 }
-                0x81 => {
+                Op::NewObj => {
                     let _args = self.pop()?;
                     let cls = self.pop()?;
                     let v = self.call(cls, Value::Tuple(Rc::default()))?;
                     self.stack.push(v)
                 }
-                0x92 => {
+                Op::NewObjEx => {
                     let _kwargs = self.pop()?;
                     let _args = self.pop()?;
                     let cls = self.pop()?;
                     let v = self.call(cls, Value::Tuple(Rc::default()))?;
                     self.stack.push(v)
                 }
-                b'b' => {
+                Op::Build => {
                     // BUILD: an object's state. A dict's state (OrderedDict's `_metadata`) and an
                     // opaque object's are dropped: nothing here needs them.
                     let _state = self.pop()?;
                 }
-                b'Q' => {
+                Op::BinPersId => {
                     let pid = self.pop()?;
                     let v = self.persistent(pid)?;
                     self.stack.push(v)
                 }
-                b'q' => {
+                Op::BinPut => {
                     let i = c.u8()?.into();
                     let v = self.top()?.clone();
                     self.memo.insert(i, v);
                 }
-                b'r' => {
+                Op::LongBinPut => {
                     let i = c.u32()?;
                     let v = self.top()?.clone();
                     self.memo.insert(i, v);
                 }
-                0x94 => {
+                Op::Memoize => {
                     let i = self.memo.len() as u32;
                     let v = self.top()?.clone();
                     self.memo.insert(i, v);
                 }
-                b'h' | b'j' => {
-                    let i = if op == b'h' { c.u8()?.into() } else { c.u32()? };
+                Op::BinGet | Op::LongBinGet => {
+                    let i = if op == Op::BinGet { c.u8()?.into() } else { c.u32()? };
                     match self.memo.get(&i) {
                         Some(v) => self.stack.push(v.clone()),
                         None => return err(format!("the pickle refers to memo entry {i}, which it never stored")),
                     }
                 }
-                b'0' => {
+                Op::Pop => {
                     self.pop()?;
                 }
-                b'1' => {
+                Op::PopMark => {
                     self.pop_mark()?;
                 }
-                b'2' => {
+                Op::Dup => {
                     let v = self.top()?.clone();
                     self.stack.push(v)
-                }
-                _ => {
-                    return err(format!(
-                        "pickle opcode 0x{op:02x} at byte {} is not one a PyTorch checkpoint uses",
-                        c.pos - 1
-                    ))
                 }
             }
         }
