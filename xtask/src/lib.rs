@@ -9,8 +9,9 @@
 //! - [`screenshot`](mod@screenshot): `cargo xtask report-screenshot DIR`, the report rendered in
 //!   headless Chromium, failing on broken images and script errors.
 //!
-//! xtask imports no workspace crate (its dependencies are serde_json, clap and ctrlc): it builds in seconds
-//! and drives the `zfnet` binary, built through `$CARGO`, when it needs the network.
+//! xtask imports one workspace crate, zf-io (atomic writes and the `StageTime` record the report
+//! reads; beside it serde_json, clap and ctrlc): it builds in seconds and drives the `zfnet`
+//! binary, built through `$CARGO`, when it needs the network.
 
 pub mod bench;
 pub mod gpu;

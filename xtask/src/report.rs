@@ -77,7 +77,7 @@ pub fn write_report(run: &Run, wall: f64) -> Result<PathBuf, String> {
         "network": run.network.as_ref().map(|n| n.arch.clone()),
         "seed": run.opts.seed,
         "wall_seconds": wall,
-        "stages": run.times.iter().map(|t| json!({"stage": t.name, "seconds": t.seconds, "skipped": t.skipped})).collect::<Vec<_>>(),
+        "stages": run.times,
         "departures": departures(run),
     });
     write(&run.path("reproduce.json"), &serde_json::to_vec_pretty(&about).unwrap_or_default())?;

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use zf_io::StageTime;
+
 /// The error of a stage stopped by Ctrl-C: the run stops, the stage is not marked done, and
 /// `cargo xtask reproduce-paper` exits with status 130.
 pub const INTERRUPTED: &str = "interrupted by Ctrl-C: run the same command again to resume";
@@ -196,14 +198,6 @@ pub struct Options {
     pub device: Option<String>,
 }
 
-/// One stage's record.
-#[derive(Clone, Debug)]
-pub struct StageTime {
-    pub name: String,
-    pub seconds: f64,
-    pub skipped: bool,
-}
-
 /// The run: where things are, and how to call zfnet.
 #[derive(Debug)]
 pub struct Run {
@@ -333,7 +327,7 @@ impl Run {
                 .and_then(|v| v["seconds"].as_f64())
                 .unwrap_or(0.0);
             eprintln!("== {name}: done before ({seconds:.1} s), skipped (--force reruns it)");
-            self.times.push(StageTime { name: name.into(), seconds, skipped: true });
+            self.times.push(StageTime { stage: name.into(), seconds, skipped: true });
             return Ok(());
         }
         eprintln!("== {name} ...");
@@ -351,7 +345,7 @@ impl Run {
             &serde_json::to_vec_pretty(&serde_json::json!({ "stage": name, "seconds": seconds })).unwrap_or_default(),
         )?;
         eprintln!("== {name}: {seconds:.1} s");
-        self.times.push(StageTime { name: name.into(), seconds, skipped: false });
+        self.times.push(StageTime { stage: name.into(), seconds, skipped: false });
         Ok(())
     }
 }
@@ -373,26 +367,13 @@ pub fn safetensors_metadata(path: &Path, key: &str) -> Option<String> {
     v["__metadata__"][key].as_str().map(String::from)
 }
 
-/// Writes a file, creating its folder.
+/// Writes a file atomically (zf-io's, as the crates write: never a half-written marker or
+/// report file), creating its folder.
 pub fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
     }
-    // tempfile's persist, as the crates write: never a half-written marker or report file.
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let cannot = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
-    let mut tmp = {
-        // An ordinary output file's mode (0o666 less the umask), not a temporary file's 0o600.
-        let mut builder = tempfile::Builder::new();
-        #[cfg(unix)]
-        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-        builder.tempfile_in(dir)
-    }
-    .map_err(cannot)?;
-    std::io::Write::write_all(tmp.as_file_mut(), bytes).map_err(cannot)?;
-    tmp.as_file().sync_all().map_err(cannot)?;
-    tmp.persist(path).map_err(|e| cannot(e.error))?;
-    Ok(())
+    zf_io::write_atomic(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 fn s(v: impl ToString) -> String {

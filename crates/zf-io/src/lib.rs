@@ -12,7 +12,10 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
-//! Depends on tempfile only; every other workspace crate may use it.
+//! Also the one record that crosses from the driver to the report: [`StageTime`], which
+//! `cargo xtask reproduce-paper` writes into `reproduce.json` and zf-report reads back.
+//!
+//! Depends on tempfile and serde only; every other workspace crate, and xtask, may use it.
 
 use std::fs::File;
 use std::io::Write;
@@ -29,6 +32,15 @@ pub fn write_atomic_with(path: &Path, write: impl FnOnce(&mut File) -> std::io::
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
+}
+
+/// One stage of a reproduction and its wall time, as `reproduce.json` lists them.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StageTime {
+    pub stage: String,
+    pub seconds: f64,
+    /// Done by an earlier invocation (its recorded time).
+    pub skipped: bool,
 }
 
 /// Writes `bytes` to `path` atomically.

@@ -51,14 +51,8 @@ impl std::fmt::Display for ReportError {
 
 impl std::error::Error for ReportError {}
 
-/// One stage's wall time.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StageTime {
-    pub stage: String,
-    pub seconds: f64,
-    /// Done by an earlier invocation (its recorded time).
-    pub skipped: bool,
-}
+/// One stage's wall time (the record xtask writes; defined once, in zf-io).
+pub use zf_io::StageTime;
 
 /// How the run was made: `reproduce.json` in the run's folder, written by `cargo xtask
 /// reproduce-paper` (the profile, the options, the stage times and the departures from the
