@@ -4,7 +4,8 @@
 //! - [`bench`](mod@bench): zfnet against the PyTorch reference, side by side, with ratios.
 //! - [`reproduce`](mod@reproduce): `cargo xtask reproduce-paper`, the whole paper in resumable
 //!   stages, and [`report`](mod@report), which hands the run to `zfnet report` (the zf-report
-//!   crate: typed results, the claims, the page).
+//!   crate: typed results, the claims, the page); [`stages`](mod@stages), their `zfnet` commands
+//!   as typed values.
 //! - [`gpu`](mod@gpu): `cargo xtask check-gpu`, the CUDA build checked (installing the toolkit).
 //! - [`screenshot`](mod@screenshot): `cargo xtask report-screenshot DIR`, the report rendered in
 //!   headless Chromium, failing on broken images and script errors.
@@ -18,6 +19,7 @@ pub mod gpu;
 pub mod report;
 pub mod reproduce;
 pub mod screenshot;
+pub mod stages;
 pub mod tidy;
 
 use std::path::{Path, PathBuf};

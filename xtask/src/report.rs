@@ -81,6 +81,6 @@ pub fn write_report(run: &Run, wall: f64) -> Result<PathBuf, String> {
         "departures": departures(run),
     });
     write(&run.path("reproduce.json"), &serde_json::to_vec_pretty(&about).unwrap_or_default())?;
-    run.zfnet(&["report".to_string(), run.path("").display().to_string()])?;
+    run.zfnet(&crate::stages::Cmd::Report { run: run.path("") })?;
     Ok(run.path("report"))
 }

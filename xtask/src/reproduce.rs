@@ -14,6 +14,8 @@ use std::time::Instant;
 
 use zf_io::StageTime;
 
+use crate::stages::{Cmd, On, Parts, Training};
+
 /// The error of a stage stopped by Ctrl-C: the run stops, the stage is not marked done, and
 /// `cargo xtask reproduce-paper` exits with status 130.
 pub const INTERRUPTED: &str = "interrupted by Ctrl-C: run the same command again to resume";
@@ -267,15 +269,17 @@ impl Run {
         self.opts.weights.is_none()
     }
 
-    /// `--mean FILE` for the main network: always for ZFNet; for another network only when the
-    /// file exists (else the commands take ImageNet's channel means, as torchvision's networks
-    /// were trained with).
-    pub fn mean_args(&self) -> Vec<String> {
+    /// The main network's mean image for the commands: always for ZFNet; for another network
+    /// only when the file exists (else the commands take ImageNet's channel means, as
+    /// torchvision's networks were trained with).
+    pub fn mean_for_commands(&self) -> Option<PathBuf> {
         let m = self.mean();
-        if self.network.is_some() && !m.is_file() {
-            return vec![];
-        }
-        vec![s("--mean"), m.display().to_string()]
+        (self.network.is_none() || m.is_file()).then_some(m)
+    }
+
+    /// The main network on `data`.
+    fn on(&self, data: PathBuf) -> On {
+        On { weights: self.weights(), mean: self.mean_for_commands(), data }
     }
 
     /// What `zfnet info --weights W --json` says of the given weights: `Some` for a network
@@ -296,12 +300,13 @@ impl Run {
         }))
     }
 
-    /// Runs `zfnet args...` with the device flag, inheriting the terminal (progress bars).
-    /// A command stopped by Ctrl-C (exit status 130, or a SIGINT seen here while it ran) is
-    /// [`INTERRUPTED`], so that its stage is not marked done.
-    pub fn zfnet(&self, args: &[String]) -> Result<(), String> {
+    /// Runs the `zfnet` command `cmd` with the device flag, inheriting the terminal (progress
+    /// bars). A command stopped by Ctrl-C (exit status 130, or a SIGINT seen here while it ran)
+    /// is [`INTERRUPTED`], so that its stage is not marked done.
+    pub fn zfnet(&self, cmd: &Cmd) -> Result<(), String> {
+        let args = cmd.args();
         let mut cmd = Command::new(&self.zfnet);
-        cmd.args(args);
+        cmd.args(&args);
         if let Some(d) = &self.opts.device {
             cmd.args(["--device", d]);
         }
@@ -376,55 +381,30 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
     zf_io::write_atomic(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
-fn s(v: impl ToString) -> String {
-    v.to_string()
-}
-
-/// The `zfnet train` arguments of one run.
-fn train_args(run: &Run, dir: &str, extra: &[&str], epochs: usize) -> Vec<String> {
+/// The `zfnet train` command of one run: resumed when an earlier invocation left a checkpoint,
+/// else a new run (its folder cleared) with the profile's recipe.
+fn train_cmd(run: &Run, dir: &str, ablation: Option<&'static str>, epochs: usize) -> Cmd {
     let p = &run.opts.profile;
     let out = run.path(dir);
-    if out.join("checkpoint.safetensors").exists() && !run.opts.force {
-        // Interrupted before: continue where it stopped.
-        return vec![
-            s("train"),
-            s("--data"),
-            run.data_dir().display().to_string(),
-            s("--out"),
-            out.display().to_string(),
-            s("--resume"),
-        ];
-    }
-    if out.exists() {
-        let _ = std::fs::remove_dir_all(&out);
-    }
-    let mut a = vec![
-        s("train"),
-        s("--data"),
-        run.data_dir().display().to_string(),
-        s("--config"),
-        s(p.train_config),
-        s("--epochs"),
-        s(epochs),
-        s("--seed"),
-        s(run.opts.seed),
-        s("--out"),
-        out.display().to_string(),
-    ];
-    for (flag, v) in [
-        ("--channels", p.channels.map(|c| c.map(|v| v.to_string()).join(","))),
-        ("--lr", p.lr.map(|v| v.to_string())),
-        ("--batch", p.batch.map(|v| v.to_string())),
-        ("--dropout", p.dropout.map(|v| v.to_string())),
-        ("--patience", p.patience.map(|v| v.to_string())),
-    ] {
-        if let Some(v) = v {
-            a.push(s(flag));
-            a.push(v);
+    let how = if out.join("checkpoint.safetensors").exists() && !run.opts.force {
+        Training::Resume
+    } else {
+        if out.exists() {
+            let _ = std::fs::remove_dir_all(&out);
         }
-    }
-    a.extend(extra.iter().map(s));
-    a
+        Training::New {
+            config: p.train_config,
+            epochs,
+            seed: run.opts.seed,
+            channels: p.channels,
+            lr: p.lr,
+            batch: p.batch,
+            dropout: p.dropout,
+            patience: p.patience,
+            ablation,
+        }
+    };
+    Cmd::Train { data: run.data_dir(), out, how }
 }
 
 /// Runs every stage, then writes the report. Returns the report's folder.
@@ -455,30 +435,23 @@ pub fn reproduce(root: &Path, opts: Options) -> Result<PathBuf, String> {
         run.stage("data", |r| {
             let out = r.path("data");
             let _ = std::fs::remove_dir_all(&out);
-            r.zfnet(&[
-                s("data"),
-                s("generate"),
-                s("--out"),
-                out.display().to_string(),
-                s("--per-class"),
-                s(p.per_class),
-                s("--val-per-class"),
-                s(p.val_per_class),
-                s("--clutter"),
-                s(p.clutter),
-                s("--transfer-per-class"),
-                s(p.transfer_per_class),
-                s("--faces"),
-                s(p.correspondence_images),
-                s("--seed"),
-                s(r.opts.seed),
-            ])
+            r.zfnet(&Cmd::Generate {
+                out,
+                per_class: p.per_class,
+                val_per_class: p.val_per_class,
+                clutter: p.clutter,
+                transfer_per_class: p.transfer_per_class,
+                faces: p.correspondence_images,
+                seed: r.opts.seed,
+            })
         })?;
     }
     if run.trains() {
-        run.stage("train", |r| r.zfnet(&train_args(r, "runs/zfnet", &[], p.epochs)))?;
-        run.stage("train-alexnet", |r| r.zfnet(&train_args(r, "runs/alexnet", &["--alexnet-first-layer"], p.epochs)))?;
-        run.stage("train-no-renorm", |r| r.zfnet(&train_args(r, "runs/no-renorm", &["--no-renorm"], p.epochs)))?;
+        run.stage("train", |r| r.zfnet(&train_cmd(r, "runs/zfnet", None, p.epochs)))?;
+        run.stage("train-alexnet", |r| {
+            r.zfnet(&train_cmd(r, "runs/alexnet", Some("--alexnet-first-layer"), p.epochs))
+        })?;
+        run.stage("train-no-renorm", |r| r.zfnet(&train_cmd(r, "runs/no-renorm", Some("--no-renorm"), p.epochs)))?;
     }
     let nets: Vec<(&str, String)> = if run.trains() {
         vec![
@@ -489,55 +462,43 @@ pub fn reproduce(root: &Path, opts: Options) -> Result<PathBuf, String> {
     } else {
         vec![("zfnet", run.weights())]
     };
-    let mean = run.mean().display().to_string();
+    let mean = run.mean();
     run.stage("eval", |r| {
         for (name, w) in &nets {
             let m = Path::new(w).with_file_name("mean.safetensors");
-            let mut a = vec![s("eval"), s("--weights"), w.clone(), s("--data"), r.data_dir().display().to_string()];
-            if r.network.is_none() || m.is_file() {
-                a.extend([s("--mean"), m.display().to_string()]);
-            }
-            a.extend([s("--ten-crop"), s("--out"), r.path(&format!("eval/{name}.json")).display().to_string()]);
-            r.zfnet(&a)?;
+            r.zfnet(&Cmd::Eval {
+                weights: w.clone(),
+                data: r.data_dir(),
+                mean: (r.network.is_none() || m.is_file()).then_some(m),
+                out: r.path(&format!("eval/{name}.json")),
+            })?;
         }
         Ok(())
     })?;
-    let common = |r: &Run| -> Vec<String> {
-        let mut a = vec![s("--weights"), r.weights()];
-        a.extend(r.mean_args());
-        a.extend([s("--data"), r.data_dir().display().to_string()]);
-        a
-    };
     run.stage("fig2", |r| {
         // The paper's layers 1-5: ZFNet's conv1..conv5; another network's conv before each pool
         // (visualize's default).
-        let mut a = vec![s("visualize"), s("--weights"), r.weights()];
-        a.extend(r.mean_args());
-        a.extend([s("--data"), r.val_dir().display().to_string()]);
-        a.extend([s("--maps"), s(p.maps), s("--top"), s(p.top), s("--limit"), s(p.search)]);
-        a.extend([s("--out"), r.path("fig2").display().to_string()]);
-        r.zfnet(&a)
+        r.zfnet(&Cmd::Visualize {
+            on: r.on(r.val_dir()),
+            layers: None,
+            maps: p.maps,
+            top: p.top,
+            limit: p.search,
+            out: r.path("fig2"),
+        })
     })?;
     if run.trains() {
         run.stage("fig4", |r| {
-            r.zfnet(&[
-                s("evolution"),
-                s("--run"),
-                r.path("runs/zfnet").display().to_string(),
-                s("--data"),
-                r.data_dir().display().to_string(),
-                s("--limit"),
-                s(p.search),
-                s("--out"),
-                r.path("fig4").display().to_string(),
-            ])
+            r.zfnet(&Cmd::Evolution {
+                run: r.path("runs/zfnet"),
+                data: r.data_dir(),
+                limit: p.search,
+                out: r.path("fig4"),
+            })
         })?;
     }
     run.stage("fig5", |r| {
-        let mut a = vec![s("invariance")];
-        a.extend(common(r));
-        a.extend([s("--images"), s(p.invariance_images), s("--out"), r.path("fig5").display().to_string()]);
-        r.zfnet(&a)
+        r.zfnet(&Cmd::Invariance { on: r.on(r.data_dir()), images: p.invariance_images, out: r.path("fig5") })
     })?;
     // Fig. 6 compares ZFNet's first layers (and reads ZFNet's files); another network's run
     // skips it and the report says why its claims are not testable.
@@ -549,34 +510,27 @@ pub fn reproduce(root: &Path, opts: Options) -> Result<PathBuf, String> {
         if !zfnet_only {
             return Ok(());
         }
-        let mut a = vec![s("filters"), s("--data"), r.data_dir().display().to_string(), s("--mean"), mean.clone()];
-        for (name, w) in &nets {
-            a.extend([s("--weights"), format!("{name}={w}")]);
-        }
-        a.extend([s("--out"), r.path("fig6").display().to_string()]);
-        r.zfnet(&a)?;
+        r.zfnet(&Cmd::Filters {
+            data: r.data_dir(),
+            mean: mean.clone(),
+            banks: nets.iter().map(|(n, w)| (n.to_string(), w.clone())).collect(),
+            out: r.path("fig6"),
+        })?;
         // Layer-2 projections of each first layer (the paper's Fig. 6 (b)-(e)).
         for (name, w) in &nets {
-            let m = Path::new(w).with_file_name("mean.safetensors");
-            r.zfnet(&[
-                s("visualize"),
-                s("--weights"),
-                w.clone(),
-                s("--mean"),
-                m.display().to_string(),
-                s("--data"),
-                r.val_dir().display().to_string(),
-                s("--layers"),
-                s("2"),
-                s("--maps"),
-                s(p.maps),
-                s("--top"),
-                s(p.top),
-                s("--limit"),
-                s(p.search),
-                s("--out"),
-                r.path(&format!("fig6/layer2-{name}")).display().to_string(),
-            ])?;
+            let on = On {
+                weights: w.clone(),
+                mean: Some(Path::new(w).with_file_name("mean.safetensors")),
+                data: r.val_dir(),
+            };
+            r.zfnet(&Cmd::Visualize {
+                on,
+                layers: Some("2".into()),
+                maps: p.maps,
+                top: p.top,
+                limit: p.search,
+                out: r.path(&format!("fig6/layer2-{name}")),
+            })?;
         }
         Ok(())
     })?;
@@ -586,12 +540,13 @@ pub fn reproduce(root: &Path, opts: Options) -> Result<PathBuf, String> {
         ((v * size) as f64 / 224.0).round().max(1.0) as usize
     };
     run.stage("fig7", |r| {
-        let mut a = vec![s("occlusion")];
-        a.extend(common(r));
-        a.extend([s("--images"), s(p.occlusion_images), s("--size"), s(px(r, p.occlusion_size))]);
-        a.extend([s("--stride"), s(px(r, p.occlusion_stride))]);
-        a.extend([s("--out"), r.path("fig7").display().to_string()]);
-        r.zfnet(&a)
+        r.zfnet(&Cmd::Occlusion {
+            on: r.on(r.data_dir()),
+            images: p.occlusion_images,
+            size: px(r, p.occlusion_size),
+            stride: px(r, p.occlusion_stride),
+            out: r.path("fig7"),
+        })
     })?;
     let generated = run.opts.data.is_none();
     // Table 1 needs part boxes: the generated faces' annotations, or DATA/boxes.json for a
@@ -610,17 +565,21 @@ pub fn reproduce(root: &Path, opts: Options) -> Result<PathBuf, String> {
         if !has_parts {
             return Ok(());
         }
-        let mut a = vec![s("correspondence")];
-        a.extend(common(r));
-        if generated {
+        let parts = if generated {
             // Aligned frontal faces, as the paper's five dog faces (`zfnet data generate`).
-            a.extend([s("--split"), s("faces")]);
+            Parts::Faces
         } else if boxes.is_file() {
-            a.extend([s("--boxes"), boxes.display().to_string()]);
-        }
-        a.extend([s("--images"), s(p.correspondence_images), s("--box"), s(px(r, p.correspondence_box))]);
-        a.extend([s("--out"), r.path("table1").display().to_string()]);
-        r.zfnet(&a)
+            Parts::Boxes(boxes.clone())
+        } else {
+            Parts::Annotations
+        };
+        r.zfnet(&Cmd::Correspondence {
+            on: r.on(r.data_dir()),
+            parts,
+            images: p.correspondence_images,
+            box_size: px(r, p.correspondence_box),
+            out: r.path("table1"),
+        })
     })?;
     run.stage("table7", |r| {
         // Transfer: classes the network never trained on (the generated set's held-out
@@ -628,13 +587,13 @@ pub fn reproduce(root: &Path, opts: Options) -> Result<PathBuf, String> {
         // report marks not testable.
         let transfer = r.data_dir().join("transfer-train").is_dir();
         let splits = if transfer { ["transfer-train", "transfer-val"] } else { ["train", "val"] };
-        let mut a = vec![s("probe-layers"), s("--train-split"), s(splits[0]), s("--test-split"), s(splits[1])];
-        a.extend([s("--weights"), r.weights()]);
-        a.extend(r.mean_args());
-        a.extend([s("--data"), r.data_dir().display().to_string()]);
-        a.extend([s("--train-size"), s(p.probe_train), s("--test-size"), s(p.probe_test)]);
-        a.extend([s("--out"), r.path("table7").display().to_string()]);
-        r.zfnet(&a)
+        r.zfnet(&Cmd::ProbeLayers {
+            on: r.on(r.data_dir()),
+            splits,
+            train_size: p.probe_train,
+            test_size: p.probe_test,
+            out: r.path("table7"),
+        })
     })?;
     let wall = started.elapsed().as_secs_f64();
     let report = crate::report::write_report(&run, wall)?;
