@@ -1,5 +1,6 @@
 //! The tidy check: every crate's dependencies follow the layering of ARCHITECTURE.md
-//! ("Cross-cutting rules"), every source file says why it exists in a first `//!` line, and none is longer than [`MAX_LINES`].
+//! ("Cross-cutting rules"), every source file says why it exists in a first `//!` line, none is
+//! longer than [`MAX_LINES`], and every repository path a doc names exists ([`DOC_ROOTS`]).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,11 @@ pub const BINARY: &str = "zf-cli";
 
 /// The longest a source file may be: past it, a file holds more than one idea.
 pub const MAX_LINES: usize = 800;
+
+/// Where a repository path a doc names starts: a word that begins with one of these in a
+/// markdown file at the root or in a crate, or in a Rust comment, must name a file or folder
+/// that exists (globs and placeholders, `*`, `{`, `<`, `$`, `...`, are not paths).
+pub const DOC_ROOTS: &[&str] = &["crates/", "python/", "xtask/", "data/", "tests/", ".ci/"];
 
 /// Runs every check on the workspace at `root`; returns one line per violation.
 pub fn check(root: &Path) -> Vec<String> {
@@ -84,7 +90,68 @@ pub fn check(root: &Path) -> Vec<String> {
             }
         }
     }
+    problems.extend(missing_doc_paths(root));
     problems
+}
+
+/// The paths docs name that do not exist: in `*.md` at the root and in `crates/*`, and in the
+/// comments of every Rust file. Root-level markdown names (README.md's links) count too.
+fn missing_doc_paths(root: &Path) -> Vec<String> {
+    let mut docs: Vec<(PathBuf, bool)> = Vec::new();
+    let mds = |dir: &Path| -> Vec<PathBuf> {
+        let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
+        let mut v: Vec<PathBuf> =
+            rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "md")).collect();
+        v.sort();
+        v
+    };
+    docs.extend(mds(root).into_iter().map(|p| (p, false)));
+    for manifest in member_manifests(root) {
+        if let Some(dir) = manifest.parent().filter(|d| *d != root) {
+            docs.extend(mds(dir).into_iter().map(|p| (p, false)));
+        }
+    }
+    for dir in ["crates", "xtask", "tests"] {
+        docs.extend(rust_files(&root.join(dir)).into_iter().map(|p| (p, true)));
+    }
+    let mut problems = Vec::new();
+    for (file, rust) in docs {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        let rel = file.strip_prefix(root).unwrap_or(&file).display().to_string();
+        for (n, line) in text.lines().enumerate() {
+            let line = if rust {
+                match line.trim_start().strip_prefix("//") {
+                    Some(comment) => comment,
+                    None => continue,
+                }
+            } else {
+                line
+            };
+            for path in named_paths(line) {
+                if !root.join(&path).exists() {
+                    problems.push(format!("{rel}:{}: names `{path}`, which does not exist", n + 1));
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// The repository paths one line of a doc names (see [`DOC_ROOTS`]).
+fn named_paths(line: &str) -> Vec<String> {
+    let separators = |c: char| c.is_whitespace() || "`'\"()[]<>,;|=".contains(c);
+    line.split(separators)
+        .map(|w| w.trim_end_matches(['.', ':', '!', '?']))
+        .filter(|w| {
+            let rooted = DOC_ROOTS.iter().any(|r| w.starts_with(r));
+            let md_link = w.ends_with(".md")
+                && !w.contains('/')
+                && w.len() > 3
+                && w.chars().next().is_some_and(|c| c.is_ascii_uppercase());
+            (rooted || md_link) && !w.contains(['*', '{', '}', '$']) && !w.contains("...")
+        })
+        .map(str::to_string)
+        .collect()
 }
 
 fn list(names: &[&str]) -> String {

@@ -102,3 +102,25 @@ fn the_binary_may_not_depend_on_a_numeric_crate() {
     assert_eq!(problems.len(), 2, "{joined}");
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn docs_naming_missing_paths_are_rejected() {
+    let root = scratch("paths");
+    krate(&root, "zf-model", "", "");
+    write(
+        &root.join("crates/zf-model/src/here.rs"),
+        "//! See `crates/zf-model/src/lib.rs` and crates/zf-model/src/gone.rs.\n",
+    );
+    write(
+        &root.join("README.md"),
+        "Run `python/missing.py`, read [the map](ARCHITECTURE.md) and `crates/zf-model/src/`; \
+         globs such as `data/*.jpg` and user paths like runs/small are not checked.\n",
+    );
+    let problems = xtask::tidy::check(&root);
+    let joined = problems.join("\n");
+    assert!(joined.contains("crates/zf-model/src/here.rs:1: names `crates/zf-model/src/gone.rs`"), "{joined}");
+    assert!(joined.contains("README.md:1: names `python/missing.py`"), "{joined}");
+    assert!(joined.contains("README.md:1: names `ARCHITECTURE.md`"), "{joined}");
+    assert_eq!(problems.len(), 3, "{joined}");
+    std::fs::remove_dir_all(&root).unwrap();
+}

@@ -129,7 +129,7 @@ pub fn list_images(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 }
 
 /// ImageNet's 1000 ILSVRC-2012 class names, one per line in class-index order, as torchvision,
-/// Keras and imgclsmob number them (source: `data/SOURCES.md` in this crate).
+/// Keras and imgclsmob number them (source: `crates/zf-data/data/SOURCES.md`).
 pub const IMAGENET_CLASSES: &str = include_str!("../data/imagenet_classes.txt");
 
 /// [`IMAGENET_CLASSES`] as a list (index = class).

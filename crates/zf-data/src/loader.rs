@@ -20,7 +20,7 @@ use crate::{Dataset, Sample};
 /// Which of the ten crops each image gives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Crops {
-    /// One of the ten, drawn uniformly per image per epoch (training, PAPER.md).
+    /// One of the ten, drawn uniformly per image per epoch (training, the paper's Sec. 3).
     Random,
     /// The centre crop only.
     Centre,

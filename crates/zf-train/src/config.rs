@@ -73,7 +73,7 @@ pub const CPU_CONV1_INIT_SCALE: f64 = 0.1;
 pub const PRESETS: &[&str] = &["paper", "small", "tiny"];
 
 impl TrainConfig {
-    /// The paper's recipe (Sec. 3, PAPER.md): the paper's network, batch 128, learning rate
+    /// The paper's recipe (Sec. 3): the paper's network, batch 128, learning rate
     /// 1e-2, momentum 0.9, no weight decay, Gaussian init with std 1e-2, renormalization to RMS
     /// 0.1, 70 epochs, ten-crop validation, the paper's snapshot epochs.
     pub fn paper() -> Self {
