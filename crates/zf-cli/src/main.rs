@@ -38,10 +38,13 @@ fn keep_freed_memory() {
 /// Train ZFNet (Zeiler & Fergus 2014), look inside it with the deconvnet, and re-run the paper's
 /// analyses.
 ///
-/// Layers are named as in the paper's Fig. 3 and the weights files: conv1..conv5, fc6, fc7, fc8
-/// (the paper's "layer 1..7" are conv1..conv5, fc6, fc7; both spellings are accepted).
-/// Weights are safetensors files, given as a path or as hf://owner/repo[@revision]/file from
-/// the Hugging Face hub cache (HF_HOME, HF_HUB_CACHE and HF_HUB_OFFLINE are honoured).
+/// ZFNet's layers are named as in the paper's Fig. 3 and the weights files: conv1..conv5, fc6,
+/// fc7, fc8 (the paper's "layer 1..7" are conv1..conv5, fc6, fc7; both spellings are accepted).
+/// torchvision's AlexNet and VGG load from the files PyTorch wrote (.pth or safetensors); their
+/// layers answer to torchvision's keys (features.28) or aliases (conv5_3, fc7): `zfnet info
+/// --weights FILE` lists them. Weights are given as a path or as
+/// hf://owner/repo[@revision]/file from the Hugging Face hub cache (HF_HOME, HF_HUB_CACHE and
+/// HF_HUB_OFFLINE are honoured).
 #[derive(Debug, Parser)]
 #[command(name = "zfnet", version, propagate_version = true, max_term_width = 100)]
 struct Cli {
