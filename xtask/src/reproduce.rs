@@ -269,17 +269,16 @@ impl Run {
         self.opts.weights.is_none()
     }
 
-    /// The main network's mean image for the commands: always for ZFNet; for another network
-    /// only when the file exists (else the commands take ImageNet's channel means, as
-    /// torchvision's networks were trained with).
-    pub fn mean_for_commands(&self) -> Option<PathBuf> {
-        let m = self.mean();
+    /// A mean image `m` for the commands: always for ZFNet; for another network only when the
+    /// file exists (else the commands take ImageNet's channel means, as torchvision's networks
+    /// were trained with).
+    fn mean_if_used(&self, m: PathBuf) -> Option<PathBuf> {
         (self.network.is_none() || m.is_file()).then_some(m)
     }
 
     /// The main network on `data`.
     fn on(&self, data: PathBuf) -> On {
-        On { weights: self.weights(), mean: self.mean_for_commands(), data }
+        On { weights: self.weights(), mean: self.mean_if_used(self.mean()), data }
     }
 
     /// What `zfnet info --weights W --json` says of the given weights: `Some` for a network
@@ -383,7 +382,7 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
 
 /// The `zfnet train` command of one run: resumed when an earlier invocation left a checkpoint,
 /// else a new run (its folder cleared) with the profile's recipe.
-fn train_cmd(run: &Run, dir: &str, ablation: Option<&'static str>, epochs: usize) -> Cmd {
+fn train_cmd(run: &Run, dir: &str, ablation: Option<&'static str>) -> Cmd {
     let p = &run.opts.profile;
     let out = run.path(dir);
     let how = if out.join("checkpoint.safetensors").exists() && !run.opts.force {
@@ -394,7 +393,7 @@ fn train_cmd(run: &Run, dir: &str, ablation: Option<&'static str>, epochs: usize
         }
         Training::New {
             config: p.train_config,
-            epochs,
+            epochs: p.epochs,
             seed: run.opts.seed,
             channels: p.channels,
             lr: p.lr,
@@ -447,11 +446,9 @@ pub fn reproduce(root: &Path, opts: Options) -> Result<PathBuf, String> {
         })?;
     }
     if run.trains() {
-        run.stage("train", |r| r.zfnet(&train_cmd(r, "runs/zfnet", None, p.epochs)))?;
-        run.stage("train-alexnet", |r| {
-            r.zfnet(&train_cmd(r, "runs/alexnet", Some("--alexnet-first-layer"), p.epochs))
-        })?;
-        run.stage("train-no-renorm", |r| r.zfnet(&train_cmd(r, "runs/no-renorm", Some("--no-renorm"), p.epochs)))?;
+        run.stage("train", |r| r.zfnet(&train_cmd(r, "runs/zfnet", None)))?;
+        run.stage("train-alexnet", |r| r.zfnet(&train_cmd(r, "runs/alexnet", Some("--alexnet-first-layer"))))?;
+        run.stage("train-no-renorm", |r| r.zfnet(&train_cmd(r, "runs/no-renorm", Some("--no-renorm"))))?;
     }
     let nets: Vec<(&str, String)> = if run.trains() {
         vec![
@@ -469,7 +466,7 @@ pub fn reproduce(root: &Path, opts: Options) -> Result<PathBuf, String> {
             r.zfnet(&Cmd::Eval {
                 weights: w.clone(),
                 data: r.data_dir(),
-                mean: (r.network.is_none() || m.is_file()).then_some(m),
+                mean: r.mean_if_used(m),
                 out: r.path(&format!("eval/{name}.json")),
             })?;
         }

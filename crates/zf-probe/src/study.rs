@@ -196,7 +196,7 @@ pub fn correspondence_study(
     let (Some(l5), Some(l7)) = (spec.last_conv(), spec.last_hidden()) else {
         bail!("{} has no conv or no hidden linear layer to compare", spec.arch)
     };
-    let stacked = Tensor::stack(&images.iter().map(|p| p.tensor.clone()).collect::<Vec<_>>(), 0)?;
+    let stacked = zf_data::pick::stack(images).map_err(candle_core::Error::wrap)?;
     let rows = crate::correspondence(net, &stacked, &boxes, &parts, &[l5, l7], &random)?;
     Ok(CorrespondenceStudy { boxes, parts, random, layers: [l5, l7], rows })
 }

@@ -70,12 +70,12 @@ pub fn filters(args: FiltersArgs, device: &Device) -> Result<()> {
             None => None,
             Some(data) => {
                 let mean = match (crate::args::mean_beside(&path), &args.mean) {
-                (Some(beside), _) => zf_data::MeanImage::load(&beside)?,
-                (None, Some(m)) => crate::args::mean_for(&path, Some(m))?,
-                (None, None) => bail!(
-                    "{path}: no mean.safetensors beside it, and dead filters on data need the training set's mean image: give --mean FILE"
-                ),
-            };
+                    (Some(beside), _) => zf_data::MeanImage::load(&beside)?,
+                    (None, Some(m)) => crate::args::mean_for(&path, Some(m))?,
+                    (None, None) => bail!(
+                        "{path}: no mean.safetensors beside it, and dead filters on data need the training set's mean image: give --mean FILE"
+                    ),
+                };
                 let pre = zf_data::Preprocess::for_input(net.config().input_size);
                 let set = zf_data::DataSpec::parse(data, &zf_data::GeneratedConfig::default()).open(
                     zf_data::Split::Val,

@@ -60,18 +60,13 @@ impl ConvTranspose {
     /// its shape, input `[O, Ho, Wo]` (`o` channels) to output `[C, H, W]`.
     pub(super) fn as_forward(&self, n: usize, o: usize) -> Option<ConvShape> {
         let s = self.s;
-        let fits = s.g.kernel == 3 && s.g.stride == 1 && s.py <= 2 && s.px <= 2;
-        let fwd = ConvShape {
-            g: ConvGeometry::new(3, 1, 2 - s.g.padding.min(2)),
-            c: o,
-            h: s.ho,
-            w: s.wo,
-            ho: s.h,
-            wo: s.w,
-            py: 2 - s.py.min(2),
-            px: 2 - s.px.min(2),
-        };
-        (fits && winograd::applies_forward(fwd.g, fwd.ho, fwd.wo, n)).then_some(fwd)
+        if s.g.kernel != 3 || s.g.stride != 1 || s.py > 2 || s.px > 2 {
+            return None;
+        }
+        // The placement is `py`, `px` (Winograd's tiles read those, not the geometry's padding).
+        let g = ConvGeometry::new(3, 1, 0);
+        let fwd = ConvShape { g, c: o, h: s.ho, w: s.wo, ho: s.h, wo: s.w, py: 2 - s.py, px: 2 - s.px };
+        winograd::applies_forward(g, fwd.ho, fwd.wo, n).then_some(fwd)
     }
 }
 
