@@ -19,7 +19,7 @@ use rayon::prelude::*;
 use zf_model::Net;
 
 use crate::occlusion::{checked_offsets, positions, strongest_map, Occlusion, OcclusionConfig};
-use crate::{bail, Progress};
+use crate::{bail, never_stop, Progress, Steer};
 
 /// A recomputed window of one position: origin `(y, x)`, side `l`, values `[C, l, l]`.
 #[derive(Clone, Copy, Debug)]
@@ -122,6 +122,18 @@ pub fn occlusion_by_windows(
     config: OcclusionConfig,
     progress: Progress<'_>,
 ) -> Result<Occlusion> {
+    let done = occlusion_by_windows_steered(net, image, label, config, &mut never_stop(progress))?;
+    done.ok_or_else(|| candle_core::Error::Msg("occlusion stopped without a stop request".into()))
+}
+
+/// [`occlusion_by_windows`], stoppable after every batch (see [`crate::occlusion_steered`]).
+pub fn occlusion_by_windows_steered(
+    net: &impl AsRef<Net>,
+    image: &Tensor,
+    label: usize,
+    config: OcclusionConfig,
+    steer: Steer<'_>,
+) -> Result<Option<Occlusion>> {
     let net = net.as_ref();
     let offsets = checked_offsets(net, image, label, config)?;
     // The unoccluded activations: every stage's input, and the last conv's output ("conv5").
@@ -204,9 +216,11 @@ pub fn occlusion_by_windows(
         true_prob.extend(prob.i((.., label))?.to_vec1::<f32>()?);
         top_label.extend(prob.argmax(D::Minus1)?.to_vec1::<u32>()?);
         done += chunk.len();
-        progress(done, positions.len());
+        if steer(done, positions.len()).is_break() {
+            return Ok(None);
+        }
     }
-    Ok(Occlusion {
+    Ok(Some(Occlusion {
         config,
         offsets,
         label,
@@ -217,7 +231,7 @@ pub fn occlusion_by_windows(
         clean_feature_map,
         clean_prob: clean_prob_v,
         clean_top,
-    })
+    }))
 }
 
 #[cfg(test)]

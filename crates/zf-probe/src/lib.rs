@@ -49,7 +49,7 @@ pub use evolution::weight_change;
 pub use filters::{filter_stats, FilterStats};
 pub use invariance::{invariance, transform, InvarianceCurve, Transform};
 pub use linear_probe::{fit_softmax, pooled_features, probe_layers, ProbeConfig, ProbeResult};
-pub use occlusion::{occlusion, ObjectSplit, Occlusion, OcclusionConfig};
+pub use occlusion::{occlusion, occlusion_steered, ObjectSplit, Occlusion, OcclusionConfig};
 pub use study::{
     correspondence_study, evolution_study, filter_bank_study, invariance_study, occlusion_study, CorrespondenceStudy,
     EvolutionStudy, OcclusionStudy,
@@ -69,3 +69,16 @@ pub(crate) fn check_image(image: &Tensor, s: usize) -> Result<()> {
 
 /// Progress callback: `(done, total)`.
 pub type Progress<'a> = &'a mut dyn FnMut(usize, usize);
+
+/// A progress callback that may stop the work: `(done, total)`, returning
+/// [`ControlFlow::Break`](std::ops::ControlFlow::Break) to stop after the current batch (an
+/// explorer's cancel button).
+pub type Steer<'a> = &'a mut dyn FnMut(usize, usize) -> std::ops::ControlFlow<()>;
+
+/// A [`Steer`] that never stops, reporting to `progress`.
+pub(crate) fn never_stop(progress: Progress<'_>) -> impl FnMut(usize, usize) -> std::ops::ControlFlow<()> + '_ {
+    move |d, t| {
+        progress(d, t);
+        std::ops::ControlFlow::Continue(())
+    }
+}

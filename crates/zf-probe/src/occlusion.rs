@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use zf_deconv::Deconvnet;
 use zf_model::Net;
 
-use crate::{bail, check_image, Progress};
+use crate::{bail, check_image, never_stop, Progress, Steer};
 
 /// The occluder's side in pixels (ours: the paper shows the square but not its size).
 pub const OCCLUDER: usize = 48;
@@ -167,11 +167,24 @@ pub fn occlusion(
     config: OcclusionConfig,
     progress: Progress<'_>,
 ) -> Result<Occlusion> {
+    let done = occlusion_steered(net, image, label, config, &mut never_stop(progress))?;
+    done.ok_or_else(|| candle_core::Error::Msg("occlusion stopped without a stop request".into()))
+}
+
+/// [`occlusion()`], stoppable: `steer(done, total)` is called after every batch of square
+/// positions and may break, which returns `Ok(None)` (nothing half-computed is returned).
+pub fn occlusion_steered(
+    net: &impl AsRef<Net>,
+    image: &Tensor,
+    label: usize,
+    config: OcclusionConfig,
+    steer: Steer<'_>,
+) -> Result<Option<Occlusion>> {
     let net = net.as_ref();
     if zf_model::device::fused(image) {
-        crate::incremental::occlusion_by_windows(net, image, label, config, progress)
+        crate::incremental::occlusion_by_windows_steered(net, image, label, config, steer)
     } else {
-        occlusion_dense(net, image, label, config, progress)
+        occlusion_dense_steered(net, image, label, config, steer)
     }
 }
 
@@ -184,6 +197,18 @@ pub fn occlusion_dense(
     config: OcclusionConfig,
     progress: Progress<'_>,
 ) -> Result<Occlusion> {
+    let done = occlusion_dense_steered(net, image, label, config, &mut never_stop(progress))?;
+    done.ok_or_else(|| candle_core::Error::Msg("occlusion stopped without a stop request".into()))
+}
+
+/// [`occlusion_dense`], stoppable after every batch (see [`occlusion_steered`]).
+pub fn occlusion_dense_steered(
+    net: &impl AsRef<Net>,
+    image: &Tensor,
+    label: usize,
+    config: OcclusionConfig,
+    steer: Steer<'_>,
+) -> Result<Option<Occlusion>> {
     let net = net.as_ref();
     let s = net.spec().input_size;
     let offsets = checked_offsets(net, image, label, config)?;
@@ -209,9 +234,11 @@ pub fn occlusion_dense(
         feature_map.extend(maps.i((.., map))?.flatten_from(1)?.sum(1)?.to_vec1::<f32>()?);
         true_prob.extend(prob.i((.., label))?.to_vec1::<f32>()?);
         top_label.extend(top);
-        progress((b * config.batch + chunk.len()).min(positions.len()), positions.len());
+        if steer((b * config.batch + chunk.len()).min(positions.len()), positions.len()).is_break() {
+            return Ok(None);
+        }
     }
-    Ok(Occlusion {
+    Ok(Some(Occlusion {
         config,
         offsets,
         label,
@@ -222,7 +249,7 @@ pub fn occlusion_dense(
         clean_feature_map,
         clean_prob: clean_prob_v,
         clean_top: clean_top_v,
-    })
+    }))
 }
 
 /// Sets the pixels of box `[x0, y0, x1, y1)` (clipped) of a `[3, S, S]` image to 0.

@@ -9,7 +9,7 @@ use zf_model::init::{init_net, Init};
 use zf_model::{Point, ZfConfig, ZfNet};
 use zf_probe::invariance::Sweep;
 use zf_probe::occlusion::occlude;
-use zf_probe::{correspondence, invariance, occlusion, OcclusionConfig};
+use zf_probe::{correspondence, invariance, occlusion, occlusion_steered, OcclusionConfig};
 
 fn net() -> ZfNet {
     let mut cfg = ZfConfig::tiny().with_input_size(64);
@@ -52,6 +52,46 @@ fn occlusion_maps_equal_forward_passes_of_the_occluded_images() {
     assert!(peaks.iter().all(|&p| p <= peaks[occ.map]));
     assert!(occlusion(&net, &img, 10, cfg, &mut |_, _| ()).is_err(), "class 10 of 10");
     assert!(occlusion(&net, &img.i((.., ..32, ..32)).unwrap(), 0, cfg, &mut |_, _| ()).is_err());
+}
+
+#[test]
+fn a_steered_occlusion_stops_when_asked_and_otherwise_equals_the_plain_one() {
+    use std::ops::ControlFlow;
+    let net = net();
+    let img = image(1);
+    let cfg = OcclusionConfig { size: 16, stride: 12, batch: 5 };
+    let plain = occlusion(&net, &img, 2, cfg, &mut |_, _| ()).unwrap();
+    // Both paths: the windowed one (what the CPU in f32 runs) and the dense one.
+    type Steered = fn(
+        &ZfNet,
+        &Tensor,
+        usize,
+        OcclusionConfig,
+        zf_probe::Steer<'_>,
+    ) -> candle_core::Result<Option<zf_probe::Occlusion>>;
+    let paths: [Steered; 2] = [
+        |n, i, l, c, s| occlusion_steered(n, i, l, c, s),
+        |n, i, l, c, s| zf_probe::occlusion::occlusion_dense_steered(n, i, l, c, s),
+    ];
+    for run in paths {
+        let mut calls = 0;
+        let stopped = run(&net, &img, 2, cfg, &mut |_, _| {
+            calls += 1;
+            if calls == 2 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .unwrap();
+        assert!(stopped.is_none(), "a break stops it");
+        assert_eq!(calls, 2, "stopped after the batch that broke");
+        let full = run(&net, &img, 2, cfg, &mut |_, _| ControlFlow::Continue(())).unwrap().unwrap();
+        assert_eq!(full.true_prob.len(), plain.true_prob.len());
+        for (a, b) in full.true_prob.iter().zip(&plain.true_prob) {
+            assert!((a - b).abs() < 1e-5);
+        }
+    }
 }
 
 #[test]
