@@ -18,6 +18,8 @@
 //!   snapshots.
 //! - [`linear_probe`](mod@linear_probe) — Table 7: a softmax classifier fitted on one frozen layer's pooled
 //!   features.
+//! - [`fig2_index`](mod@fig2_index) — Fig. 2's top-k hits and projections on disk, written once
+//!   by `zfnet visualize` and read by the explorer (`zfnet serve`).
 //! - [`study`](mod@study) — the analyses over a set of picked images, one call each, with the
 //!   files the `zfnet` commands write.
 //! - [`stats`](mod@stats) — bootstrap intervals, so that a claim is decided by an effect and its
@@ -35,6 +37,7 @@
 
 pub mod correspondence;
 pub mod evolution;
+pub mod fig2_index;
 pub mod filters;
 pub mod incremental;
 pub mod invariance;
@@ -51,8 +54,8 @@ pub use invariance::{invariance, transform, InvarianceCurve, Transform};
 pub use linear_probe::{fit_softmax, pooled_features, probe_layers, ProbeConfig, ProbeResult};
 pub use occlusion::{occlusion, occlusion_steered, ObjectSplit, Occlusion, OcclusionConfig};
 pub use study::{
-    correspondence_study, evolution_study, filter_bank_study, invariance_study, occlusion_study, CorrespondenceStudy,
-    EvolutionStudy, OcclusionStudy,
+    correspondence_study, evolution_study, fig2_study, filter_bank_study, invariance_study, occlusion_study,
+    CorrespondenceStudy, EvolutionStudy, Fig2Study, OcclusionStudy,
 };
 
 pub(crate) use zf_model::bail;

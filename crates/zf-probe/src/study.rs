@@ -4,10 +4,12 @@
 //! and [`invariance_study`] (Fig. 5's sweeps for every image), with their safetensors files
 //! ([`OcclusionStudy::save`], [`save_invariance`]); [`correspondence_study`] (Table 1: the
 //! parts' boxes, the random baseline, Δ at layers 5 and 7); [`filter_bank_study`] (Fig. 6, one
-//! first layer); [`evolution_study`] (Fig. 4 over a run's snapshots).
+//! first layer); [`evolution_study`] (Fig. 4 over a run's snapshots); [`fig2_study`] (Fig. 2's
+//! top-k over a data set, with its index, [`Fig2Study::save_index`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{bail, Device, Result, Tensor};
 use zf_data::pick::Picked;
@@ -299,4 +301,118 @@ pub fn evolution_study(
     let settling = crate::evolution::settling(&pairs, &similar, &layers, &mut |d, _| progress(done + d, total))?;
     let movement = snapshots.windows(2).map(|w| crate::weight_change(&w[0].1, &w[1].1)).collect::<Result<Vec<_>>>()?;
     Ok(EvolutionStudy { layers: records, cells: all_cells, settling, movement, images_searched: searched.dim(0)? })
+}
+
+/// Fig. 2 over a data set: the hits, their projections and the document `topk.json` holds.
+#[derive(Clone, Debug)]
+pub struct Fig2Study {
+    /// What `topk.json` lists (every hit's image, position, value and receptive field).
+    pub doc: crate::records::Fig2Doc,
+    /// The hits with their projections, in the document's order.
+    pub maps: Vec<zf_deconv::MapHits<String>>,
+    /// `S`, the network's input side.
+    pub input_size: usize,
+}
+
+/// Fig. 2 for the maps of `selection` (`(layer name, maps)`, conv layers) over `dataset`'s
+/// images (centre crops, `mean` subtracted): one streaming pass keeps each map's `config.top`
+/// strongest activations, then each is projected alone ([`zf_deconv::top_projections`]).
+/// `weights` and `data` name the sources in the document. `progress(phase, done, total)`
+/// follows the search and the projections.
+pub fn fig2_study(
+    net: &impl AsRef<Net>,
+    dataset: Arc<dyn zf_data::Dataset>,
+    mean: &zf_data::MeanImage,
+    selection: Vec<(String, Vec<usize>)>,
+    config: zf_deconv::Fig2Config,
+    (weights, data): (&str, &str),
+    progress: &mut dyn FnMut(zf_deconv::Phase, usize, usize),
+) -> Result<Fig2Study> {
+    let net = net.as_ref();
+    let size = net.spec().input_size;
+    let device = net.device();
+    let pre = dataset.preprocess();
+    if pre.crop != size {
+        bail!("the data set gives {0}x{0} crops, the network takes {size}x{size}", pre.crop)
+    }
+    let msg = |e: zf_data::DataError| candle_core::Error::Msg(e.to_string());
+    let loader = zf_data::Loader::new(
+        dataset.clone(),
+        Some(mean),
+        zf_data::LoaderConfig::eval(config.batch, zf_data::Crops::Centre),
+    )
+    .map_err(msg)?;
+    // The hits' images again, preprocessed as the loader does (centre crop, mean off).
+    let mut load = |indices: &[usize]| -> Result<Tensor> {
+        zf_data::pick::centre_crops(dataset.as_ref(), indices, mean, &device).map(|(x, _)| x).map_err(msg)
+    };
+    let mut search = loader.epoch(0).map(|b| {
+        let b = b.map_err(msg)?;
+        Ok((b.indices.clone(), b.images.to_device(&device)?))
+    });
+    let maps = zf_deconv::top_projections(net, selection, config, &mut search, dataset.len(), &mut load, progress)?;
+    drop(search);
+    let mut records = Vec::with_capacity(maps.len());
+    for m in &maps {
+        let mut hits = Vec::with_capacity(m.hits.len());
+        for (rank, p) in m.hits.iter().enumerate() {
+            let h = p.hit;
+            let on_object = dataset
+                .annotation(h.image)
+                .map_err(msg)?
+                .and_then(|a| zf_deconv::energy_on_box(&p.projection, size, p.receptive_field, a.in_crop(&pre).bbox));
+            hits.push(crate::records::Fig2Hit {
+                rank,
+                image: h.image,
+                source: dataset.describe(h.image),
+                position: (h.y, h.x),
+                value: h.value,
+                receptive_field: p.receptive_field,
+                object_energy: on_object.map(|o| o.0),
+                object_area: on_object.map(|o| o.1),
+            });
+        }
+        records.push(crate::records::Fig2Map { layer: m.layer.clone(), map: m.map, hits });
+    }
+    let doc = crate::records::Fig2Doc {
+        weights: weights.to_string(),
+        data: data.to_string(),
+        images_searched: dataset.len(),
+        skipped: loader.skipped(),
+        top: config.top,
+        one_per_image: config.one_per_image,
+        maps: records,
+    };
+    Ok(Fig2Study { doc, maps, input_size: size })
+}
+
+impl Fig2Study {
+    /// Layer `layer`'s projections, `[hits, 3, S, S]` in the document's order.
+    pub fn projections(&self, layer: &str) -> Result<Tensor> {
+        let s = self.input_size;
+        let rows: Vec<Tensor> = self
+            .maps
+            .iter()
+            .filter(|m| m.layer == layer)
+            .flat_map(|m| &m.hits)
+            .map(|p| Tensor::from_slice(&p.projection, (3, s, s), &Device::Cpu))
+            .collect::<Result<_>>()?;
+        if rows.is_empty() {
+            return Tensor::zeros((0, 3, s, s), candle_core::DType::F32, &Device::Cpu);
+        }
+        Tensor::stack(&rows, 0)
+    }
+
+    /// Writes the index `zfnet serve` reads ([`crate::fig2_index`]) to `dir`: `topk.json` and
+    /// one projections file per layer.
+    pub fn save_index(&self, dir: &Path, arch: &str) -> Result<()> {
+        let mut layers: Vec<String> = Vec::new();
+        for m in &self.maps {
+            if !layers.contains(&m.layer) {
+                layers.push(m.layer.clone());
+            }
+        }
+        let projections = layers.iter().map(|l| Ok((l.clone(), self.projections(l)?))).collect::<Result<Vec<_>>>()?;
+        crate::fig2_index::write_index(dir, arch, &self.doc, &projections)
+    }
 }

@@ -1,13 +1,11 @@
 //! `zfnet visualize`: the paper's Fig. 2 — for feature maps of layers 1-5, the top-k
 //! activations over a data set, each projected to pixels beside its image patch.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use zf_data::{Crop, Crops, GeneratedConfig, Loader, LoaderConfig, MeanImage, Preprocess};
-use zf_model::{Device, LayerKind, Point, Tensor};
-use zf_probe::records::{Fig2Doc, Fig2Hit, Fig2Map};
+use zf_data::{Crop, GeneratedConfig, MeanImage, Preprocess};
+use zf_model::{Device, LayerKind};
 use zf_viz::{projection_image, save_png, stack, Direction, Grid};
 
 use crate::args::{layer_arg, NetArgs};
@@ -76,7 +74,7 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
     let net = args.net.load_any(&args.weights, device)?;
     let spec = net.spec().clone();
     let size = spec.input_size;
-    let zfnet = spec.arch.starts_with("zfnet");
+    let spec_arch = spec.arch.clone();
     let is_conv = |i: usize| matches!(spec.layers[i].kind, LayerKind::Conv { .. });
     let layers: Vec<usize> = match &args.layers {
         Some(list) => list.split(',').map(|s| layer_arg(&net, s)).collect::<Result<_>>()?,
@@ -109,27 +107,15 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
         let maps: Vec<usize> = (0..n).map(|i| i * c / n).collect();
         selection.push((label(layer), maps));
     }
-    let loader = Loader::new(dataset.clone(), Some(&mean), LoaderConfig::eval(args.batch, Crops::Centre))?;
-    let pre = dataset.preprocess();
-    // The hits' images again, preprocessed as the loader does (centre crop, mean off).
-    let mut load = |indices: &[usize]| -> zf_model::Result<Tensor> {
-        zf_data::pick::centre_crops(dataset.as_ref(), indices, &mean, device)
-            .map(|(x, _)| x)
-            .map_err(|e| zf_model::Error::Msg(e.to_string()))
-    };
-    let mut search = loader.epoch(0).map(|b| {
-        let b = b.map_err(|e| zf_model::Error::Msg(e.to_string()))?;
-        Ok((b.indices.clone(), b.images.to_device(device)?))
-    });
     let pb = bar(dataset.len() as u64, "searching");
     let config = zf_deconv::Fig2Config { top: args.top, one_per_image: !args.many_per_image, batch: args.batch };
-    let results = zf_deconv::top_projections(
+    let study = zf_probe::fig2_study(
         &net,
+        dataset.clone(),
+        &mean,
         selection,
         config,
-        &mut search,
-        dataset.len(),
-        &mut load,
+        (&args.weights, &args.data),
         &mut |phase, done, total| {
             if phase == zf_deconv::Phase::Project && pb.length() != Some(total as u64) {
                 pb.reset();
@@ -140,21 +126,18 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
         },
     )?;
     pb.finish_and_clear();
-    if loader.skipped() > 0 {
-        tracing::warn!("{} images could not be read and were skipped", loader.skipped());
+    if study.doc.skipped > 0 {
+        tracing::warn!("{} images could not be read and were skipped", study.doc.skipped);
     }
+    let pre = dataset.preprocess();
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let (oy, ox) = pre.crop_offsets()[Crop::CENTRE.0];
-    let mut json = Vec::new();
     for &layer in &layers {
         let mut blocks = Vec::new();
-        let mut all: Vec<Tensor> = Vec::new();
         let name = label(layer);
-        for m in results.iter().filter(|m| m.layer == name) {
+        for (m, record) in study.maps.iter().zip(&study.doc.maps).filter(|(m, _)| m.layer == name) {
             let (mut left, mut right) = (Grid::new(TILE, TILE, 3), Grid::new(TILE, TILE, 3));
-            let mut records = Vec::new();
-            for (rank, p) in m.hits.iter().enumerate() {
-                let h = p.hit;
+            for (p, h) in m.hits.iter().zip(&record.hits) {
                 let [x0, y0, x1, y1] = p.receptive_field.map(|v| v as u32);
                 let pic = projection_image(&p.projection, 3, size, size);
                 left.push(image::imageops::crop_imm(&pic, x0, y0, x1 - x0, y1 - y0).to_image(), None);
@@ -163,51 +146,15 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
                     image::imageops::crop_imm(&img, x0 + ox as u32, y0 + oy as u32, x1 - x0, y1 - y0).to_image(),
                     None,
                 );
-                all.push(Tensor::from_slice(&p.projection, (3, size, size), &Device::Cpu)?);
-                let on_object = dataset.annotation(h.image)?.and_then(|a| {
-                    zf_deconv::energy_on_box(&p.projection, size, p.receptive_field, a.in_crop(&pre).bbox)
-                });
-                records.push(Fig2Hit {
-                    rank,
-                    image: h.image,
-                    source: dataset.describe(h.image),
-                    position: (h.y, h.x),
-                    value: h.value,
-                    receptive_field: p.receptive_field,
-                    object_energy: on_object.map(|o| o.0),
-                    object_area: on_object.map(|o| o.1),
-                });
             }
             let title = format!("{name} map {}", m.map);
             blocks.push(stack(&[left.render(Some(&title)), right.render(Some(" "))], Direction::Across, 2));
-            json.push(Fig2Map { layer: name.clone(), map: m.map, hits: records });
         }
         let rows: Vec<_> = blocks.chunks(4).map(|r| stack(r, Direction::Across, 12)).collect();
-        let file = match name.parse::<Point>().ok().and_then(Point::paper_layer) {
-            Some(n) if zfnet => format!("layer{n}"),
-            _ => name.clone(),
-        };
+        let file = zf_probe::fig2_index::file_stem(&spec_arch, &name);
         save_png(&stack(&rows, Direction::Down, 12), &args.out.join(format!("{file}.png")))?;
-        if !all.is_empty() {
-            let t = Tensor::stack(&all, 0)?;
-            let meta = HashMap::from([("layer".to_string(), name.clone())]);
-            zf_model::weights::save_tensors(
-                &[("projection".to_string(), t)],
-                meta,
-                &args.out.join(format!("{file}.safetensors")),
-            )?;
-        }
     }
-    let doc = Fig2Doc {
-        weights: args.weights.clone(),
-        data: args.data.clone(),
-        images_searched: dataset.len(),
-        skipped: loader.skipped(),
-        top: args.top,
-        one_per_image: !args.many_per_image,
-        maps: json,
-    };
-    zf_data::write_atomic(&args.out.join("topk.json"), &serde_json::to_vec_pretty(&doc)?)?;
+    study.save_index(&args.out, &spec_arch)?;
     tracing::info!("wrote {} layer figures and topk.json to {}", layers.len(), args.out.display());
     Ok(())
 }
