@@ -76,6 +76,7 @@ enum Command {
     ProbeLayers(cmd::probe_layers::ProbeArgs),
     Convert(cmd::convert::Args),
     Report(cmd::report::Args),
+    Serve(cmd::serve::Args),
     Bench(cmd::bench::Args),
 }
 
@@ -109,6 +110,7 @@ fn main() -> std::process::ExitCode {
             Command::ProbeLayers(a) => cmd::probe_layers::probe_layers(a, &device),
             Command::Convert(a) => cmd::convert::run(a, &device),
             Command::Report(a) => cmd::report::run(a),
+            Command::Serve(a) => cmd::serve::run(a, &device),
             Command::Bench(a) => cmd::bench::run(a, &device),
         }
     })();

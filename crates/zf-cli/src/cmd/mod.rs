@@ -15,5 +15,6 @@ pub mod occlusion;
 pub mod probe_layers;
 pub mod project;
 pub mod report;
+pub mod serve;
 pub mod train;
 pub mod visualize;
