@@ -135,3 +135,14 @@ fn main() -> std::process::ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// clap checks a command's arguments only when it is parsed: two flags of one name in a
+    /// command panic at run time. This checks every command at once.
+    #[test]
+    fn every_command_s_arguments_are_well_formed() {
+        use clap::CommandFactory as _;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -46,9 +46,9 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     mean: Option<String>,
     /// Class names, one per line, a path or hf://... (default: classes.txt beside the weights,
-    /// else the data set's, else numbers).
+    /// else ImageNet's for torchvision's ImageNet networks, else the data set's, else numbers).
     #[arg(long, value_name = "FILE")]
-    classes: Option<String>,
+    class_names: Option<String>,
     /// Port (0: any free one; the address is printed).
     #[arg(long, default_value_t = 8080, value_name = "N")]
     port: u16,
@@ -87,8 +87,12 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
         },
     };
     let n = net.spec().classes();
-    let classes = match crate::args::classes_for(&args.weights, args.classes.as_deref())? {
+    let imagenet = zf_data::folder::IMAGENET_CLASSES.lines().count();
+    let classes = match crate::args::classes_for(&args.weights, args.class_names.as_deref())? {
         Some(c) => c,
+        None if net.spec().input_channel_scale.is_some() && n == imagenet => {
+            zf_data::folder::IMAGENET_CLASSES.lines().map(String::from).collect()
+        }
         None => match &data {
             Some((set, _)) if set.classes().len() == n => set.classes().to_vec(),
             _ => Vec::new(),

@@ -51,7 +51,7 @@ async function init() {
   if (m.data) await listImages();
   readURL();
   if (state.image) await showImage(state.image, false);
-  status(m.data ? "choose or upload an image" : "upload an image", true);
+  else status(m.data ? "choose or upload an image" : "upload an image", true);
 }
 
 async function listImages() {
@@ -228,7 +228,8 @@ $("drop").ondragover = (e) => { e.preventDefault(); $("drop").classList.add("ove
 $("drop").ondragleave = () => $("drop").classList.remove("over");
 $("drop").ondrop = (e) => { e.preventDefault(); $("drop").classList.remove("over"); upload(e.dataTransfer.files[0]); };
 $("more").onclick = () => listImages().catch((e) => status(e.message));
-$("layer").onchange = () => { state.layer = $("layer").value; writeURL(); showLayer(); };
+// The select gives the focus back, so that the arrow keys move between channels again.
+$("layer").onchange = () => { state.layer = $("layer").value; $("layer").blur(); writeURL(); showLayer(); };
 $("occ-run").onclick = occlude;
 $("occ-cancel").onclick = () => state.job && api(`/api/jobs/${state.job}`, { method: "DELETE" }).catch((e) => status(e.message));
 window.onpopstate = () => { readURL(); if (state.image) showImage(state.image, false); };
