@@ -16,7 +16,11 @@ pub const LAYERING: &[(&str, &[&str])] = &[
     ("zf-train", &["zf-io", "zf-model", "zf-data"]),
     ("zf-probe", &["zf-io", "zf-model", "zf-data", "zf-deconv"]),
     ("zf-report", &["zf-io", "zf-train", "zf-probe"]),
-    ("zf-cli", &["zf-io", "zf-data", "zf-model", "zf-deconv", "zf-train", "zf-probe", "zf-viz", "zf-report"]),
+    ("zf-serve", &["zf-io", "zf-model", "zf-data", "zf-deconv", "zf-probe", "zf-viz"]),
+    (
+        "zf-cli",
+        &["zf-io", "zf-data", "zf-model", "zf-deconv", "zf-train", "zf-probe", "zf-viz", "zf-report", "zf-serve"],
+    ),
     ("zfnet-tests", &["zf-io", "zf-data", "zf-model", "zf-deconv", "zf-train", "zf-probe", "zf-viz"]),
     ("xtask", &["zf-io"]),
 ];
@@ -33,7 +37,7 @@ pub const MAX_LINES: usize = 800;
 /// Where a repository path a doc names starts: a word that begins with one of these in a
 /// markdown file at the root or in a crate, or in a Rust comment, must name a file or folder
 /// that exists (globs and placeholders, `*`, `{`, `<`, `$`, `...`, are not paths).
-pub const DOC_ROOTS: &[&str] = &["crates/", "python/", "xtask/", "data/", "tests/", ".ci/"];
+pub const DOC_ROOTS: &[&str] = &["crates/", "python/", "xtask/", "data/", "docs/", "tests/", ".ci/"];
 
 /// Runs every check on the workspace at `root`; returns one line per violation.
 pub fn check(root: &Path) -> Vec<String> {
