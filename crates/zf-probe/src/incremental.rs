@@ -19,7 +19,7 @@ use rayon::prelude::*;
 use zf_model::Net;
 
 use crate::occlusion::{checked_offsets, positions, strongest_map, Occlusion, OcclusionConfig};
-use crate::{bail, never_stop, Progress, Steer};
+use crate::{bail, to_the_end, Progress, Steer};
 
 /// A recomputed window of one position: origin `(y, x)`, side `l`, values `[C, l, l]`.
 #[derive(Clone, Copy, Debug)]
@@ -122,8 +122,7 @@ pub fn occlusion_by_windows(
     config: OcclusionConfig,
     progress: Progress<'_>,
 ) -> Result<Occlusion> {
-    let done = occlusion_by_windows_steered(net, image, label, config, &mut never_stop(progress))?;
-    done.ok_or_else(|| candle_core::Error::Msg("occlusion stopped without a stop request".into()))
+    to_the_end(progress, |steer| occlusion_by_windows_steered(net, image, label, config, steer))
 }
 
 /// [`occlusion_by_windows`], stoppable after every batch (see [`crate::occlusion_steered`]).

@@ -78,10 +78,15 @@ pub type Progress<'a> = &'a mut dyn FnMut(usize, usize);
 /// explorer's cancel button).
 pub type Steer<'a> = &'a mut dyn FnMut(usize, usize) -> std::ops::ControlFlow<()>;
 
-/// A [`Steer`] that never stops, reporting to `progress`.
-pub(crate) fn never_stop(progress: Progress<'_>) -> impl FnMut(usize, usize) -> std::ops::ControlFlow<()> + '_ {
-    move |d, t| {
-        progress(d, t);
+/// Runs a steered computation with a [`Steer`] that never stops, reporting to `progress`: the
+/// plain forms of the steered functions (their `Ok(None)` cannot happen).
+pub(crate) fn to_the_end<T>(
+    progress: Progress<'_>,
+    steered: impl FnOnce(Steer<'_>) -> candle_core::Result<Option<T>>,
+) -> candle_core::Result<T> {
+    let mut steer = |done, total| {
+        progress(done, total);
         std::ops::ControlFlow::Continue(())
-    }
+    };
+    steered(&mut steer)?.ok_or_else(|| candle_core::Error::Msg("stopped without a stop request".into()))
 }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use zf_deconv::Deconvnet;
 use zf_model::Net;
 
-use crate::{bail, check_image, never_stop, Progress, Steer};
+use crate::{bail, check_image, to_the_end, Progress, Steer};
 
 /// The occluder's side in pixels (ours: the paper shows the square but not its size).
 pub const OCCLUDER: usize = 48;
@@ -167,8 +167,7 @@ pub fn occlusion(
     config: OcclusionConfig,
     progress: Progress<'_>,
 ) -> Result<Occlusion> {
-    let done = occlusion_steered(net, image, label, config, &mut never_stop(progress))?;
-    done.ok_or_else(|| candle_core::Error::Msg("occlusion stopped without a stop request".into()))
+    to_the_end(progress, |steer| occlusion_steered(net, image, label, config, steer))
 }
 
 /// [`occlusion()`], stoppable: `steer(done, total)` is called after every batch of square
@@ -197,8 +196,7 @@ pub fn occlusion_dense(
     config: OcclusionConfig,
     progress: Progress<'_>,
 ) -> Result<Occlusion> {
-    let done = occlusion_dense_steered(net, image, label, config, &mut never_stop(progress))?;
-    done.ok_or_else(|| candle_core::Error::Msg("occlusion stopped without a stop request".into()))
+    to_the_end(progress, |steer| occlusion_dense_steered(net, image, label, config, steer))
 }
 
 /// [`occlusion_dense`], stoppable after every batch (see [`occlusion_steered`]).
