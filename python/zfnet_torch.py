@@ -18,13 +18,15 @@ forward` writes them.
 As a script (the benchmark peer; one JSON line per measurement):
 
     python3 zfnet_torch.py [--threads 2] [--width 1.0] [--batch 16] [--reps 5] [--device cpu]
-                           [--what forward,train,project,occlusion,captum-occlusion]
+                           [--what forward,train,project,deconv,occlusion,captum-occlusion]
 
   forward, train: forward passes / SGD steps of a ZFNet of the given width (images/s)
   project:   one deconvnet projection of the strongest conv5 unit of one image (switch
              unpooling, ReLU, transposed filters; images_per_s = projections per second)
+  deconv:    the walk down alone (torchvision's networks): the projection of the last conv's
+             strongest unit from one forward pass's switches, recorded before the timing
   --arch alexnet|vgg11..vgg19|vgg*_bn: torchvision's network instead of ZFNet (forward,
-             project of the last conv's strongest unit, occlusion, captum-occlusion)
+             project and deconv of the last conv's strongest unit, occlusion, captum-occlusion)
   occlusion: the occlusion map of one image (48 px gray square, stride 8: 529 positions) in
              batches of --batch occluded images (images_per_s = occluded images per second)
   captum-occlusion: the same with Captum's `Occlusion` (the attribution of the true class's
@@ -166,10 +168,10 @@ def project_conv5(net, x):
     return F.conv_transpose2d(F.relu(h), net.conv1.weight, stride=2, padding=1, output_padding=1)
 
 
-def project_last_conv(net, x):
-    """The deconvnet projection of the strongest unit of the last conv layer of a torchvision
-    AlexNet or VGG (`net.features`): forward with the pools' switches, then down through switch
-    unpooling, ReLU and the transposed filters (a batch norm folded into its conv's filters)."""
+def last_conv_switches(net, x):
+    """The forward pass of a torchvision AlexNet or VGG (`net.features`) to its last conv layer
+    (with that layer's ReLU and batch norm), keeping each pool's switches and input size: the
+    record the deconvnet walks down through (`walk_down`)."""
     feats = list(net.features)
     last = max(i for i, m in enumerate(feats) if isinstance(m, nn.Conv2d))
     h, sizes, switches = x, {}, {}
@@ -181,6 +183,14 @@ def project_last_conv(net, x):
             h, switches[i] = F.max_pool2d(h, m.kernel_size, m.stride, ceil_mode=m.ceil_mode, return_indices=True)
         else:
             h = m(h)
+    return h, (feats, last, sizes, switches)
+
+
+def walk_down(h, record):
+    """The deconvnet projection of the strongest unit of `h` (the last conv layer's activation)
+    down through switch unpooling, ReLU and the transposed filters (a batch norm folded into its
+    conv's filters), from `last_conv_switches`'s record."""
+    feats, last, sizes, switches = record
     keep = torch.zeros_like(h).flatten()
     i = int(h.flatten().argmax())
     keep[i] = h.flatten()[i]
@@ -198,6 +208,12 @@ def project_last_conv(net, x):
         elif isinstance(m, nn.MaxPool2d):
             h = F.max_unpool2d(h, switches[i], m.kernel_size, m.stride, output_size=sizes[i])
     return h
+
+
+def project_last_conv(net, x):
+    """The deconvnet projection of the strongest unit of the last conv layer of a torchvision
+    AlexNet or VGG: the forward pass with the pools' switches, then the walk down."""
+    return walk_down(*last_conv_switches(net, x))
 
 
 def occlusion_map(net, x, label, size=48, stride=8, batch=16):
@@ -284,6 +300,13 @@ def main():
             with torch.no_grad():
                 project = project_conv5 if a.arch == "zfnet" else project_last_conv
                 report("project", timed(lambda: project(net, x[:1]), a.reps), 1, batch=1)
+        elif what == "deconv":
+            if a.arch == "zfnet":
+                ap.error("--what deconv times a torchvision --arch (zfnet's projection is `project`)")
+            net.eval()
+            with torch.no_grad():
+                h, record = last_conv_switches(net, x[:1])
+                report("deconv", timed(lambda: walk_down(h, record), a.reps), 1, batch=1)
         elif what == "occlusion":
             net.eval()
             with torch.no_grad():
@@ -308,7 +331,7 @@ def main():
             t = timed(attribute, max(1, a.reps // 3))
             report("occlusion", t, n, positions=n, impl="captum " + captum.__version__)
         else:
-            ap.error(f"unknown --what {what}: expected forward, train, project, occlusion or captum-occlusion")
+            ap.error(f"unknown --what {what}: expected forward, train, project, deconv, occlusion or captum-occlusion")
 
 
 if __name__ == "__main__":

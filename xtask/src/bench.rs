@@ -32,8 +32,9 @@ const fn tv(arch: &'static str, what: &'static str, batch: usize, torch: &'stati
 /// quarter-width occlusion map against PyTorch running every occluded image, and the paper
 /// network's against Captum's `Occlusion` (the tool people use for it); and VGG-16 (torchvision's
 /// definition on both sides): forward at batch 16 and 1, one projection of conv5_3's strongest
-/// unit, and an occlusion map against Captum's.
-pub const CASES: [Case; 18] = [
+/// unit (with its forward pass, and the walk down alone from a recorded one), and an occlusion
+/// map against Captum's.
+pub const CASES: [Case; 19] = [
     case("forward", 1.0, 16),
     case("forward", 0.25, 16),
     case("train", 1.0, 16),
@@ -51,6 +52,7 @@ pub const CASES: [Case; 18] = [
     tv("vgg16", "forward", 16, "forward"),
     tv("vgg16", "forward", 1, "forward"),
     tv("vgg16", "project", 1, "project"),
+    tv("vgg16", "deconv", 1, "deconv"),
     tv("vgg16", "occlusion", 64, "captum-occlusion"),
 ];
 

@@ -20,7 +20,10 @@ pub struct Args {
     /// and filter renormalization, as the training loop does it); project (the forward
     /// pass of one image to conv5 with switches, then the deconvnet projection of its strongest
     /// conv5 unit, as python/zfnet_torch.py times it; with --batch B > 1, B projections
-    /// of that image's conv5 maps from the one forward pass; images/s = projections/s);
+    /// of that image's conv5 maps from the one forward pass; images/s = projections/s); deconv
+    /// (the deconvnet's own work: the walk down from the strongest unit of the last conv layer,
+    /// given the switches of one forward pass recorded once before the timing, what a second
+    /// click on a unit of the same image costs; with --batch B, B units of the first B maps);
     /// occlusion (one Fig. 7 map of one image: 48-pixel square, stride 8, --batch occluded images
     /// per forward; images/s = occluded images/s, median_s = one map); layers (conv1..conv5
     /// each alone on a --batch of its input shape, forward and backward, in GFLOP/s beside the
@@ -31,8 +34,8 @@ pub struct Args {
     what: String,
     /// The network: zfnet (the paper's, at --width), or torchvision's alexnet, vgg11, vgg13,
     /// vgg16, vgg19 (or a `_bn` variant, batch norms folded) at their published widths, 224
-    /// pixels, random weights; for these, forward, project (the strongest unit of the last conv
-    /// layer) and occlusion.
+    /// pixels, random weights; for these, forward, project and deconv (the strongest unit of the
+    /// last conv layer) and occlusion.
     #[arg(long, default_value = "zfnet", value_name = "ARCH")]
     arch: String,
     /// Width multiplier of the paper's network (zfnet only; default 1).
@@ -108,6 +111,7 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
                 args.batch,
             ),
             ("project", _, _) => (project(&net, &x, args.batch, args.reps, device)?, args.batch),
+            ("deconv", _, _) => (deconv(&net, &x, args.batch, args.reps, device)?, args.batch),
             ("train", Some(_), Some(config)) => {
                 // The training loop's own step (zf_train::Trainer) with the paper's recipe.
                 let recipe = zf_train::TrainConfig { model: config.clone(), ..zf_train::TrainConfig::paper() };
@@ -136,10 +140,10 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
                 (t, zf_probe::OcclusionConfig::default().offsets(s)?.len().pow(2))
             }
             (other @ ("train" | "layers"), None, _) => {
-                bail!("`{other}` times ZFNet; {} has forward, project and occlusion", args.arch)
+                bail!("`{other}` times ZFNet; {} has forward, project, deconv and occlusion", args.arch)
             }
             (other, _, _) => {
-                bail!("unknown benchmark `{other}`: expected forward, train, project, occlusion or layers")
+                bail!("unknown benchmark `{other}`: expected forward, train, project, deconv, occlusion or layers")
             }
         };
         let mut line = head(what.to_string());
@@ -150,23 +154,54 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
     Ok(())
 }
 
+/// The last conv layer of `net`.
+fn last_conv(net: &Net) -> Result<usize> {
+    net.spec().last_conv().ok_or_else(|| anyhow::anyhow!("{} has no conv layer", net.spec().arch))
+}
+
+/// `b` units of the last conv layer's activation `act` of one image: its strongest unit
+/// (`b = 1`, as python/zfnet_torch.py picks it), or the strongest unit of each of the first `b`
+/// maps.
+fn units(
+    deconv: &zf_deconv::Deconvnet<'_>,
+    trace: &zf_model::NetTrace,
+    last: usize,
+    act: &Tensor,
+    b: usize,
+) -> Result<Vec<zf_deconv::Unit>> {
+    let (_, maps, h, w) = act.dims4()?;
+    if b == 1 {
+        let flat = act.flatten_all()?.argmax(0)?.to_scalar::<u32>()? as usize;
+        return Ok(vec![zf_deconv::Unit { image: 0, channel: flat / (h * w), y: flat % (h * w) / w, x: flat % w }]);
+    }
+    (0..b).map(|c| Ok(deconv.strongest_layer(trace, last, 0, c % maps)?.0)).collect()
+}
+
 /// The median time of one forward pass of one image to the last conv layer (switches kept),
-/// then `b` projections from it: the strongest unit of each of the first `b` maps (`b = 1`: the
-/// layer's strongest unit, as python/zfnet_torch.py does).
+/// then `b` projections from it (see [`units`]).
 fn project(net: &Net, x: &Tensor, b: usize, reps: usize, device: &Device) -> Result<f64> {
-    let last = net.spec().last_conv().ok_or_else(|| anyhow::anyhow!("{} has no conv layer", net.spec().arch))?;
+    let last = last_conv(net)?;
     let deconv = zf_deconv::Deconvnet::new(net);
     median_time::<anyhow::Error>(reps, || {
         let mut trace = zf_model::NetTrace::default();
         let act = net.forward_until(&x.narrow(0, 0, 1)?, last, &mut trace)?;
-        let (_, maps, h, w) = act.dims4()?;
-        let units = if b == 1 {
-            let flat = act.flatten_all()?.argmax(0)?.to_scalar::<u32>()? as usize;
-            vec![zf_deconv::Unit { image: 0, channel: flat / (h * w), y: flat % (h * w) / w, x: flat % w }]
-        } else {
-            (0..b).map(|c| Ok(deconv.strongest_layer(&trace, last, 0, c % maps)?.0)).collect::<Result<Vec<_>>>()?
-        };
-        let p = deconv.project_layer(&trace, last, &units)?;
+        let p = deconv.project_layer(&trace, last, &units(&deconv, &trace, last, &act, b)?)?;
+        device.synchronize()?;
+        drop(p);
+        Ok(())
+    })
+}
+
+/// The median time of `b` projections (see [`units`]) from one forward pass recorded once,
+/// outside the timing: the deconvnet's walk down alone.
+fn deconv(net: &Net, x: &Tensor, b: usize, reps: usize, device: &Device) -> Result<f64> {
+    let last = last_conv(net)?;
+    let deconv = zf_deconv::Deconvnet::new(net);
+    let mut trace = zf_model::NetTrace::default();
+    let act = net.forward_until(&x.narrow(0, 0, 1)?, last, &mut trace)?;
+    device.synchronize()?;
+    median_time::<anyhow::Error>(reps, || {
+        let p = deconv.project_layer(&trace, last, &units(&deconv, &trace, last, &act, b)?)?;
         device.synchronize()?;
         drop(p);
         Ok(())
