@@ -4,7 +4,9 @@
 //!
 //! - click to projection: `GET /api/projection` of one channel's strongest unit, per conv
 //!   layer, one request at a time (the median and the 90th percentile of 20, each a new image
-//!   so nothing is cached);
+//!   so nothing is kept);
+//! - next channel: the same of the next 20 channels of the same image and layer (an arrow key):
+//!   the forward pass is kept, only the deconvnet's walk down runs;
 //! - click to channel grid: `GET /api/activations` of conv5 (forward, top-5, 256 thumbnails);
 //! - requests/s: 16 clients asking for projections (mixed layers) for 10 s, and 16 clients
 //!   loading the page for 5 s.
@@ -109,6 +111,20 @@ fn main() {
             .collect();
         let (m, p) = quantiles(ms);
         println!("| click to projection, {layer} | {m:.1} | {p:.1} |");
+    }
+    for (n, layer) in ["conv1", "conv2", "conv3", "conv4", "conv5"].into_iter().enumerate() {
+        let image = 40 + n;
+        assert_eq!(get(addr, &format!("/api/projection?image=d{image}&layer={layer}&channel=0")).0, 200);
+        let ms: Vec<f64> = (1..=20)
+            .map(|k| {
+                let t = Instant::now();
+                let (status, _) = get(addr, &format!("/api/projection?image=d{image}&layer={layer}&channel={k}"));
+                assert_eq!(status, 200);
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        let (m, p) = quantiles(ms);
+        println!("| next channel, {layer} | {m:.1} | {p:.1} |");
     }
     let ms: Vec<f64> = (0..20)
         .map(|k| {

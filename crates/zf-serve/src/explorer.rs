@@ -19,7 +19,7 @@ use zf_model::{Dropout, Keep, LayerKind, Net, NetTrace};
 use zf_probe::fig2_index::Fig2Index;
 use zf_probe::OcclusionConfig;
 
-use crate::limits::{MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS, THUMB, UPLOADS_KEPT};
+use crate::limits::{FORWARDS_BYTES, MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS, THUMB, UPLOADS_KEPT};
 use crate::ExploreError;
 
 /// What an [`Explorer`] is built from.
@@ -71,6 +71,38 @@ pub struct Explorer {
     /// Recently used images (uploads and data set images), newest last, at most
     /// [`UPLOADS_KEPT`].
     images: Mutex<VecDeque<Arc<Prepared>>>,
+    /// Recent forward passes with switches, newest last, at most [`FORWARDS_BYTES`] in all: a
+    /// second channel of the same image and layer costs only the deconvnet's walk down.
+    forwards: Mutex<VecDeque<Forward>>,
+}
+
+/// One image's forward pass to one layer, as a projection needs it.
+#[derive(Debug)]
+struct Forward {
+    image: String,
+    layer: usize,
+    trace: Arc<NetTrace>,
+    bytes: usize,
+}
+
+/// Keeps `f` as the newest of `kept`, in place of an older pass of the same image and layer,
+/// then drops the oldest until all fit in `limit` bytes; `f` larger than `limit` is not kept
+/// (and drops nothing).
+fn keep(kept: &mut VecDeque<Forward>, f: Forward, limit: usize) {
+    if f.bytes > limit {
+        return;
+    }
+    kept.retain(|k| !(k.image == f.image && k.layer == f.layer));
+    kept.push_back(f);
+    while kept.iter().map(|f| f.bytes).sum::<usize>() > limit {
+        kept.pop_front();
+    }
+}
+
+/// The bytes a trace's tensors hold.
+fn trace_bytes(trace: &NetTrace) -> usize {
+    let tensors = trace.activations.iter().flatten().chain(trace.switches.iter().flatten().map(|s| &s.indices));
+    tensors.map(|t| t.elem_count() * t.dtype().size_in_bytes()).sum()
 }
 
 /// One conv layer as the page lists it.
@@ -242,7 +274,7 @@ impl Explorer {
                 )));
             }
         }
-        Ok(Self { parts, pre, images: Mutex::new(VecDeque::new()) })
+        Ok(Self { parts, pre, images: Mutex::new(VecDeque::new()), forwards: Mutex::new(VecDeque::new()) })
     }
 
     /// The network.
@@ -470,8 +502,7 @@ impl Explorer {
         let li = self.conv_layer(layer)?;
         self.channel(li, channel)?;
         let net = &self.parts.net;
-        let mut trace = NetTrace::default();
-        net.forward_until(&img.tensor.unsqueeze(0).map_err(internal)?, li, &mut trace).map_err(internal)?;
+        let trace = self.forward_to(&img, li)?;
         let deconv = Deconvnet::new(net);
         let (unit, value) = deconv.strongest_layer(&trace, li, 0, channel).map_err(internal)?;
         let proj = deconv.project_layer(&trace, li, &[unit]).map_err(internal)?;
@@ -489,6 +520,28 @@ impl Explorer {
             projection: png_url(&image::DynamicImage::ImageRgb8(pic.clone()))?,
         };
         Ok((view, pic))
+    }
+
+    /// Image `img`'s forward pass to layer `li` with every tap and switch: a kept one, or a new
+    /// one, then kept (the oldest dropped beyond [`FORWARDS_BYTES`]; one larger than that is
+    /// not kept).
+    fn forward_to(&self, img: &Prepared, li: usize) -> Result<Arc<NetTrace>, ExploreError> {
+        let lock = || self.forwards.lock().unwrap_or_else(|e| e.into_inner());
+        {
+            let mut kept = lock();
+            if let Some(k) = kept.iter().position(|f| f.image == img.id && f.layer == li) {
+                let f = kept.remove(k).ok_or_else(|| internal("the kept forward pass vanished"))?;
+                let trace = f.trace.clone();
+                kept.push_back(f);
+                return Ok(trace);
+            }
+        }
+        let mut trace = NetTrace::default();
+        self.parts.net.forward_until(&img.tensor.unsqueeze(0).map_err(internal)?, li, &mut trace).map_err(internal)?;
+        let trace = Arc::new(trace);
+        let bytes = trace_bytes(&trace);
+        keep(&mut lock(), Forward { image: img.id.clone(), layer: li, trace: trace.clone(), bytes }, FORWARDS_BYTES);
+        Ok(trace)
     }
 
     /// Channel `channel` of `layer`'s top-k over the data set, from the index.
@@ -601,4 +654,76 @@ impl Explorer {
 /// FNV-1a, 64 bits: an upload's id from its bytes.
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use zf_data::{DataSpec, GeneratedConfig, Split};
+    use zf_model::init::{init_net, Init};
+    use zf_model::ZfConfig;
+
+    /// A tiny random ZFNet at 64 px over 4 generated images.
+    fn explorer() -> Explorer {
+        let net = init_net(&ZfConfig::tiny().with_input_size(64), Init::He, 5, &Device::Cpu).unwrap().as_net().clone();
+        let data = DataSpec::parse("generated", &GeneratedConfig::default())
+            .open(Split::Val, Some(4), Preprocess::for_input(64))
+            .unwrap();
+        let mean = MeanImage::compute(data.as_ref()).unwrap();
+        let parts = ExplorerParts {
+            net,
+            weights: "random".into(),
+            mean,
+            classes: data.classes().to_vec(),
+            data: Some((data, "generated".into())),
+            index: None,
+        };
+        Explorer::new(parts).unwrap()
+    }
+
+    #[test]
+    fn a_kept_forward_pass_gives_the_projection_a_new_one_gives() {
+        let (a, b) = (explorer(), explorer());
+        // a: channel 0 runs the forward pass and keeps it; channel 1 reuses it.
+        a.projection("d1", "conv5", 0).unwrap();
+        let kept = a.forward_to(&a.image("d1").unwrap(), a.conv_layer("conv5").unwrap()).unwrap();
+        let again = a.forward_to(&a.image("d1").unwrap(), a.conv_layer("conv5").unwrap()).unwrap();
+        assert!(Arc::ptr_eq(&kept, &again));
+        let (view_a, pic_a) = a.projection("d1", "conv5", 1).unwrap();
+        // b: channel 1 on a new forward pass.
+        let (view_b, pic_b) = b.projection("d1", "conv5", 1).unwrap();
+        assert_eq!(pic_a, pic_b);
+        assert_eq!((view_a.position, view_a.value), (view_b.position, view_b.value));
+        // Another layer and another image are passes of their own.
+        a.projection("d1", "conv2", 0).unwrap();
+        a.projection("d2", "conv5", 0).unwrap();
+        let kept = a.forwards.lock().unwrap();
+        let keys: Vec<(&str, usize)> = kept.iter().map(|f| (f.image.as_str(), f.layer)).collect();
+        let (c5, c2) = (a.conv_layer("conv5").unwrap(), a.conv_layer("conv2").unwrap());
+        assert_eq!(keys, [("d1", c5), ("d1", c2), ("d2", c5)]);
+        assert!(kept.iter().all(|f| f.bytes == trace_bytes(&f.trace) && f.bytes > 0));
+    }
+
+    #[test]
+    fn the_kept_passes_stay_within_their_bytes_oldest_dropped_first() {
+        let pass = |image: &str, layer, bytes| Forward { image: image.into(), layer, trace: Arc::default(), bytes };
+        let mut kept = VecDeque::new();
+        let names = |k: &VecDeque<Forward>| k.iter().map(|f| format!("{}/{}", f.image, f.layer)).collect::<Vec<_>>();
+        keep(&mut kept, pass("a", 1, 40), 100);
+        keep(&mut kept, pass("b", 1, 40), 100);
+        assert_eq!(names(&kept), ["a/1", "b/1"]);
+        // 120 bytes > 100: the oldest goes.
+        keep(&mut kept, pass("c", 1, 40), 100);
+        assert_eq!(names(&kept), ["b/1", "c/1"]);
+        // The same image and layer again replaces its older pass and becomes the newest.
+        keep(&mut kept, pass("b", 1, 40), 100);
+        assert_eq!(names(&kept), ["c/1", "b/1"]);
+        // A pass larger than the limit is not kept and drops nothing.
+        keep(&mut kept, pass("d", 1, 101), 100);
+        assert_eq!(names(&kept), ["c/1", "b/1"]);
+        // One that fits alone drops all the others.
+        keep(&mut kept, pass("e", 2, 100), 100);
+        assert_eq!(names(&kept), ["e/2"]);
+    }
 }

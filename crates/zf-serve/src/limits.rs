@@ -13,6 +13,10 @@ pub const MAX_UPLOAD_PIXELS: u64 = 40_000_000;
 /// An upload older than this must be uploaded again.
 pub const UPLOADS_KEPT: usize = 64;
 
+/// Bytes of forward passes (activations and switches) kept for projections, 128 MiB: two
+/// VGG-16 passes to conv5_3 at 224 pixels (66 MB each), thirteen of ZFNet's to conv5 (10 MB).
+pub const FORWARDS_BYTES: usize = 128 << 20;
+
 /// Occlusion jobs remembered (running or finished); the oldest is dropped, and stopped if it
 /// still runs, when a new one starts.
 pub const JOBS_KEPT: usize = 16;
