@@ -38,6 +38,20 @@ fn quantiles(mut ms: Vec<f64>) -> (f64, f64) {
     (ms[ms.len() / 2], ms[(ms.len() * 9) / 10])
 }
 
+/// Asks for each of `targets` in turn, one at a time, and prints a table row `what` with the
+/// median and 90th percentile of the answers' times (each must be 200).
+fn row(addr: SocketAddr, what: &str, targets: impl Iterator<Item = String>) {
+    let ms: Vec<f64> = targets
+        .map(|target| {
+            let t = Instant::now();
+            assert_eq!(get(addr, &target).0, 200, "{target}");
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    let (m, p) = quantiles(ms);
+    println!("| {what} | {m:.1} | {p:.1} |");
+}
+
 /// `clients` threads running `target(client, n)` for `secs`: answered requests per second
 /// (503s are counted apart and retried after Retry-After's second).
 fn throughput(addr: SocketAddr, clients: usize, secs: u64, target: fn(usize, usize) -> String) -> (f64, usize) {
@@ -98,43 +112,20 @@ fn main() {
     println!("zfnet explorer, ZFNet {size} px (paper widths), {workers} workers, {cpu}");
     get(addr, "/api/projection?image=d0&layer=conv1&channel=0"); // warm up
     println!("| request | median ms | p90 ms |\n|---|---|---|");
-    let mut image = 1;
-    for layer in ["conv1", "conv2", "conv3", "conv4", "conv5"] {
-        let ms: Vec<f64> = (0..20)
-            .map(|k| {
-                image = (image + 1) % 64;
-                let t = Instant::now();
-                let (status, _) = get(addr, &format!("/api/projection?image=d{image}&layer={layer}&channel={k}"));
-                assert_eq!(status, 200);
-                t.elapsed().as_secs_f64() * 1e3
-            })
-            .collect();
-        let (m, p) = quantiles(ms);
-        println!("| click to projection, {layer} | {m:.1} | {p:.1} |");
+    let layers = ["conv1", "conv2", "conv3", "conv4", "conv5"];
+    for (n, layer) in layers.into_iter().enumerate() {
+        // 20 new images per layer: 2..21 for conv1, 22..41 for conv2, ...
+        let new =
+            (0..20).map(|k| format!("/api/projection?image=d{}&layer={layer}&channel={k}", (2 + 20 * n + k) % 64));
+        row(addr, &format!("click to projection, {layer}"), new);
     }
-    for (n, layer) in ["conv1", "conv2", "conv3", "conv4", "conv5"].into_iter().enumerate() {
-        let image = 40 + n;
-        assert_eq!(get(addr, &format!("/api/projection?image=d{image}&layer={layer}&channel=0")).0, 200);
-        let ms: Vec<f64> = (1..=20)
-            .map(|k| {
-                let t = Instant::now();
-                let (status, _) = get(addr, &format!("/api/projection?image=d{image}&layer={layer}&channel={k}"));
-                assert_eq!(status, 200);
-                t.elapsed().as_secs_f64() * 1e3
-            })
-            .collect();
-        let (m, p) = quantiles(ms);
-        println!("| next channel, {layer} | {m:.1} | {p:.1} |");
+    for (n, layer) in layers.into_iter().enumerate() {
+        let at = |k| format!("/api/projection?image=d{}&layer={layer}&channel={k}", 40 + n);
+        assert_eq!(get(addr, &at(0)).0, 200);
+        row(addr, &format!("next channel, {layer}"), (1..=20).map(at));
     }
-    let ms: Vec<f64> = (0..20)
-        .map(|k| {
-            let t = Instant::now();
-            assert_eq!(get(addr, &format!("/api/activations?image=d{}&layer=conv5", k + 3)).0, 200);
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    let (m, p) = quantiles(ms);
-    println!("| click to channel grid, conv5 (256 channels) | {m:.1} | {p:.1} |");
+    let grids = (0..20).map(|k| format!("/api/activations?image=d{}&layer=conv5", k + 3));
+    row(addr, "click to channel grid, conv5 (256 channels)", grids);
     let (rps, busy) = throughput(addr, 16, 10, |c, n| {
         let layer = ["conv1", "conv2", "conv3", "conv4", "conv5"][(c + n) % 5];
         format!("/api/projection?image=d{}&layer={layer}&channel={}", (c * 13 + n) % 64, n % 96)
