@@ -2,7 +2,8 @@
 //! another binary) driven over the DevTools protocol. Upload an image, click a channel, and
 //! the projection the page shows is the library's projection of that unit, pixel for pixel;
 //! the top-9 grid appears; the arrow keys move between channels and layers and the address
-//! states the view, which a reload restores; the console has no error.
+//! states the view, which a reload restores; a channel silent on the image is said to be; the
+//! console has no error.
 //!
 //! Chromium is not part of the Rust toolchain, so the test is `#[ignore]`d in a plain
 //! `cargo test`; `.ci/run` installs Chromium and runs it with `--ignored`.
@@ -129,6 +130,11 @@ fn the_page_shows_the_library_s_projection_of_the_clicked_unit() {
         "the top-9 pictures",
     );
     assert_eq!(eval(&tab, "new URLSearchParams(location.search).get('channel')"), "2");
+    // Channel 2 fires on this image: its receptive field is boxed and the caption names its unit.
+    assert!(common::library_peaks(&f, &squared, "conv5")[2] > 0.0);
+    assert_eq!(eval(&tab, "document.getElementById('rf').hidden"), false);
+    let caption = eval(&tab, "document.getElementById('unit-info').textContent");
+    assert!(caption.as_str().unwrap().starts_with("strongest unit at"), "{caption}");
     // The README's picture of the page: ZF_EXPLORER_SCREENSHOT=FILE writes it.
     if let Some(out) = std::env::var_os("ZF_EXPLORER_SCREENSHOT") {
         let png = tab
@@ -157,6 +163,18 @@ fn the_page_shows_the_library_s_projection_of_the_clicked_unit() {
     check_projection(&tab, &f, &squared, "conv4", 3);
     assert_eq!(eval(&tab, "document.getElementById('layer').value"), "conv4");
     assert_eq!(eval(&tab, "document.querySelector('#channels .ch.selected')?.dataset.channel"), "3");
+
+    // A channel that is 0 everywhere on this image: no box, and the page says it is silent.
+    let (layer, silent) = ["conv1", "conv2", "conv3", "conv4", "conv5"]
+        .into_iter()
+        .find_map(|l| common::library_peaks(&f, &squared, l).iter().position(|&v| v <= 0.0).map(|c| (l, c)))
+        .expect("the fixture's upload has a silent channel in some conv layer");
+    let at = url.replace("layer=conv4", &format!("layer={layer}")).replace("channel=3", &format!("channel={silent}"));
+    assert_ne!(at, url);
+    tab.navigate_to(&at).unwrap().wait_until_navigated().unwrap();
+    check_projection(&tab, &f, &squared, layer, silent);
+    wait_until(&tab, "document.getElementById('unit-info').textContent.startsWith('silent')", "the silent note");
+    assert_eq!(eval(&tab, "document.getElementById('rf').hidden"), true);
 
     let errors = errors.lock().unwrap();
     assert!(errors.is_empty(), "the console has errors: {errors:#?}");

@@ -143,8 +143,12 @@ async function showChannel(k, push) {
   const [x0, y0, x1, y1] = p.receptive_field;
   const scale = $("input").clientWidth / state.model.input_size;
   Object.assign($("rf").style, { left: `${x0 * scale}px`, top: `${y0 * scale}px`, width: `${(x1 - x0) * scale}px`, height: `${(y1 - y0) * scale}px` });
-  $("rf").hidden = false;
-  $("unit-info").textContent = `strongest unit at (${p.position}), activation ${p.value.toFixed(3)}, receptive field x ${x0}–${x1}, y ${y0}–${y1}`;
+  // A channel silent on this image has no strongest unit: every unit is 0 and so is the projection.
+  const silent = !(p.value > 0);
+  $("rf").hidden = silent;
+  $("unit-info").textContent = silent
+    ? "silent on this image: every unit is 0 after the ReLU, so the projection is empty"
+    : `strongest unit at (${p.position}), activation ${p.value.toFixed(3)}, receptive field x ${x0}–${x1}, y ${y0}–${y1}`;
   const layer = layerInfo(state.layer);
   if (!state.model.index) {
     $("top9").replaceChildren(note("no index: start the server with --index DIR (`zfnet visualize --out DIR` writes one)"));

@@ -176,6 +176,21 @@ pub fn library_projection(f: &Fixture, squared: &image::RgbImage, layer: &str, c
     zf_viz::projection_image(&p, 3, SIZE, SIZE)
 }
 
+/// The largest value of each channel of conv layer `layer` on a squared image (the library's
+/// forward pass, as in [`library_projection`]).
+pub fn library_peaks(f: &Fixture, squared: &image::RgbImage, layer: &str) -> Vec<f32> {
+    let pre = Preprocess::for_input(SIZE);
+    let mut x = vec![0f32; 3 * SIZE * SIZE];
+    pre.crop_into(squared, Some(&f.mean.values), Crop::CENTRE, &mut x);
+    let x = Tensor::from_vec(x, (1, 3, SIZE, SIZE), &Device::Cpu).unwrap();
+    let li = f.net.layer(layer).unwrap();
+    let mut trace = NetTrace::default();
+    let act = f.net.forward_until(&x, li, &mut trace).unwrap();
+    let (_, c, h, w) = act.dims4().unwrap();
+    let v: Vec<f32> = act.flatten_all().unwrap().to_vec1().unwrap();
+    (0..c).map(|k| v[k * h * w..(k + 1) * h * w].iter().copied().fold(f32::MIN, f32::max)).collect()
+}
+
 /// A PNG of data set image `i` as it is stored (squared), for uploads.
 pub fn png_of(f: &Fixture, i: usize) -> Vec<u8> {
     let img = f.data.get(i).unwrap().image;
