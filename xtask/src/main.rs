@@ -47,8 +47,8 @@ enum Task {
     ///
     /// Stages that finished before are skipped: Ctrl-C (the running stage writes its
     /// checkpoint, the command exits with status 130) and run it again to resume; --force
-    /// reruns them. The default profile takes about 6 minutes on a 2-core CPU; --quick a
-    /// minute or two.
+    /// reruns them. The default profile takes about 18 minutes on a 2-core CPU (REPRODUCTION.md
+    /// has the stages' times); --quick a minute or two.
     #[command(name = "reproduce-paper")]
     ReproducePaper {
         /// Every stage, tiny (the same as --profile quick).

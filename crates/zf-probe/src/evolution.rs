@@ -4,18 +4,20 @@
 //! number, how far each layer's weights move between snapshots ([`weight_change`]; that
 //! measures step size rather than whether the features have settled).
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
 use zf_model::{Point, ZfNet};
 
 use crate::bail;
-use crate::stats::{resampled, Effect};
+use crate::stats::{resampled_weights, Effect};
 
 /// Side of the grid conv features are averaged on before their similarity is taken (so that
 /// the paper's network at 224 px fits in memory: conv1 has 110x110 positions).
 pub const SETTLING_GRID: usize = 7;
 /// Bootstrap resamples of the settling effect (each one recomputes every similarity).
 pub const SETTLING_RESAMPLES: usize = 1000;
+/// Resamples computed together (a few `N x SETTLING_BATCH` matrices per snapshot).
+const SETTLING_BATCH: usize = 250;
 
 /// One layer's similarity to the final network at each snapshot.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -57,44 +59,49 @@ pub fn settling(
         bail!("settling needs at least two snapshots and one layer, got {} and {}", snapshots.len(), layers.len())
     }
     let n = images.dim(0)?;
-    // grams[layer][snapshot]: the N x N Gram matrix of that layer's features.
-    let mut grams: Vec<Vec<Vec<f64>>> = vec![Vec::new(); layers.len()];
+    // grams[layer][snapshot]: the N x N Gram matrix of that layer's features, in f64 on the CPU.
+    let mut grams: Vec<Vec<Tensor>> = vec![Vec::new(); layers.len()];
     for (k, (_, net)) in snapshots.iter().enumerate() {
-        for (li, &layer) in layers.iter().enumerate() {
-            let index =
-                net.layer_index(layer).ok_or_else(|| candle_core::Error::Msg(format!("no {layer} in the network")))?;
-            let f = crate::linear_probe::pooled_features(*net, images, index, SETTLING_GRID)?;
-            let g = f.matmul(&f.t()?)?.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
-            grams[li].push(g);
+        let index = |layer: &Point| {
+            net.layer_index(*layer).ok_or_else(|| candle_core::Error::Msg(format!("no {layer} in the network")))
+        };
+        let indices: Vec<usize> = layers.iter().map(index).collect::<Result<_>>()?;
+        let features = crate::linear_probe::pooled_features_of(*net, images, &indices, SETTLING_GRID)?;
+        for (g, f) in grams.iter_mut().zip(features) {
+            g.push(f.matmul(&f.t()?)?.to_dtype(DType::F64)?);
         }
         progress(k + 1, snapshots.len());
     }
-    let all: Vec<usize> = (0..n).collect();
     let last = snapshots.len() - 1;
-    let mean_cka = |li: usize, idx: &[usize]| -> f64 {
-        let fin = centred(&grams[li][last], n, idx);
-        let v: Vec<f64> = (0..last).map(|s| cka(&centred(&grams[li][s], n, idx), &fin)).collect();
-        v.iter().sum::<f64>() / v.len() as f64
-    };
     let out_layers = layers
         .iter()
-        .enumerate()
-        .map(|(li, p)| {
-            let fin = centred(&grams[li][last], n, &all);
-            let cka: Vec<f32> =
-                (0..snapshots.len()).map(|s| cka(&centred(&grams[li][s], n, &all), &fin) as f32).collect();
+        .zip(&grams)
+        .map(|(p, g)| {
+            let cka: Vec<f32> = ckas_to_last(g, &[vec![1.0; n]])?[0].iter().map(|&v| v as f32).collect();
             let mean = cka[..last].iter().sum::<f32>() / last as f32;
-            LayerSettling { layer: p.name().to_string(), cka, mean_cka: mean }
+            Ok(LayerSettling { layer: p.name().to_string(), cka, mean_cka: mean })
         })
-        .collect();
-    let (lo, hi) = (0, layers.len() - 1);
-    let effect = (lo != hi)
-        .then(|| {
-            resampled(n, SETTLING_RESAMPLES, "bootstrap over images (CKA recomputed on each resample)", |idx| {
-                mean_cka(lo, idx) - mean_cka(hi, idx)
-            })
-        })
-        .flatten();
+        .collect::<Result<_>>()?;
+    // Each layer's mean CKA over the snapshots before the last, one per resample.
+    let mean_ckas = |g: &[Tensor], ws: &[Vec<f64>]| -> Result<Vec<f64>> {
+        Ok(ckas_to_last(g, ws)?.iter().map(|c| c[..last].iter().sum::<f64>() / last as f64).collect())
+    };
+    let (lo, hi) = (&grams[0], &grams[layers.len() - 1]);
+    let effect = if layers.len() > 1 {
+        resampled_weights(
+            n,
+            SETTLING_RESAMPLES,
+            SETTLING_BATCH,
+            "bootstrap over images (CKA recomputed on each resample)",
+            |ws| {
+                Ok::<_, candle_core::Error>(
+                    mean_ckas(lo, ws)?.iter().zip(mean_ckas(hi, ws)?).map(|(a, b)| a - b).collect(),
+                )
+            },
+        )?
+    } else {
+        None
+    };
     Ok(Settling {
         epochs: snapshots.iter().map(|(e, _)| *e).collect(),
         images: n,
@@ -104,36 +111,38 @@ pub fn settling(
     })
 }
 
-/// The Gram matrix `g` (`n x n`, row-major) restricted to rows and columns `idx` (repeats
-/// allowed), double-centred: `H K H` with `H = I - 1/m`.
-fn centred(g: &[f64], n: usize, idx: &[usize]) -> Vec<f64> {
-    let m = idx.len();
-    let mut k: Vec<f64> = Vec::with_capacity(m * m);
-    for &i in idx {
-        let row = &g[i * n..(i + 1) * n];
-        k.extend(idx.iter().map(|&j| row[j]));
-    }
-    let rows: Vec<f64> = k.chunks(m).map(|r| r.iter().sum::<f64>() / m as f64).collect();
-    let total = rows.iter().sum::<f64>() / m as f64;
-    for (i, r) in k.chunks_mut(m).enumerate() {
-        for (j, v) in r.iter_mut().enumerate() {
-            // The Gram matrix is symmetric: column means are the row means.
-            *v += total - rows[i] - rows[j];
+/// For each resample (its multiplicities `w`, one per image, summing to the image count `m`),
+/// the linear CKA of every Gram matrix of `grams` (`n x n`, f64) against the last one, on the
+/// resampled images: `ckas[resample][snapshot]`. The resampled Gram matrix `K'` repeats rows
+/// and columns; it is never built: with `H = I - 11ᵀ/m` the centring matrix, expanding
+/// `tr(K' H L' H)` gives the centred inner product
+/// `<HK'H, HL'H> = wᵀ(K∘L)w - (2/m) Σᵢ wᵢ (Kw)ᵢ (Lw)ᵢ + (wᵀKw)(wᵀLw)/m²`,
+/// so a batch of resamples is a few matrix products. CKA is `<K, L> / (|K| |L|)` of the centred
+/// matrices, 0 when either is zero (a dead layer has no features to compare).
+fn ckas_to_last(grams: &[Tensor], ws: &[Vec<f64>]) -> Result<Vec<Vec<f64>>> {
+    let (Some(fin), Some(first)) = (grams.last(), ws.first()) else { return Ok(vec![Vec::new(); ws.len()]) };
+    let (n, r) = (first.len(), ws.len());
+    let m = first.iter().sum::<f64>();
+    // W: n x r, one column per resample.
+    let w = Tensor::from_vec((0..n * r).map(|k| ws[k % r][k / r]).collect::<Vec<f64>>(), (n, r), &Device::Cpu)?;
+    let inner = |k: &Tensor, kw: &Tensor, l: &Tensor, lw: &Tensor| -> Result<Vec<f64>> {
+        let a = (&w * (k * l)?.matmul(&w)?)?.sum(0)?;
+        let cross = ((&w * kw)? * lw)?.sum(0)?;
+        let (wk, wl) = ((&w * kw)?.sum(0)?, (&w * lw)?.sum(0)?);
+        ((a - (cross * (2.0 / m))?)? + ((wk * wl)? / (m * m))?)?.to_vec1::<f64>()
+    };
+    let fin_w = fin.matmul(&w)?;
+    let fin_fin = inner(fin, &fin_w, fin, &fin_w)?;
+    let mut out = vec![Vec::with_capacity(grams.len()); r];
+    for k in grams {
+        let kw = k.matmul(&w)?;
+        let (kl, kk) = (inner(k, &kw, fin, &fin_w)?, inner(k, &kw, k, &kw)?);
+        for (i, o) in out.iter_mut().enumerate() {
+            let d = (kk[i] * fin_fin[i]).sqrt();
+            o.push(if d > 0.0 { kl[i] / d } else { 0.0 });
         }
     }
-    k
-}
-
-/// Linear CKA of two centred Gram matrices: `<K, L> / (|K| |L|)` (Frobenius). 0 when either is
-/// zero (a dead layer has no features to compare).
-fn cka(k: &[f64], l: &[f64]) -> f64 {
-    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
-    let d = (dot(k, k) * dot(l, l)).sqrt();
-    if d > 0.0 {
-        dot(k, l) / d
-    } else {
-        0.0
-    }
+    Ok(out)
 }
 
 /// How far one layer's weights moved between two snapshots.
@@ -197,26 +206,60 @@ mod tests {
         cross(&yc, &xc) / (cross(&xc, &xc) * cross(&yc, &yc)).sqrt()
     }
 
+    /// The Gram matrix `g` (`n x n`) restricted to rows and columns `idx` (repeats allowed),
+    /// built and double-centred: `H K H` with `H = I - 1/m`; and CKA of two such matrices.
+    fn centred(g: &[f64], n: usize, idx: &[usize]) -> Vec<f64> {
+        let m = idx.len();
+        let k: Vec<f64> = idx.iter().flat_map(|&i| idx.iter().map(move |&j| g[i * n + j])).collect();
+        let rows: Vec<f64> = k.chunks(m).map(|r| r.iter().sum::<f64>() / m as f64).collect();
+        let total = rows.iter().sum::<f64>() / m as f64;
+        (0..m * m).map(|t| k[t] - rows[t / m] - rows[t % m] + total).collect()
+    }
+
+    fn cka(k: &[f64], l: &[f64]) -> f64 {
+        let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+        dot(k, l) / (dot(k, k) * dot(l, l)).sqrt()
+    }
+
+    fn gram(a: &[Vec<f64>]) -> Vec<f64> {
+        let n = a.len();
+        (0..n * n).map(|k| a[k / n].iter().zip(&a[k % n]).map(|(u, v)| u * v).sum()).collect()
+    }
+
+    /// `ckas_to_last` on multiplicities `w`, for two feature sets.
+    fn weighted(x: &[Vec<f64>], y: &[Vec<f64>], ws: &[Vec<f64>]) -> Vec<f64> {
+        let n = x.len();
+        let t = |g: Vec<f64>| Tensor::from_vec(g, (n, n), &Device::Cpu).unwrap();
+        ckas_to_last(&[t(gram(x)), t(gram(y))], ws).unwrap().iter().map(|c| c[0]).collect()
+    }
+
     #[test]
     fn cka_of_centred_grams_is_the_feature_formula_and_invariant_to_rotation_and_scale() {
         let x: Vec<Vec<f64>> = (0..9).map(|i| (0..4).map(|j| ((i * 7 + j * 3) as f64).sin()).collect()).collect();
         let y: Vec<Vec<f64>> = (0..9).map(|i| (0..3).map(|j| ((i * 5 + j * 11) as f64).cos()).collect()).collect();
-        let gram = |a: &[Vec<f64>]| -> Vec<f64> {
-            let n = a.len();
-            (0..n * n).map(|k| a[k / n].iter().zip(&a[k % n]).map(|(u, v)| u * v).sum()).collect()
-        };
         let all: Vec<usize> = (0..9).collect();
         let got = cka(&centred(&gram(&x), 9, &all), &centred(&gram(&y), 9, &all));
         assert!((got - cka_of_features(&x, &y)).abs() < 1e-12, "{got}");
+        assert!((weighted(&x, &y, &[vec![1.0; 9]])[0] - got).abs() < 1e-12);
         // A rotation (swap and negate two columns) and a scale leave it at 1 against the original.
         let r: Vec<Vec<f64>> = x.iter().map(|v| vec![-3.0 * v[1], 3.0 * v[0], 3.0 * v[2], 3.0 * v[3]]).collect();
         let same = cka(&centred(&gram(&x), 9, &all), &centred(&gram(&r), 9, &all));
         assert!((same - 1.0).abs() < 1e-12, "{same}");
-        // Resampled rows are the features of the resampled images.
-        let idx = [3, 3, 0, 8, 5, 1, 1];
-        let sub = |a: &[Vec<f64>]| -> Vec<Vec<f64>> { idx.iter().map(|&i| a[i].clone()).collect() };
-        let got = cka(&centred(&gram(&x), 9, &idx), &centred(&gram(&y), 9, &idx));
-        assert!((got - cka_of_features(&sub(&x), &sub(&y))).abs() < 1e-12, "{got}");
+        assert!((weighted(&x, &r, &[vec![1.0; 9]])[0] - 1.0).abs() < 1e-12);
+        // Resampled rows are the features of the resampled images; multiplicities (how often
+        // each image was drawn) give the same CKA without building the resampled matrices.
+        for idx in [vec![3, 3, 0, 8, 5, 1, 1, 7, 7], vec![2, 2, 2, 2, 6, 6, 0, 4, 5]] {
+            let sub = |a: &[Vec<f64>]| -> Vec<Vec<f64>> { idx.iter().map(|&i| a[i].clone()).collect() };
+            let got = cka(&centred(&gram(&x), 9, &idx), &centred(&gram(&y), 9, &idx));
+            assert!((got - cka_of_features(&sub(&x), &sub(&y))).abs() < 1e-12, "{got}");
+            let mut w = vec![0.0; 9];
+            idx.iter().for_each(|&i| w[i] += 1.0);
+            let both = weighted(&x, &y, &[vec![1.0; 9], w]);
+            assert!((both[1] - got).abs() < 1e-12 && (both[0] - weighted(&x, &y, &[vec![1.0; 9]])[0]).abs() < 1e-15);
+        }
+        // A dead layer (all features 0) has CKA 0, not NaN.
+        let zero = vec![vec![0.0; 4]; 9];
+        assert_eq!(weighted(&zero, &y, &[vec![1.0; 9]]), [0.0]);
     }
 
     #[test]

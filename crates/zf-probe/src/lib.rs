@@ -51,7 +51,7 @@ pub use correspondence::{correspondence, CorrespondenceRow, PartBox, RandomBoxes
 pub use evolution::weight_change;
 pub use filters::{filter_stats, FilterStats};
 pub use invariance::{invariance, transform, InvarianceCurve, Transform};
-pub use linear_probe::{fit_softmax, pooled_features, probe_layers, ProbeConfig, ProbeResult};
+pub use linear_probe::{fit_softmax, pooled_features, pooled_features_of, probe_layers, ProbeConfig, ProbeResult};
 pub use occlusion::{occlusion, occlusion_steered, ObjectSplit, Occlusion, OcclusionConfig};
 pub use study::{
     correspondence_study, evolution_study, fig2_study, filter_bank_study, invariance_study, occlusion_study,

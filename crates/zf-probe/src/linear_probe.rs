@@ -1,9 +1,9 @@
 //! Layer probes (Table 7): with the network frozen, how well does a linear softmax classifier
 //! on one layer's features separate the classes?
 //!
-//! Features ([`pooled_features`]): conv layers (after ReLU) are average-pooled over a
-//! `grid x grid` partition of each map (ours: the paper pools "spatially" without saying how),
-//! fc6 and fc7 are taken as they are. The classifier ([`fit_softmax`]): features standardized
+//! Features ([`pooled_features`]; several layers from one pass: [`pooled_features_of`]): conv
+//! layers (after ReLU) are average-pooled over a `grid x grid` partition of each map (ours: the
+//! paper pools "spatially" without saying how), fc6 and fc7 are taken as they are. The classifier ([`fit_softmax`]): features standardized
 //! with the training split's mean and standard deviation, multinomial logistic regression with
 //! an L2 penalty, fitted by full-batch Nesterov gradient descent with step `1 / L`, `L` the
 //! gradient's Lipschitz bound `λ_max(XᵀX / N) / 2 + l2` (the largest eigenvalue by power
@@ -60,10 +60,10 @@ pub fn probe_layers(
 ) -> Result<Vec<ProbeResult>> {
     let net = net.as_ref();
     let mut out = Vec::with_capacity(layers.len());
-    for (k, &layer) in layers.iter().enumerate() {
-        let fa = pooled_features(net, train_x, layer, config.grid)?;
-        let fb = pooled_features(net, test_x, layer, config.grid)?;
-        let (train, test, test_correct) = fit_softmax_with(&fa, train_y, &fb, test_y, classes, config)?;
+    let train_f = pooled_features_of(net, train_x, layers, config.grid)?;
+    let test_f = pooled_features_of(net, test_x, layers, config.grid)?;
+    for (k, ((&layer, fa), fb)) in layers.iter().zip(&train_f).zip(&test_f).enumerate() {
+        let (train, test, test_correct) = fit_softmax_with(fa, train_y, fb, test_y, classes, config)?;
         out.push(ProbeResult {
             layer: net.spec().layers[layer].label().into(),
             features: fa.dim(1)?,
@@ -80,28 +80,63 @@ pub fn probe_layers(
 /// conv layer's maps average-pooled on a `grid x grid` partition, a hidden linear layer's
 /// units as they are (both after their ReLU).
 pub fn pooled_features(net: &impl AsRef<Net>, images: &Tensor, layer: usize, grid: usize) -> Result<Tensor> {
+    let mut f = pooled_features_of(net, images, &[layer], grid)?;
+    Ok(f.remove(0))
+}
+
+/// [`pooled_features`] of several layers (indices into the spec, any order) from one forward
+/// pass per batch: `out[k]` is the features of `layers[k]`.
+pub fn pooled_features_of(
+    net: &impl AsRef<Net>,
+    images: &Tensor,
+    layers: &[usize],
+    grid: usize,
+) -> Result<Vec<Tensor>> {
     let net = net.as_ref();
-    let is_conv = match net.spec().layers.get(layer).map(|l| &l.kind) {
-        Some(LayerKind::Conv { .. }) => true,
-        Some(LayerKind::Linear { relu: true, .. }) => false,
-        Some(_) => bail!(
-            "layer probes use conv and hidden linear layers (the paper's layers 1..7 in ZFNet), got {}",
-            net.spec().layers[layer].label()
-        ),
-        None => bail!("layer {layer} does not exist in {}", net.spec().arch),
-    };
+    for &layer in layers {
+        match net.spec().layers.get(layer).map(|l| &l.kind) {
+            Some(LayerKind::Conv { .. } | LayerKind::Linear { relu: true, .. }) => {}
+            Some(_) => bail!(
+                "layer probes use conv and hidden linear layers (the paper's layers 1..7 in ZFNet), got {}",
+                net.spec().layers[layer].label()
+            ),
+            None => bail!("layer {layer} does not exist in {}", net.spec().arch),
+        }
+    }
     if grid == 0 {
         bail!("the pooling grid must be at least 1")
     }
+    let Some(&last) = layers.iter().max() else { return Ok(Vec::new()) };
+    /// Keeps the wanted layers' outputs, pooled, as the pass goes by.
+    struct Pooled<'a> {
+        layers: &'a [usize],
+        grid: usize,
+        got: Vec<Option<Tensor>>,
+    }
+    impl zf_model::LayerTap for Pooled<'_> {
+        fn activation(&mut self, layer: usize, value: &Tensor) -> Result<()> {
+            for (k, _) in self.layers.iter().enumerate().filter(|(_, &l)| l == layer) {
+                let t = value.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
+                self.got[k] = Some(if t.rank() == 4 { grid_pool(&t, self.grid)? } else { t });
+            }
+            Ok(())
+        }
+
+        fn wants_switches(&self) -> bool {
+            false
+        }
+    }
     let n = images.dim(0)?;
-    let mut parts = Vec::new();
+    let mut parts: Vec<Vec<Tensor>> = vec![Vec::new(); layers.len()];
     for start in (0..n).step_by(32) {
         let xs = images.narrow(0, start, 32.min(n - start))?;
-        let t =
-            net.forward_until(&xs, layer, &mut zf_model::NoLayerTap)?.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
-        parts.push(if is_conv { grid_pool(&t, grid)? } else { t });
+        let mut tap = Pooled { layers, grid, got: vec![None; layers.len()] };
+        net.forward_until(&xs, last, &mut tap)?;
+        for (p, t) in parts.iter_mut().zip(tap.got) {
+            p.push(t.ok_or_else(|| candle_core::Error::Msg("a layer's output was not observed".into()))?);
+        }
     }
-    Tensor::cat(&parts, 0)
+    parts.iter().map(|p| Tensor::cat(p, 0)).collect()
 }
 
 /// Average pooling of `[N, C, H, W]` over a `g x g` partition (bins `[floor(i H / g),

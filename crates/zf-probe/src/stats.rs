@@ -1,9 +1,10 @@
 //! Verdicts by statistics: the mean of per-image differences with a 95% interval from the
 //! bootstrap ([`paired`]), the difference of two groups' means ([`two_groups`]), or any
 //! statistic of a resampled set of items ([`resampled`], e.g. a similarity computed over
-//! images). A claim that uses them is `held` only when the whole interval lies on the paper's
-//! side of zero, and is not testable below [`MIN_N`] samples. The generator is seeded, so an
-//! interval is the same on every machine.
+//! images; [`resampled_weights`] when many resamples are cheaper at once). A claim that uses
+//! them is `held` only when the whole interval lies on the paper's side of zero, and is not
+//! testable below [`MIN_N`] samples. The generator is seeded, so an interval is the same on
+//! every machine.
 
 use serde::{Deserialize, Serialize};
 
@@ -110,6 +111,43 @@ pub fn resampled(
     Some(Effect { effect, lo, hi, n, method: method.into() })
 }
 
+/// [`resampled`] for a statistic that is cheaper over many resamples at once: each resample is
+/// given as its multiplicities (`w[i]`: how often item `i` was drawn; they sum to `n`), in
+/// batches of at most `batch`, and `statistic` returns one value per resample of the batch. The
+/// draws are [`resampled`]'s, so the effect and the interval are the same up to float rounding.
+/// The effect is `statistic` of the all-ones multiplicities. `None` for no items.
+pub fn resampled_weights<E>(
+    n: usize,
+    resamples: usize,
+    batch: usize,
+    method: &str,
+    mut statistic: impl FnMut(&[Vec<f64>]) -> std::result::Result<Vec<f64>, E>,
+) -> std::result::Result<Option<Effect>, E> {
+    if n == 0 || resamples == 0 {
+        return Ok(None);
+    }
+    let effect = statistic(&[vec![1.0; n]])?[0];
+    let mut rng = Rng(0x5eed);
+    let mut values = Vec::with_capacity(resamples);
+    let mut done = 0;
+    while done < resamples {
+        let weights: Vec<Vec<f64>> = (0..batch.max(1).min(resamples - done))
+            .map(|_| {
+                let mut w = vec![0.0; n];
+                (0..n).for_each(|_| w[rng.below(n)] += 1.0);
+                w
+            })
+            .collect();
+        done += weights.len();
+        values.extend(statistic(&weights)?.into_iter().filter(|v| v.is_finite()));
+    }
+    if values.is_empty() {
+        return Ok(None);
+    }
+    let (lo, hi) = percentiles(values);
+    Ok(Some(Effect { effect, lo, hi, n, method: method.into() }))
+}
+
 /// `statistic(a) - statistic(b)` and its percentile bootstrap interval, each group resampled
 /// on its own ([`RESAMPLES`] times). `n` is the smaller group. `None` when a group is empty.
 pub fn two_groups_by(a: &[f64], b: &[f64], method: &str, statistic: impl Fn(&[f64]) -> f64) -> Option<Effect> {
@@ -163,6 +201,24 @@ mod tests {
         assert_eq!((e.lo, e.hi), (0.0, 0.0));
         assert!(!e.supports());
         assert!(paired(&[]).is_none() && paired(&[f64::NAN]).is_none());
+    }
+
+    #[test]
+    fn resampling_by_weights_draws_what_resampling_by_indices_draws() {
+        // A weighted mean over multiplicities is the mean over the drawn indices: the same
+        // draws give the same effect and interval, whatever the batch size.
+        let v: Vec<f64> = (0..37).map(|i| ((i * 13) as f64).sin() + 0.1).collect();
+        let by_idx = resampled(v.len(), 500, "m", |idx| idx.iter().map(|&i| v[i]).sum::<f64>() / idx.len() as f64);
+        for batch in [1, 7, 500] {
+            let by_w = resampled_weights(v.len(), 500, batch, "m", |ws| {
+                Ok::<_, ()>(ws.iter().map(|w| w.iter().zip(&v).map(|(a, b)| a * b).sum::<f64>() / 37.0).collect())
+            })
+            .unwrap();
+            let (a, b) = (by_idx.clone().unwrap(), by_w.unwrap());
+            assert!((a.effect - b.effect).abs() < 1e-12 && (a.lo - b.lo).abs() < 1e-12, "{a:?} {b:?}");
+            assert!((a.hi - b.hi).abs() < 1e-12 && a.n == b.n, "{a:?} {b:?}");
+        }
+        assert!(resampled_weights(0, 10, 4, "m", |_| Ok::<_, ()>(vec![])).unwrap().is_none());
     }
 
     #[test]

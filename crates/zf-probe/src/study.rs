@@ -262,40 +262,48 @@ pub fn evolution_study(
     let layers = [Point::Conv1, Point::Conv2, Point::Conv3, Point::Conv4, Point::Conv5];
     let total = layers.len() * snapshots.len() + snapshots.len();
     let searched = images.narrow(0, 0, n.min(searched))?;
-    let (mut records, mut all_cells) = (Vec::new(), Vec::new());
+    let chosen: Vec<Vec<usize>> = layers
+        .iter()
+        .map(|&layer| {
+            let [c, _, _] = zf_deconv::layer_shape(&config, layer)?;
+            let m = maps.clamp(1, c);
+            Ok((0..m).map(|i| i * c / m).collect())
+        })
+        .collect::<Result<_>>()?;
+    let mut all_cells: Vec<Vec<Vec<EvolutionCell>>> = chosen.iter().map(|c| vec![Vec::new(); c.len()]).collect();
+    let mut strongest: Vec<Vec<StrongestRecord>> = vec![Vec::new(); layers.len()];
     let mut done = 0;
-    for layer in layers {
-        let [c, _, _] = zf_deconv::layer_shape(&config, layer)?;
-        let m = maps.clamp(1, c);
-        let chosen: Vec<usize> = (0..m).map(|i| i * c / m).collect();
-        let mut cells: Vec<Vec<EvolutionCell>> = vec![Vec::new(); m];
-        let mut strongest = Vec::new();
-        for (epoch, net) in snapshots {
-            let one = zf_deconv::Fig2Config { top: 1, one_per_image: true, batch: 32 };
-            let found =
-                zf_deconv::top_projections_of(net, vec![(layer, chosen.clone())], one, &searched, &mut |_, _, _| {})?;
-            for (mi, m) in found.iter().enumerate() {
-                let Some(p) = m.hits.first() else { continue };
-                cells[mi].push(EvolutionCell {
-                    epoch: *epoch,
-                    projection: p.projection.clone(),
-                    receptive_field: p.receptive_field,
-                });
-                let h = p.hit;
-                strongest.push(StrongestRecord {
-                    epoch: *epoch,
-                    map: m.map,
-                    image: h.image,
-                    position: (h.y, h.x),
-                    value: h.value,
-                });
-            }
-            done += 1;
-            progress(done, total);
+    // One search per snapshot for every layer's maps (one forward pass over the images).
+    for (epoch, net) in snapshots {
+        let one = zf_deconv::Fig2Config { top: 1, one_per_image: true, batch: 32 };
+        let selection = layers.iter().copied().zip(chosen.iter().cloned()).collect();
+        let found = zf_deconv::top_projections_of(net, selection, one, &searched, &mut |_, _, _| {})?;
+        for m in &found {
+            let Some(li) = layers.iter().position(|&l| l == m.layer) else { continue };
+            let (Some(mi), Some(p)) = (chosen[li].iter().position(|&c| c == m.map), m.hits.first()) else { continue };
+            all_cells[li][mi].push(EvolutionCell {
+                epoch: *epoch,
+                projection: p.projection.clone(),
+                receptive_field: p.receptive_field,
+            });
+            let h = p.hit;
+            strongest[li].push(StrongestRecord {
+                epoch: *epoch,
+                map: m.map,
+                image: h.image,
+                position: (h.y, h.x),
+                value: h.value,
+            });
         }
-        records.push(EvolutionLayer { layer: layer.name().to_string(), maps: chosen, strongest });
-        all_cells.push(cells);
+        done += layers.len();
+        progress(done, total);
     }
+    let records = layers
+        .iter()
+        .zip(chosen)
+        .zip(strongest)
+        .map(|((layer, maps), strongest)| EvolutionLayer { layer: layer.name().to_string(), maps, strongest })
+        .collect();
     let similar = images.narrow(0, 0, n.min(similarity))?;
     let pairs: Vec<(usize, &ZfNet)> = snapshots.iter().map(|(e, net)| (*e, net)).collect();
     let settling = crate::evolution::settling(&pairs, &similar, &layers, &mut |d, _| progress(done + d, total))?;
