@@ -3,11 +3,12 @@
 //!
 //! Features ([`pooled_features`]; several layers from one pass: [`pooled_features_of`]): conv
 //! layers (after ReLU) are average-pooled over a `grid x grid` partition of each map (ours: the
-//! paper pools "spatially" without saying how), fc6 and fc7 are taken as they are. The classifier ([`fit_softmax`]): features standardized
-//! with the training split's mean and standard deviation, multinomial logistic regression with
-//! an L2 penalty, fitted by full-batch Nesterov gradient descent with step `1 / L`, `L` the
-//! gradient's Lipschitz bound `λ_max(XᵀX / N) / 2 + l2` (the largest eigenvalue by power
-//! iteration), so it needs no tuning and gives the same numbers on every run.
+//! paper pools "spatially" without saying how), fc6 and fc7 are taken as they are. The
+//! classifier ([`fit_softmax`]): features standardized with the training split's mean and
+//! standard deviation, multinomial logistic regression with an L2 penalty, fitted by full-batch
+//! Nesterov gradient descent with step `1 / L`, `L` the gradient's Lipschitz bound
+//! `λ_max(XᵀX / N) / 2 + l2` (the largest eigenvalue by power iteration), so it needs no
+//! tuning and gives the same numbers on every run.
 
 use candle_core::{DType, Device, Result, Tensor, D};
 use serde::{Deserialize, Serialize};
